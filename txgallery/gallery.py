@@ -1,0 +1,117 @@
+"""One gallery app: a landing page with a card per demo, and one page (a Gradio route) per demo.
+
+A demo that failed to import or build becomes an error card and an error page; the rest of the gallery runs.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+
+import gradio as gr
+
+from txgallery import store
+from txgallery.limits import DEFAULT_CONCURRENCY, MAX_UPLOAD_SIZE, QUEUE_SIZE
+from txgallery.plugin import DemoEntry, build_entry, discover_demos
+from txgallery.ui import lesson_panel, model_badge, tag_line
+
+log = logging.getLogger(__name__)
+
+CSS = """
+.tx-cards {display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 16px;}
+.tx-card {border: 1px solid var(--border-color-primary); border-radius: 12px; padding: 16px; text-decoration: none;
+          color: inherit; display: block; background: var(--block-background-fill);}
+.tx-card:hover {border-color: var(--color-accent);}
+.tx-card h3 {margin: 0 0 6px 0;} .tx-card p {margin: 0 0 8px 0;}
+.tx-tag {display: inline-block; font-size: 12px; padding: 1px 8px; margin: 2px 4px 0 0; border-radius: 10px;
+         background: var(--background-fill-secondary);}
+.tx-card.tx-broken {border-color: #d33; background: #fff4f4; color: #600;}
+"""
+
+
+def card_html(entry: DemoEntry) -> str:
+    """One landing-page card: title, description, tags and a link; or the reason a plugin is broken."""
+    if not entry.ok:
+        return (f'<div class="tx-card tx-broken" data-demo="{html.escape(entry.slug)}">'
+                f"<h3>⚠️ {html.escape(entry.name)}</h3><p>This demo could not be loaded.</p>"
+                f"<p><code>{html.escape(entry.error or '')}</code></p>"
+                f'<p style="font-size:12px">from {html.escape(entry.origin)}</p></div>')
+    demo = entry.demo
+    tags = "".join(f'<span class="tx-tag">{html.escape(t)}</span>' for t in demo.tags)
+    broken = f"<p><b>⚠️ {html.escape(entry.error)}</b></p>" if entry.error else ""
+    return (f'<a class="tx-card{" tx-broken" if entry.error else ""}" href="{html.escape(demo.slug)}" '
+            f'data-demo="{html.escape(demo.slug)}"><h3>{html.escape(demo.title)}</h3>'
+            f"<p>{html.escape(demo.description)}</p>{broken}"
+            f'<p style="font-size:13px;opacity:.8">Teaches: {html.escape(demo.topic)}</p>{tags}</a>')
+
+
+def landing_html(entries: list[DemoEntry]) -> str:
+    """The grid of demo cards."""
+    return '<div class="tx-cards">' + "".join(card_html(e) for e in entries) + "</div>"
+
+
+def models_markdown(entry: DemoEntry) -> str:
+    """Which models the demo runs, where they come from and why — before anything is loaded."""
+    lines = []
+    for slot in entry.demo.models:
+        for source in store.resolve_choice(entry.demo.slug, slot.task, slot.default):
+            lines.append(f"- {model_badge(source)}")
+    return "\n".join(lines)
+
+
+def render_page(entry: DemoEntry, blocks: gr.Blocks | None) -> None:
+    """The chrome around a demo: header, models, lesson, then the demo itself (or its error)."""
+    if entry.demo is None or blocks is None:
+        gr.Markdown(f"# ⚠️ {entry.name}\nThis demo could not be loaded, so it is switched off. The rest of the "
+                    f"gallery works.\n\n**Reason:** `{entry.error}`\n\n**From:** {entry.origin}")
+        return
+    demo = entry.demo
+    gr.Markdown(f"# {demo.title}\n{demo.description}\n\n{tag_line(demo.tags)}")
+    if demo.models:
+        gr.Markdown(models_markdown(entry), elem_classes=["tx-models"])
+    if demo.lesson:
+        lesson_panel(demo.lesson)
+    blocks.render()
+
+
+def ping(text: str) -> str:
+    """Echo endpoint: health checks, and the HTTP floor that benchmarks subtract."""
+    return text
+
+
+def build_gallery(entries: list[DemoEntry] | None = None, title: str = "txgallery") -> gr.Blocks:
+    """The whole gallery as one `gr.Blocks` with a route per demo."""
+    entries = discover_demos() if entries is None else entries
+    built = {e.slug: build_entry(e) for e in entries}  # build first: a build failure turns the card red
+    with gr.Blocks(title=title) as app:
+        gr.Markdown(f"# {title}\nInteractive transformer demos. Every demo runs offline on an embedded model; "
+                    "configure hub models when online (`txgallery serve --help`).")
+        gr.HTML(landing_html(entries), elem_id="tx-landing")
+        gr.api(ping, api_name="ping")
+    for entry in entries:
+        with app.route(entry.demo.title if entry.demo else f"⚠️ {entry.name}", f"/{entry.slug}"):
+            render_page(entry, built[entry.slug])
+    return app
+
+
+def build_single(entry: DemoEntry) -> gr.Blocks:
+    """One demo alone, with the same chrome as in the gallery."""
+    blocks = build_entry(entry)
+    with gr.Blocks(title=entry.demo.title if entry.demo else entry.name) as app:
+        render_page(entry, blocks)
+        gr.api(ping, api_name="ping")
+    return app
+
+
+def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+           block: bool = True, **kwargs) -> gr.Blocks:
+    """Queue and launch with the gallery's limits (upload size, queue size, concurrency) and styles."""
+    app.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_SIZE)
+    app.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_SIZE, css=CSS,
+               prevent_thread_lock=not block, show_error=True, **kwargs)
+    return app
+
+
+def launch_one(demo, **kwargs) -> gr.Blocks:
+    """Run one `Demo` alone (what `python -m txgallery_demos.NAME` does)."""
+    return launch(build_single(DemoEntry(name=demo.slug, origin="direct", demo=demo)), **kwargs)

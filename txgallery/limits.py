@@ -1,0 +1,23 @@
+"""Explicit limits, one table for the whole gallery (documented in the README), and the error users see."""
+
+from __future__ import annotations
+
+MAX_INPUT_CHARS = 10_000  # longer text is truncated, with a visible notice
+MAX_TOKENS = 256  # tokens a classifier sees; the rest is cut, with a notice
+MAX_ATTRIBUTION_TOKENS = 128  # integrated gradients cost grows with length
+MAX_BATCH_TEXTS = 500  # lines or CSV rows per batch request
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # per uploaded file (also Gradio's max_file_size)
+MAX_UPLOAD_SIZE = "2mb"  # the same limit in Gradio's notation
+QUEUE_SIZE = 64  # requests waiting per app before new ones are turned away
+DEFAULT_CONCURRENCY = 2  # events of one demo running at once (one model thread serves them in turn)
+
+
+class InputError(ValueError):
+    """Bad user input; the message says what was wrong and what is allowed."""
+
+
+def truncate_text(text: str, limit: int = MAX_INPUT_CHARS) -> tuple[str, str | None]:
+    """Cut `text` to `limit` characters; return it with a notice when something was cut."""
+    if len(text) <= limit:
+        return text, None
+    return text[:limit], f"Input was {len(text):,} characters; only the first {limit:,} were used."

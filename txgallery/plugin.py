@@ -1,0 +1,127 @@
+"""The plugin API: a `Demo` declares itself; entry points in the group `txgallery.demos` are the only discovery.
+
+A distribution adds a demo with one line in its packaging metadata, as pytest plugins do with `pytest11`:
+
+    [project.entry-points."txgallery.demos"]
+    my_demo = "my_package.my_module:demo"
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Callable
+
+import gradio as gr
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "txgallery.demos"
+
+
+@dataclass(frozen=True)
+class ModelSlot:
+    """A model a demo needs: the task it serves and the default used when nothing is configured."""
+
+    task: str
+    default: str = "embedded"
+    hub_example: str = ""
+    many: bool = False  # whether several models may be configured at once (shown side by side)
+
+
+@dataclass(frozen=True)
+class Demo:
+    """One gallery demo: what it is, what it teaches, the models it needs, and `build()` for its UI."""
+
+    slug: str
+    title: str
+    description: str
+    build: Callable[[], gr.Blocks]
+    tags: tuple[str, ...] = ()
+    topic: str = ""
+    lesson: str = ""
+    models: tuple[ModelSlot, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.slug.replace("_", "").replace("-", "").isalnum() or self.slug != self.slug.lower():
+            raise ValueError(f"demo slug {self.slug!r} must be lower-case letters, digits, '-' or '_'")
+
+
+@dataclass
+class DemoEntry:
+    """A discovered plugin: the `Demo` when it loaded, otherwise the reason it did not."""
+
+    name: str
+    origin: str  # "module:attr (distribution version)"
+    demo: Demo | None = None
+    error: str | None = None
+    details: str = field(default="", repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.demo is not None
+
+    @property
+    def slug(self) -> str:
+        return self.demo.slug if self.demo else self.name
+
+
+def _origin(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    where = f" ({dist.name} {dist.version})" if dist is not None else ""
+    return f"{ep.value}{where}"
+
+
+def load_entry(ep: EntryPoint) -> DemoEntry:
+    """Import one entry point; any failure becomes an error entry instead of an exception."""
+    entry = DemoEntry(name=ep.name, origin=_origin(ep))
+    try:
+        obj = ep.load()
+        demo = obj() if callable(obj) and not isinstance(obj, Demo) else obj
+        if not isinstance(demo, Demo):
+            raise TypeError(f"entry point must name a txgallery.Demo (or a function returning one), got {type(demo).__name__}")
+        entry.demo = demo
+    except Exception as exc:  # a broken plugin must never take the gallery down
+        entry.error = f"{type(exc).__name__}: {exc}"
+        entry.details = traceback.format_exc()
+        log.warning("demo plugin %r failed to load: %s", ep.name, entry.error)
+    return entry
+
+
+def discover_demos(only: list[str] | None = None) -> list[DemoEntry]:
+    """Load every demo registered in the `txgallery.demos` entry-point group (optionally only some slugs)."""
+    seen: dict[str, DemoEntry] = {}
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if only and ep.name not in only:
+            continue
+        entry = load_entry(ep)
+        if entry.slug in seen:
+            entry = DemoEntry(name=ep.name, origin=entry.origin,
+                              error=f"slug {entry.slug!r} is already used by {seen[entry.slug].origin}")
+            log.warning("demo plugin %r skipped: %s", ep.name, entry.error)
+            seen[f"{ep.name}!duplicate"] = entry
+            continue
+        seen[entry.slug] = entry
+    if only:
+        missing = set(only) - {e.name for e in seen.values()}
+        for name in sorted(missing):
+            seen[name] = DemoEntry(name=name, origin="-", error=f"no demo named {name!r} is installed")
+    return list(seen.values())
+
+
+def build_entry(entry: DemoEntry) -> gr.Blocks | None:
+    """Call the demo's `build()`; a failure is recorded on the entry and None is returned."""
+    if entry.demo is None:
+        return None
+    try:
+        blocks = entry.demo.build()
+        if not isinstance(blocks, gr.Blocks):
+            raise TypeError(f"build() must return gr.Blocks, got {type(blocks).__name__}")
+        return blocks
+    except Exception as exc:
+        entry.error = f"build() failed: {type(exc).__name__}: {exc}"
+        entry.details = traceback.format_exc()
+        log.warning("demo %r failed to build: %s", entry.slug, entry.error)
+        return None

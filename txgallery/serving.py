@@ -1,0 +1,111 @@
+"""The serving seam: demo code calls its model service through `connect()` and never knows where it runs.
+
+    classifier = connect(SentimentClassifier, "embedded")
+    results = classifier.predict(["great film"])      # a plain method call, wherever the instance lives
+
+`LocalBackend` (the default, used by `txgallery serve`) keeps one instance per (class, arguments) in this process
+and runs its methods on a dedicated thread of its own. Torch keeps a thread pool per calling thread, so a forward
+pass issued from Gradio's many short-lived worker threads pays for cold pools and contention; one long-lived
+thread per model keeps its pool warm (see BENCHMARKS.md). A Ray Serve backend plugs in with `set_backend()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceKey:
+    """Identifies one service instance: its class and constructor arguments."""
+
+    cls: type
+    args: tuple
+
+    @property
+    def name(self) -> str:
+        """A stable readable name, e.g. `SentimentClassifier(embedded)`."""
+        return f"{self.cls.__name__}({', '.join(map(str, self.args))})"
+
+
+class Backend(Protocol):
+    """Where service instances live and how their methods are called."""
+
+    def call(self, key: ServiceKey, method: str, args: tuple, kwargs: dict) -> Any: ...
+
+
+class LocalBackend:
+    """Services in this process, each created lazily and run on its own long-lived thread."""
+
+    def __init__(self) -> None:
+        self._instances: dict[ServiceKey, Any] = {}
+        self._threads: dict[ServiceKey, ThreadPoolExecutor] = {}
+        self._guard = threading.Lock()
+
+    def _executor(self, key: ServiceKey) -> ThreadPoolExecutor:
+        with self._guard:
+            if key not in self._threads:
+                self._threads[key] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"txgallery-{key.cls.__name__}")
+            return self._threads[key]
+
+    def _instance(self, key: ServiceKey) -> Any:
+        # runs on the service's own thread, so construction (model loading) happens once and in order
+        if key not in self._instances:
+            self._instances[key] = key.cls(*key.args)
+        return self._instances[key]
+
+    def call(self, key: ServiceKey, method: str, args: tuple, kwargs: dict) -> Any:
+        """Run `instance.method(*args, **kwargs)` on the service's thread and wait for the result."""
+        return self._executor(key).submit(lambda: getattr(self._instance(key), method)(*args, **kwargs)).result()
+
+    def shutdown(self) -> None:
+        """Stop every service thread (instances are dropped)."""
+        with self._guard:
+            for executor in self._threads.values():
+                executor.shutdown(wait=False, cancel_futures=True)
+            self._threads.clear()
+            self._instances.clear()
+
+
+class ServiceProxy:
+    """Stands in for a service instance: attribute access returns a function that calls through the backend."""
+
+    def __init__(self, key: ServiceKey) -> None:
+        self._key = key
+
+    def __getattr__(self, method: str):
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return get_backend().call(self._key, method, args, kwargs)
+
+        call.__name__ = method
+        return call
+
+    def __repr__(self) -> str:
+        return f"<service {self._key.name} via {type(get_backend()).__name__}>"
+
+
+_backend: Backend = LocalBackend()
+
+
+def get_backend() -> Backend:
+    """The backend services are called through in this process."""
+    return _backend
+
+
+def set_backend(backend: Backend) -> None:
+    """Swap the backend (e.g. to Ray Serve handles); demos need no change."""
+    global _backend
+    _backend = backend
+
+
+def connect(cls: type, *args: Any) -> Any:
+    """A handle on the service `cls(*args)`; its methods are called like the instance's own."""
+    return ServiceProxy(ServiceKey(cls, tuple(args)))

@@ -1,0 +1,115 @@
+"""Per-demo model settings from CLI flags, environment variables and an optional TOML file (in that precedence).
+
+    txgallery serve --model sentiment=embedded,distilbert-base-uncased-finetuned-sst-2-english
+    TXGALLERY_MODEL_SENTIMENT="./my-finetuned-bert"
+    # txgallery.toml (or --config FILE, or TXGALLERY_CONFIG=FILE)
+    [demos.sentiment]
+    models = ["embedded", "textattack/bert-base-uncased-SST-2"]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "TXGALLERY_MODEL_"
+DEFAULT_CONFIG_FILE = "txgallery.toml"
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be understood; the message says which one and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model references configured for one demo and where they were set (shown in the UI as the 'why')."""
+
+    refs: tuple[str, ...]
+    reason: str
+
+
+@dataclass
+class Settings:
+    """Everything configurable per demo; an empty choice means the demo's own default."""
+
+    models: dict[str, ModelChoice] = field(default_factory=dict)
+    config_file: Path | None = None
+
+    def models_for(self, slug: str) -> ModelChoice | None:
+        """The configured models for demo `slug`, or None for its default."""
+        return self.models.get(slug)
+
+
+def _split_refs(value: str | list[str], where: str) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else value.split(",")
+    refs = tuple(str(item).strip() for item in items if str(item).strip())
+    if not refs:
+        raise SettingsError(f"{where}: no model given")
+    return refs
+
+
+def parse_model_flags(flags: list[str]) -> dict[str, ModelChoice]:
+    """Parse repeated `--model SLUG=REF[,REF...]` flags."""
+    choices: dict[str, ModelChoice] = {}
+    for flag in flags:
+        slug, sep, value = flag.partition("=")
+        if not sep or not slug.strip():
+            raise SettingsError(f"--model {flag!r}: expected SLUG=MODEL[,MODEL...], e.g. --model sentiment=embedded")
+        choices[slug.strip()] = ModelChoice(_split_refs(value, f"--model {flag}"), reason=f"set by --model {flag}")
+    return choices
+
+
+def read_config_file(path: Path) -> dict[str, ModelChoice]:
+    """Read `[demos.SLUG] models = [...]` tables from a TOML file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc}") from exc
+    demos = data.get("demos", {})
+    if not isinstance(demos, dict):
+        raise SettingsError(f"{path}: [demos] must be a table of [demos.SLUG] tables")
+    choices = {}
+    for slug, table in demos.items():
+        if not isinstance(table, dict) or "models" not in table:
+            raise SettingsError(f"{path}: [demos.{slug}] needs `models = [\"...\"]`")
+        choices[slug] = ModelChoice(_split_refs(table["models"], f"{path} [demos.{slug}]"), reason=f"set in {path}")
+    return choices
+
+
+def load_settings(model_flags: list[str] | None = None, config_file: str | Path | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Merge TOML file < environment < CLI flags into one `Settings`."""
+    environ = os.environ if environ is None else environ
+    path = Path(config_file or environ.get("TXGALLERY_CONFIG", DEFAULT_CONFIG_FILE)).expanduser()
+    explicit = config_file is not None or "TXGALLERY_CONFIG" in environ
+    if explicit and not path.is_file():
+        raise SettingsError(f"config file {path} does not exist")
+    models = read_config_file(path) if path.is_file() else {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and value.strip():
+            slug = key[len(ENV_PREFIX):].lower()
+            models[slug] = ModelChoice(_split_refs(value, key), reason=f"set by ${key}")
+    models.update(parse_model_flags(model_flags or []))
+    return Settings(models=models, config_file=path if path.is_file() else None)
+
+
+_current = Settings()
+
+
+def current() -> Settings:
+    """The settings this process runs with (set once by the CLI or the app builder)."""
+    return _current
+
+
+def configure(settings: Settings) -> None:
+    """Install `settings` for this process."""
+    global _current
+    _current = settings

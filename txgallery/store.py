@@ -1,0 +1,258 @@
+"""The model store: the one place where models are found and loaded.
+
+A model reference resolves to a source, in this order:
+  "embedded" or "embedded:NAME" or an embedded NAME  -> a model that ships with the package (works offline)
+  a path to an existing directory                     -> a local `save_pretrained` directory
+  anything shaped like a hub id ("gpt2", "org/name")  -> the Hugging Face Hub, when the network allows
+Loading is lazy, happens once per process per (source, task, options), is thread-safe and picks the device.
+`trust_remote_code` is never passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from txgallery import embedded
+
+log = logging.getLogger(__name__)
+
+SourceKind = Literal["embedded", "local", "hub"]
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be resolved or loaded; `str()` is a message meant for the user."""
+
+    def __init__(self, message: str, ref: str = "") -> None:
+        super().__init__(message)
+        self.ref = ref
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from, and why it is the one in use."""
+
+    kind: SourceKind
+    ref: str  # embedded name, absolute directory, or hub id
+    task: str
+    reason: str = "default"
+
+    @property
+    def label(self) -> str:
+        """Human-readable one-liner for badges and logs."""
+        if self.kind == "embedded":
+            return f"{self.ref} (embedded: {embedded.get_embedded(self.ref).summary})"
+        if self.kind == "local":
+            return f"{self.ref} (local directory)"
+        return f"{self.ref} (Hugging Face Hub)"
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model with what it needs to run and what the UI should say about it."""
+
+    source: ModelSource
+    model: Any
+    tokenizer: Any
+    device: str
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    """How to load models for one task from a directory or hub id (like the task table of transformers pipelines)."""
+
+    name: str
+    auto_class: str  # transformers Auto* class name
+    hub_default: str  # a good hub checkpoint for the task, shown in messages
+
+
+TASKS: dict[str, Task] = {
+    "text-classification": Task("text-classification", "AutoModelForSequenceClassification",
+                                "distilbert-base-uncased-finetuned-sst-2-english"),
+    "feature-extraction": Task("feature-extraction", "AutoModel", "bert-base-uncased"),
+    "text-generation": Task("text-generation", "AutoModelForCausalLM", "gpt2"),
+}
+
+
+def pick_device() -> str:
+    """CUDA when present (or `TXGALLERY_DEVICE`), else CPU."""
+    configured = os.environ.get("TXGALLERY_DEVICE")
+    if configured:
+        return configured
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve(ref: str, task: str, reason: str = "default") -> ModelSource:
+    """Turn a user's model reference into a `ModelSource` without loading anything."""
+    if task not in TASKS:
+        raise ModelLoadError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+    ref = (ref or "").strip()
+    default_name = embedded.embedded_default(task)
+    if ref in ("", "embedded", "default"):
+        if default_name is None:
+            raise ModelLoadError(f"there is no embedded model for {task}; configure a local directory or a hub id")
+        return ModelSource("embedded", default_name, task, reason)
+    name = ref.removeprefix("embedded:")
+    if name in embedded.list_embedded():
+        model = embedded.get_embedded(name)
+        if model.task != task:
+            raise ModelLoadError(f"embedded model {name!r} is for {model.task}, not {task}")
+        return ModelSource("embedded", name, task, reason)
+    if ref.startswith("embedded:"):
+        raise ModelLoadError(f"no embedded model {name!r}; embedded {task} models: "
+                             f"{', '.join(embedded.list_embedded(task=task)) or 'none'}")
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return ModelSource("local", str(path.resolve()), task, reason)
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+        raise ModelLoadError(f"{ref!r} is not an existing directory. {_default_hint(task)}")
+    if not HUB_ID.match(ref):
+        raise ModelLoadError(f"{ref!r} is neither an embedded model, a local directory nor a hub id. {_default_hint(task)}")
+    return ModelSource("hub", ref, task, reason)
+
+
+def _default_hint(task: str) -> str:
+    name = embedded.embedded_default(task)
+    embedded_part = f"the embedded default is 'embedded' ({name}), which works offline" if name else "no embedded model"
+    return f"For {task}, {embedded_part}; online, try a hub id such as '{TASKS[task].hub_default}'."
+
+
+def _hub_is_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _explain_load_failure(source: ModelSource, exc: Exception) -> str:
+    """Say in one sentence why a model did not load, naming the embedded default."""
+    text = f"{type(exc).__name__}: {exc}"
+    hint = _default_hint(source.task)
+    if source.kind == "local":
+        return f"Could not load the local directory {source.ref}: {text.splitlines()[0]}. {hint}"
+    if source.kind == "embedded":
+        return f"The embedded model {source.ref} failed to load: {text.splitlines()[0]}"
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if isinstance(exc, (RepositoryNotFoundError,)) or "is not a valid model identifier" in text:
+        if _hub_is_offline() or "offline" in text.lower() or "connect" in text.lower():
+            return (f"Cannot load {source.ref!r}: the Hugging Face Hub is not reachable (offline) and the model is "
+                    f"not in the local cache. {hint}")
+        return f"There is no model {source.ref!r} on the Hugging Face Hub. {hint}"
+    if isinstance(exc, GatedRepoError):
+        return f"{source.ref!r} is gated on the hub: log in with a token that has access. {hint}"
+    lowered = text.lower()
+    if _hub_is_offline() or any(w in lowered for w in ("offline", "connect", "resolve", "network", "timed out",
+                                                           "cannot find the requested files", "local_files_only")):
+        return (f"Cannot load {source.ref!r}: the Hugging Face Hub is not reachable (offline) and the model is not "
+                f"in the local cache. {hint}")
+    return f"Could not load {source.ref!r} from the hub: {text.splitlines()[0]}. {hint}"
+
+
+def _load_pretrained(source: ModelSource, attentions: bool) -> tuple[Any, Any]:
+    """`from_pretrained` for a local directory or a hub id (never with remote code)."""
+    import transformers
+
+    auto_class = getattr(transformers, TASKS[source.task].auto_class)
+    kwargs: dict[str, Any] = {"trust_remote_code": False}
+    if attentions:
+        kwargs["attn_implementation"] = "eager"  # SDPA returns no attention weights
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source.ref, trust_remote_code=False)
+    model = auto_class.from_pretrained(source.ref, **kwargs)
+    return model, tokenizer
+
+
+def _load_embedded(source: ModelSource, attentions: bool) -> tuple[Any, Any]:
+    import transformers
+
+    factory = embedded.get_embedded(source.ref).factory
+    made = factory(attentions=attentions) if "attentions" in factory.__code__.co_varnames else factory()
+    if isinstance(made, tuple):
+        return made
+    # a factory that returns a directory: load it like a local one
+    return _load_pretrained(ModelSource("local", str(made), source.task, source.reason), attentions)
+
+
+class ModelStore:
+    """Loads each model once per process and hands the same object to every caller."""
+
+    def __init__(self, device: str | None = None) -> None:
+        self._device = device
+        self._models: dict[tuple, LoadedModel] = {}
+        self._locks: dict[tuple, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.load_count = 0  # how many real loads happened (tests use it to prove "once")
+
+    @property
+    def device(self) -> str:
+        """The device new models are placed on."""
+        if self._device is None:
+            self._device = pick_device()
+        return self._device
+
+    def load(self, source: ModelSource, attentions: bool = False) -> LoadedModel:
+        """Return the loaded model for `source`, loading it on first use; raises `ModelLoadError` with a message."""
+        key = (source.kind, source.ref, source.task, attentions)
+        with self._guard:
+            if key in self._models:
+                return self._models[key]
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # one loader per key; others wait for it instead of loading twice
+            if key in self._models:
+                return self._models[key]
+            log.info("loading %s for %s (%s)", source.label, source.task, source.reason)
+            try:
+                loader = _load_embedded if source.kind == "embedded" else _load_pretrained
+                model, tokenizer = loader(source, attentions)
+                model = model.to(self.device).eval()
+            except ModelLoadError:
+                raise
+            except Exception as exc:
+                raise ModelLoadError(_explain_load_failure(source, exc)) from exc
+            metrics = embedded.get_embedded(source.ref).metrics() if source.kind == "embedded" else {}
+            loaded = LoadedModel(source, model, tokenizer, self.device, metrics)
+            with self._guard:
+                self._models[key] = loaded
+                self.load_count += 1
+            return loaded
+
+    def is_loaded(self, source: ModelSource, attentions: bool = False) -> bool:
+        """Whether `source` is already in memory."""
+        return (source.kind, source.ref, source.task, attentions) in self._models
+
+
+_store: ModelStore | None = None
+_store_guard = threading.Lock()
+
+
+def get_store() -> ModelStore:
+    """The process-wide model store."""
+    global _store
+    with _store_guard:
+        if _store is None:
+            _store = ModelStore()
+        return _store
+
+
+def resolve_choice(slug: str, task: str, default: str = "embedded") -> list[ModelSource | ModelLoadError]:
+    """Resolve the models configured for demo `slug` (or its default); bad references come back as errors."""
+    from txgallery import settings
+
+    choice = settings.current().models_for(slug)
+    refs, reason = (choice.refs, choice.reason) if choice else ((default,), "the demo's default")
+    resolved: list[ModelSource | ModelLoadError] = []
+    for ref in refs:
+        try:
+            resolved.append(resolve(ref, task, reason))
+        except ModelLoadError as exc:
+            resolved.append(ModelLoadError(f"{ref!r}: {exc}", ref=ref))
+    return resolved
+
