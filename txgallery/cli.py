@@ -17,6 +17,26 @@ def _setup(args: argparse.Namespace) -> None:
     settings.configure(settings.load_settings(getattr(args, "model", None), getattr(args, "config", None)))
 
 
+def check_models(entries, load: bool) -> list[str]:
+    """Resolve (and with `load`, load) every model the demos use; returns one status line per model."""
+    from txgallery import store
+
+    lines = []
+    for entry in entries:
+        for slot in entry.demo.models if entry.ok else ():
+            for source in store.resolve_choice(entry.slug, slot.task, slot.default):
+                if isinstance(source, store.ModelLoadError):
+                    lines.append(f"{entry.slug}: ERROR {source}")
+                    continue
+                try:
+                    if load:
+                        store.get_store().load(source)
+                    lines.append(f"{entry.slug}: {'loaded' if load else 'resolved'} {source.label} ({source.reason})")
+                except store.ModelLoadError as exc:
+                    lines.append(f"{entry.slug}: ERROR {exc}")
+    return lines
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start the gallery (or chosen demos) in this process."""
     from txgallery.gallery import build_gallery, build_single, launch
@@ -26,6 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for entry in entries:
         if not entry.ok:
             log.warning("demo %s is unavailable: %s", entry.name, entry.error)
+    for line in check_models(entries, load=args.preload):
+        (log.warning if " ERROR " in line else log.info)(line)
     app = build_single(entries[0]) if args.demo and len(args.demo) == 1 else build_gallery(entries)
     log.info("serving %d demo(s) on http://%s:%d", len(entries), args.host, args.port)
     launch(app, host=args.host, port=args.port, share=args.share)
@@ -33,14 +55,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print every installed demo, its origin, and the reason a broken one did not load."""
+    """Print every installed demo, its origin, and the reason a broken one did not load; with --models, its models."""
     from txgallery.plugin import discover_demos
 
-    for entry in discover_demos():
+    entries = discover_demos()
+    for entry in entries:
         if entry.ok:
             print(f"{entry.slug:<20} ok      {entry.demo.title} — {entry.demo.description}  [{entry.origin}]")
         else:
             print(f"{entry.name:<20} BROKEN  {entry.error}  [{entry.origin}]")
+    if args.models:
+        print("\nmodels:")
+        lines = check_models(entries, load=True)
+        print("\n".join(f"  {line}" for line in lines))
+        return 1 if any(" ERROR " in line for line in lines) else 0
     return 0
 
 
@@ -73,9 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="models for a demo: 'embedded', a local directory or a hub id; several are shown side by "
                             "side (e.g. --model sentiment=embedded,distilbert-base-uncased-finetuned-sst-2-english)")
     serve.add_argument("--config", metavar="FILE", help="TOML settings file (default: ./txgallery.toml if present)")
+    serve.add_argument("--preload", action="store_true", help="load every model before serving (errors are logged)")
     serve.set_defaults(func=cmd_serve)
 
-    listing = commands.add_parser("list", help="list installed demos and broken plugins")
+    listing = commands.add_parser("list", help="list installed demos and broken plugins",
+                                  description="List installed demos; --models also loads their configured models.")
+    listing.add_argument("--models", action="store_true", help="load each demo's configured models and report")
+    listing.add_argument("--model", action="append", metavar="SLUG=MODEL[,MODEL]", help="as for serve")
+    listing.add_argument("--config", metavar="FILE", help="as for serve")
     listing.set_defaults(func=cmd_list)
 
     train = commands.add_parser("train", help="re-train an embedded model (deterministic)",

@@ -13,10 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from txgallery import embedded
 
@@ -132,6 +135,31 @@ def _hub_is_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+_reachability: tuple[float, bool] | None = None
+
+
+def hub_reachable(timeout: float = 3.0, ttl: float = 60.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connect (cached for `ttl` s; False in offline mode).
+
+    huggingface_hub retries an unreachable hub for about 50 s per file; one quick connect spares users that wait.
+    """
+    global _reachability
+    if _hub_is_offline():
+        return False
+    now = time.monotonic()
+    if _reachability is None or now - _reachability[0] > ttl:
+        from huggingface_hub import constants
+
+        url = urlparse(constants.ENDPOINT)
+        try:
+            socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+            reachable = True
+        except OSError:
+            reachable = False
+        _reachability = (now, reachable)
+    return _reachability[1]
+
+
 def _explain_load_failure(source: ModelSource, exc: Exception) -> str:
     """Say in one sentence why a model did not load, naming the embedded default."""
     text = f"{type(exc).__name__}: {exc}"
@@ -158,15 +186,27 @@ def _explain_load_failure(source: ModelSource, exc: Exception) -> str:
 
 
 def _load_pretrained(source: ModelSource, attentions: bool) -> tuple[Any, Any]:
-    """`from_pretrained` for a local directory or a hub id (never with remote code)."""
+    """`from_pretrained` for a local directory or a hub id (never with remote code).
+
+    When the hub is unreachable a hub id is still served from the local Hugging Face cache if it is there.
+    """
     import transformers
 
     auto_class = getattr(transformers, TASKS[source.task].auto_class)
     kwargs: dict[str, Any] = {"trust_remote_code": False}
-    if attentions:
-        kwargs["attn_implementation"] = "eager"  # SDPA returns no attention weights
-    tokenizer = transformers.AutoTokenizer.from_pretrained(source.ref, trust_remote_code=False)
-    model = auto_class.from_pretrained(source.ref, **kwargs)
+    offline = source.kind == "hub" and not hub_reachable()
+    if offline:
+        kwargs["local_files_only"] = True
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source.ref, **kwargs)
+        model = auto_class.from_pretrained(source.ref, **kwargs,
+                                           **({"attn_implementation": "eager"} if attentions else {}))
+    except OSError as exc:
+        if not offline:
+            raise
+        raise ModelLoadError(f"Cannot load {source.ref!r}: the Hugging Face Hub is not reachable from this machine "
+                             f"(offline) and the model is not in the local cache. {_default_hint(source.task)}",
+                             ref=source.ref) from exc
     return model, tokenizer
 
 

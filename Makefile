@@ -1,0 +1,45 @@
+# Two commands on a fresh machine (Python 3.10+, pip, venv; Debian's chromium for the browser tests):
+#   make serve   -> creates .venv, installs txgallery, starts the gallery on http://127.0.0.1:7860
+#   make test    -> creates .venv, installs txgallery with test extras, runs the whole suite with no network
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+ARGS ?=
+
+# torch first, pinned to a torch/torchvision pair that import together (timm and open_clip need torchvision).
+ifeq ($(shell uname -m),aarch64)
+TORCH := torch==2.9.1 torchvision==0.24.1
+else
+TORCH := torch==2.14.1 torchvision==0.29.1
+endif
+
+.PHONY: install browser serve test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+serve: install
+	$(VENV)/bin/txgallery serve $(ARGS)
+
+# The tests run inside a loopback-only network namespace: no hub can be reached by accident, and Ray (later)
+# binds 127.0.0.1 only. As non-root, `unshare -rn` maps the user to root inside the namespace.
+# Debian's chromium drives the end-to-end tests (Playwright never downloads a browser of its own).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q chromium; } || \
+	  { echo "install Debian's chromium first: sudo apt-get install -y chromium"; exit 1; }
+
+test: install browser
+	@if [ "$$(id -u)" = 0 ]; then ns="unshare -n"; else ns="unshare -rn"; fi; \
+	$$ns sh -c 'ip link set lo up && exec $(PY) -m pytest $(ARGS)'
+
+bench: install
+	$(PY) bench/bench_sentiment.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

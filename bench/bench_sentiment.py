@@ -1,0 +1,159 @@
+"""Sentiment latency: the gallery's HTTP path vs a raw transformers forward of the same model, in one run.
+
+    .venv/bin/python bench/bench_sentiment.py [--requests 60] [--port 7871]
+
+Starts `txgallery serve --demo sentiment` as a child process on 127.0.0.1, then measures, in this process:
+  raw        tokenizer + forward of the same transformers model on a quiet thread (the baseline)
+  echo       the `/ping` endpoint: Gradio's own HTTP floor, measured with the same clients
+  gallery    `/sentiment_predict` through a raw HTTP client (httpx) and through gradio_client
+and prints p50/p95 at batch 1, throughput for 64 texts, and the ratio (gallery − echo) / raw at p50, which is the
+project's share above Gradio's floor (target: ≤ 1.15). It also shows why models run on a dedicated thread: the same
+forward issued from a fresh thread per call (what a pool of short-lived workers does) vs one long-lived thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import torch
+
+TEXTS = [
+    "A gripping, beautifully acted film that stays with you long after the credits.",
+    "The plot is a mess and the jokes fall flat; I checked my watch twice.",
+    "Not bad at all: the second half more than makes up for a slow start.",
+    "Great cast, awful script.",
+    "An uneven but often touching portrait of a family coming apart.",
+    "It is the kind of movie that makes you want to call your mother.",
+    "Two hours of my life I will never get back.",
+    "Smart, funny and surprisingly tender.",
+]
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """p50 and p95 in milliseconds."""
+    ordered = sorted(samples)
+    return statistics.median(ordered) * 1e3, ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1e3
+
+
+def timed(fn, n: int, warmup: int = 5) -> list[float]:
+    """Wall-clock seconds of `fn(i)` for i in range(n), after a warm-up."""
+    for i in range(warmup):
+        fn(i)
+    samples = []
+    for i in range(n):
+        start = time.perf_counter()
+        fn(i)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def http_call(http: httpx.Client, api_name: str, data: list) -> list:
+    """Gradio's two-step HTTP API: POST the call, then read the server-sent result."""
+    event_id = http.post(f"/gradio_api/call/{api_name}", json={"data": data}).json()["event_id"]
+    with http.stream("GET", f"/gradio_api/call/{api_name}/{event_id}") as stream:
+        event = None
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                if event == "error":
+                    raise RuntimeError(line)
+                return json.loads(line[5:])
+    raise RuntimeError("no result")
+
+
+def start_server(port: int) -> subprocess.Popen:
+    """`txgallery serve --demo sentiment` on 127.0.0.1:port, waiting until it answers."""
+    server = subprocess.Popen([sys.executable, "-m", "txgallery.cli", "--log-level", "warning", "serve", "--demo",
+                               "sentiment", "--port", str(port), "--preload"], start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(1)
+    os.killpg(server.pid, signal.SIGTERM)
+    raise RuntimeError("server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--port", type=int, default=7871)
+    args = parser.parse_args()
+    n = args.requests
+
+    from txgallery.embedded import minilm_rt_sentiment
+    from txgallery.limits import MAX_TOKENS
+
+    model, tokenizer = minilm_rt_sentiment()
+
+    @torch.inference_mode()
+    def raw_forward(texts: list[str]):
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+        return model(**batch).logits.softmax(-1)
+
+    rows: list[tuple[str, float, float]] = []
+    raw = percentiles(timed(lambda i: raw_forward([TEXTS[i % len(TEXTS)]]), n))
+    rows.append(("raw forward, quiet thread (baseline)", *raw))
+
+    # Why each model gets one long-lived thread: a fresh thread per call vs the same thread every call.
+    def fresh_thread(i):
+        t = threading.Thread(target=raw_forward, args=([TEXTS[i % len(TEXTS)]],))
+        t.start()
+        t.join()
+
+    rows.append(("raw forward, a fresh thread per call", *percentiles(timed(fresh_thread, n))))
+    one_thread = ThreadPoolExecutor(max_workers=1)
+    rows.append(("raw forward, one long-lived thread", *percentiles(
+        timed(lambda i: one_thread.submit(raw_forward, [TEXTS[i % len(TEXTS)]]).result(), n))))
+
+    server = start_server(args.port)
+    try:
+        from gradio_client import Client
+
+        url = f"http://127.0.0.1:{args.port}"
+        client = Client(url, verbose=False)
+        with httpx.Client(base_url=url, timeout=120) as http:
+            echo_http = percentiles(timed(lambda i: http_call(http, "ping", [TEXTS[i % len(TEXTS)]]), n))
+            gallery_http = percentiles(timed(lambda i: http_call(http, "sentiment_predict", [TEXTS[i % len(TEXTS)]]), n))
+            echo_client = percentiles(timed(lambda i: client.predict(TEXTS[i % len(TEXTS)], api_name="/ping"), n))
+            gallery_client = percentiles(timed(
+                lambda i: client.predict(TEXTS[i % len(TEXTS)], api_name="/sentiment_predict"), n))
+            many = [TEXTS[i % len(TEXTS)] + f" ({i})" for i in range(64)]
+            raw_64 = min(timed(lambda i: raw_forward(many), 5, warmup=1))
+            gallery_64 = min(timed(lambda i: http_call(http, "sentiment_batch", ["\n".join(many), None]), 5, warmup=1))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+    rows += [("echo /ping, raw HTTP (floor)", *echo_http), ("gallery /sentiment_predict, raw HTTP", *gallery_http),
+             ("echo /ping, gradio_client (floor)", *echo_client),
+             ("gallery /sentiment_predict, gradio_client", *gallery_client)]
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), python {platform.python_version()}; {n} requests per row\n")
+    print(f"| path | p50 ms | p95 ms |\n|---|---|---|")
+    for name, p50, p95 in rows:
+        print(f"| {name} | {p50:.1f} | {p95:.1f} |")
+    print(f"\nthroughput, 64 texts: raw batch forward {64 / raw_64:.0f} texts/s; "
+          f"gallery /sentiment_batch (one request) {64 / gallery_64:.0f} texts/s ({gallery_64 / raw_64:.2f}× raw time)")
+    for client_name, gallery, echo in (("raw HTTP", gallery_http, echo_http), ("gradio_client", gallery_client,
+                                                                              echo_client)):
+        print(f"{client_name}: gallery p50 {gallery[0]:.1f} ms = echo floor {echo[0]:.1f} ms + {gallery[0] - echo[0]:.1f} "
+              f"ms; (gallery − echo) / raw at p50 = {(gallery[0] - echo[0]) / raw[0]:.2f}× (target ≤ 1.15)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""End to end in a real browser: Debian's chromium driven by Playwright (never a downloaded browser)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "gallery.png"
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is required for the browser tests: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        yield context.new_page()
+        browser.close()
+
+
+def test_landing_page_to_sentiment_prediction(page, gallery):
+    page.goto(gallery + "/", wait_until="networkidle")
+    cards = page.locator(".tx-card")
+    cards.first.wait_for(timeout=60_000)
+    assert page.locator('.tx-card[data-demo="sentiment"]').count() == 1
+    assert "frobnicate" in page.locator(".tx-broken").inner_text()
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    page.locator('.tx-card[data-demo="sentiment"]').click()
+    page.wait_for_url("**/sentiment", timeout=60_000)
+    page.get_by_label("Text").first.fill("An utterly charming film, funny and warm from start to finish.")
+    page.get_by_role("button", name="Classify", exact=True).click()
+    prediction = page.locator(".output-class").first
+    prediction.wait_for(timeout=120_000)
+    page.wait_for_function("() => document.querySelector('.output-class')?.innerText.trim().length > 0",
+                           timeout=120_000)
+    assert prediction.inner_text().strip().lower() == "positive"
+    page.screenshot(path=str(SCREENSHOT.with_name("sentiment.png")), full_page=True)

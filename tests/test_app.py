@@ -1,0 +1,87 @@
+"""The gallery app end to end over HTTP: gradio_client and a raw HTTP client against the running app."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(gallery) -> Client:
+    return Client(gallery, verbose=False)
+
+
+def test_landing_page_and_demo_pages_are_served(gallery):
+    with httpx.Client(base_url=gallery, timeout=60) as http:
+        landing = http.get("/")
+        assert landing.status_code == 200
+        config = http.get("/config").json()
+        text = str(config)
+        assert "BERT sentiment" in text and "tx-broken" in text and "frobnicate" in text
+        assert http.get("/sentiment").status_code == 200
+        assert http.get("/broken_demo").status_code == 200
+
+
+def test_ping(client):
+    assert client.predict("hello", api_name="/ping") == "hello"
+
+
+def test_predict_side_by_side_with_a_model_that_cannot_load(client):
+    notice, badge_ok, badge_bad, label_ok, label_bad = client.predict(
+        "A wonderful, warm and funny film.", api_name="/sentiment_predict")
+    assert label_ok["label"] == "positive"
+    confidences = {c["label"]: c["confidence"] for c in label_ok["confidences"]}
+    assert sum(confidences.values()) == pytest.approx(1.0, abs=1e-4)
+    assert "minilm-rt-sentiment" in badge_ok and "embedded" in badge_ok and "held-out accuracy" in badge_ok
+    assert "nonexistent-org/nonexistent-model" in badge_bad and "not reachable" in badge_bad
+    assert label_bad is None
+    assert notice == ""
+
+
+def test_explain_returns_word_attributions(client):
+    highlights_ok, highlights_bad = client.predict("The acting was wonderful.", api_name="/sentiment_explain")
+    words = [item["token"] for item in highlights_ok]
+    assert "wonderful" in words
+    assert highlights_bad is None
+
+
+@pytest.mark.parametrize("text", ["", "   "])
+def test_empty_text_gives_a_message(client, text):
+    with pytest.raises(AppError, match="empty"):
+        client.predict(text, api_name="/sentiment_predict")
+
+
+def test_huge_text_is_truncated_with_visible_notice(client):
+    notice, *_ = client.predict("fine " * 20_000, api_name="/sentiment_predict")
+    assert "100,000 characters" in notice and "256 tokens" in notice
+
+
+def test_batch_from_lines_and_csv(client, tmp_path):
+    table, download = client.predict("great film\nterrible film", None, api_name="/sentiment_batch")
+    assert table["headers"][:2] == ["text", "label (minilm-rt-sentiment)"]
+    assert [row[1] for row in table["data"]] == ["positive", "negative"]
+    assert open(download).read().startswith("text,label (minilm-rt-sentiment)")
+
+    csv_file = tmp_path / "reviews.csv"
+    csv_file.write_text("text\nloved it\nhated it\n")
+    table, _ = client.predict("", handle_file(str(csv_file)), api_name="/sentiment_batch")
+    assert [row[1] for row in table["data"]] == ["positive", "negative"]
+
+
+def test_bad_uploads_give_messages_and_the_queue_keeps_serving(client, tmp_path):
+    no_text = tmp_path / "no_text.csv"
+    no_text.write_text("id,body\n1,x\n")
+    with pytest.raises(AppError, match="needs a column named"):
+        client.predict("", handle_file(str(no_text)), api_name="/sentiment_batch")
+    binary = tmp_path / "blob.csv"
+    binary.write_bytes(b"\x00\x01\x02" * 100)
+    with pytest.raises(AppError, match="binary"):
+        client.predict("", handle_file(str(binary)), api_name="/sentiment_batch")
+    with pytest.raises(AppError, match="limit is 500"):
+        client.predict("x\n" * 501, None, api_name="/sentiment_batch")
+    # and the app still answers
+    assert client.predict("still here", api_name="/ping") == "still here"

@@ -1,0 +1,103 @@
+"""Plugin discovery through entry points, and broken plugins contained as error entries."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from txgallery.gallery import build_gallery, landing_html
+from txgallery.plugin import Demo, build_entry, discover_demos
+
+GOOD_PLUGIN = """
+import gradio as gr
+from txgallery import Demo
+
+def build():
+    with gr.Blocks() as page:
+        gr.Markdown("hello from a third-party plugin")
+    return page
+
+demo = Demo(slug="thirdparty_hello", title="Third-party hello", description="Added by another distribution.",
+            build=build, tags=("example",), topic="plugins")
+"""
+
+
+def test_shipped_sentiment_demo_is_discovered():
+    entries = {e.slug: e for e in discover_demos()}
+    assert entries["sentiment"].ok, entries["sentiment"].error
+    assert isinstance(entries["sentiment"].demo, Demo)
+    assert "txgallery" in entries["sentiment"].origin
+
+
+def test_third_party_distribution_adds_a_demo(plugin_dist):
+    plugin_dist("thirdparty_hello", GOOD_PLUGIN)
+    entries = {e.slug: e for e in discover_demos()}
+    assert entries["thirdparty_hello"].ok
+    assert "thirdparty_hello 0.1" in entries["thirdparty_hello"].origin
+    assert 'href="thirdparty_hello"' in landing_html(list(entries.values()))
+
+
+def test_plugin_that_fails_to_import_becomes_an_error_entry(plugin_dist):
+    plugin_dist("thirdparty_broken", "raise ImportError('needs the package frobnicate')\n")
+    entries = {e.name: e for e in discover_demos()}
+    broken = entries["thirdparty_broken"]
+    assert not broken.ok
+    assert "frobnicate" in broken.error
+    assert entries["sentiment"].ok  # the rest is untouched
+    html = landing_html(list(entries.values()))
+    assert "tx-broken" in html and "frobnicate" in html
+
+
+def test_plugin_that_is_not_a_demo_is_rejected(plugin_dist):
+    plugin_dist("thirdparty_wrong", "demo = 42\n")
+    broken = {e.name: e for e in discover_demos()}["thirdparty_wrong"]
+    assert not broken.ok and "txgallery.Demo" in broken.error
+
+
+def test_plugin_whose_build_fails_gets_an_error_page_and_the_gallery_still_builds(plugin_dist):
+    plugin_dist("thirdparty_badbuild", GOOD_PLUGIN.replace('gr.Markdown("hello from a third-party plugin")',
+                                                          "raise RuntimeError('no GPU here')").replace(
+        "thirdparty_hello", "thirdparty_badbuild"))
+    entries = discover_demos()
+    bad = next(e for e in entries if e.slug == "thirdparty_badbuild")
+    assert bad.ok  # imported fine...
+    assert build_entry(bad) is None and "no GPU here" in bad.error  # ...but its build failed, recorded
+    app = build_gallery(entries)  # and the gallery is still built, with a page per demo
+    assert {"thirdparty_badbuild", "sentiment"} <= {route for route, *_ in app.pages}
+    assert "no GPU here" in landing_html(entries)  # its card says why
+
+
+def test_only_filter_and_missing_demo():
+    entries = discover_demos(only=["sentiment", "does_not_exist"])
+    assert [e.slug for e in entries if e.ok] == ["sentiment"]
+    missing = next(e for e in entries if e.name == "does_not_exist")
+    assert "no demo named" in missing.error
+
+
+def test_txgallery_list_shows_broken_plugin(plugin_dist):
+    site = plugin_dist("thirdparty_broken", "raise ImportError('needs the package frobnicate')\n")
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "txgallery.cli", "list"], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "sentiment" in out.stdout and "ok" in out.stdout
+    assert "thirdparty_broken" in out.stdout and "BROKEN" in out.stdout and "frobnicate" in out.stdout
+
+
+def test_readme_plugin_example_installs_and_appears(tmp_path, monkeypatch):
+    """The README's plugin example is a real distribution: pip-install it and the gallery shows it."""
+    target = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                           "--no-index", "--target", str(target), "examples/hello_plugin"],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    monkeypatch.syspath_prepend(str(target))
+    __import__("importlib").invalidate_caches()
+    entries = {e.slug: e for e in discover_demos()}
+    assert entries["hello"].ok, entries["hello"].error
+    assert "txgallery-hello 0.1.0" in entries["hello"].origin or "txgallery_hello 0.1.0" in entries["hello"].origin
+    from txgallery_hello import count_tokens
+
+    assert count_tokens("unbelievably good")["count"] >= 2
+    assert build_entry(entries["hello"]) is not None

@@ -1,0 +1,56 @@
+"""Settings precedence (CLI > environment > TOML) and clear errors for bad settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from txgallery.settings import SettingsError, load_settings, parse_model_flags
+
+
+def test_defaults_when_nothing_is_configured(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(environ={}).models_for("sentiment") is None
+
+
+def test_toml_then_env_then_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "gallery.toml"
+    config.write_text('[demos.sentiment]\nmodels = ["embedded", "gpt-from-toml"]\n[demos.other]\nmodels = ["x"]\n')
+    from_toml = load_settings(config_file=config, environ={})
+    assert from_toml.models_for("sentiment").refs == ("embedded", "gpt-from-toml")
+    assert str(config) in from_toml.models_for("sentiment").reason
+
+    env = {"TXGALLERY_MODEL_SENTIMENT": "from-env, ./local-dir"}
+    from_env = load_settings(config_file=config, environ=env)
+    assert from_env.models_for("sentiment").refs == ("from-env", "./local-dir")
+    assert "$TXGALLERY_MODEL_SENTIMENT" in from_env.models_for("sentiment").reason
+    assert from_env.models_for("other").refs == ("x",)  # untouched by the env
+
+    from_cli = load_settings(["sentiment=from-cli"], config_file=config, environ=env)
+    assert from_cli.models_for("sentiment").refs == ("from-cli",)
+    assert "--model" in from_cli.models_for("sentiment").reason
+
+
+def test_default_config_file_in_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "txgallery.toml").write_text('[demos.sentiment]\nmodels = "a, b"\n')
+    assert load_settings(environ={}).models_for("sentiment").refs == ("a", "b")
+
+
+@pytest.mark.parametrize("flag", ["sentiment", "=embedded", "sentiment=", "sentiment= , "])
+def test_bad_model_flags(flag):
+    with pytest.raises(SettingsError):
+        parse_model_flags([flag])
+
+
+def test_bad_config_files(tmp_path):
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(config_file=tmp_path / "missing.toml", environ={})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[demos.sentiment\nmodels = 1")
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_settings(config_file=broken, environ={})
+    no_models = tmp_path / "no_models.toml"
+    no_models.write_text("[demos.sentiment]\nother = 1\n")
+    with pytest.raises(SettingsError, match="models"):
+        load_settings(config_file=no_models, environ={})

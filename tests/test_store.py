@@ -1,0 +1,123 @@
+"""Model store: resolution of references, loading once per process, thread safety, clear failures."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from txgallery import embedded, settings, store
+from txgallery.store import ModelLoadError, ModelStore, resolve
+
+TASK = "text-classification"
+
+
+@pytest.mark.parametrize("ref", ["", "embedded", "default", "embedded:minilm-rt-sentiment", "minilm-rt-sentiment"])
+def test_embedded_references(ref):
+    source = resolve(ref, TASK)
+    assert (source.kind, source.ref) == ("embedded", "minilm-rt-sentiment")
+
+
+def test_local_directory_and_hub_id(tmp_path):
+    assert resolve(str(tmp_path), TASK).kind == "local"
+    assert resolve(str(tmp_path), TASK).ref == str(tmp_path.resolve())
+    hub = resolve("distilbert-base-uncased-finetuned-sst-2-english", TASK, reason="because")
+    assert (hub.kind, hub.ref, hub.reason) == ("hub", "distilbert-base-uncased-finetuned-sst-2-english", "because")
+    assert resolve("google/vit-base-patch16-224", TASK).kind == "hub"
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("./no/such/dir", "not an existing directory"),
+    ("/tmp/definitely/not/here", "not an existing directory"),
+    ("a b c", "neither an embedded model"),
+    ("embedded:nope", "no embedded model 'nope'"),
+    ("minilm-l6", "is for feature-extraction"),
+])
+def test_bad_references_name_the_embedded_default(ref, message):
+    with pytest.raises(ModelLoadError, match=message) as info:
+        resolve(ref, TASK)
+    if "embedded" not in message and "feature" not in message:
+        assert "minilm-rt-sentiment" in str(info.value)
+
+
+def test_unknown_task():
+    with pytest.raises(ModelLoadError, match="unknown task"):
+        resolve("embedded", "image-to-sound")
+
+
+def test_local_directory_loads_with_from_pretrained_once(tiny_classifier_dir):
+    models = ModelStore(device="cpu")
+    source = resolve(str(tiny_classifier_dir), TASK)
+    first = models.load(source)
+    assert type(first.model).__name__ == "BertForSequenceClassification"
+    assert first.model.config.id2label == {0: "NEG", 1: "POS"}
+    assert first.source.kind == "local" and not first.model.training
+    assert models.load(source) is first and models.load_count == 1
+    assert models.load(source, attentions=True).model.config._attn_implementation == "eager"
+    assert models.load_count == 2
+
+
+def test_concurrent_first_use_loads_once(tiny_classifier_dir):
+    models = ModelStore(device="cpu")
+    source = resolve(str(tiny_classifier_dir), TASK)
+    results, barrier = [], threading.Barrier(8)
+
+    def worker():
+        barrier.wait()
+        results.append(models.load(source))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 8 and all(r is results[0] for r in results)
+    assert models.load_count == 1
+
+
+def test_embedded_sentiment_model_loads_with_its_metrics():
+    loaded = store.get_store().load(resolve("embedded", TASK))
+    assert loaded.metrics["test_accuracy"] >= 0.80
+    assert loaded.model.config.id2label[1] == "positive"
+    assert embedded.get_embedded("minilm-rt-sentiment").task == TASK
+    assert "minilm-rt-sentiment" in embedded.list_embedded("minilm-*")
+
+
+def test_hub_id_offline_gives_clear_message_fast(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelLoadError) as info:
+        ModelStore(device="cpu").load(resolve("distilbert-base-uncased-finetuned-sst-2-english", TASK))
+    message = str(info.value)
+    assert "not reachable" in message and "embedded default" in message and "minilm-rt-sentiment" in message
+
+
+def test_hub_unreachable_is_detected_without_offline_flag(monkeypatch):
+    """In the test network namespace the hub cannot be reached; the store must say so, not hang for a minute."""
+    monkeypatch.setattr(store, "_reachability", None)
+    if store.hub_reachable():
+        pytest.skip("this machine can reach the Hugging Face Hub")  # only outside the tests' network namespace
+    with pytest.raises(ModelLoadError, match="not reachable"):
+        ModelStore(device="cpu").load(resolve("some-org/some-model", TASK))
+
+
+def test_broken_local_directory_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="Could not load the local directory"):
+        ModelStore(device="cpu").load(resolve(str(tmp_path), TASK))
+
+
+def test_device_choice(monkeypatch):
+    monkeypatch.delenv("TXGALLERY_DEVICE", raising=False)
+    assert store.pick_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("TXGALLERY_DEVICE", "cpu")
+    assert store.pick_device() == "cpu"
+
+
+def test_resolve_choice_reports_bad_refs_without_failing_good_ones(monkeypatch):
+    monkeypatch.setattr(settings, "_current", settings.load_settings(["sentiment=embedded,./nowhere"], environ={}))
+    good, bad = store.resolve_choice("sentiment", TASK)
+    assert good.kind == "embedded" and "--model" in good.reason
+    assert isinstance(bad, ModelLoadError) and bad.ref == "./nowhere"
