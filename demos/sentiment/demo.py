@@ -60,7 +60,8 @@ def clean_text(text: str | None) -> tuple[str, str | None]:
     """Validate one input text; returns it (truncated if huge) and a notice, or raises `InputError`."""
     if text is None or not text.strip():
         raise InputError("Please enter some text: the input is empty.")
-    return truncate_text(text.strip())
+    text, notice = truncate_text(text)
+    return text.strip(), notice
 
 
 def parse_lines(text: str | None) -> list[str]:
@@ -194,14 +195,23 @@ class SentimentClassifier:
         return merge_word_pieces([tokens[i] for i in keep], [float(scores[i]) for i in keep])
 
 
-def classify_batch(classifiers: dict[str, "SentimentClassifier"], texts: list[str]) -> pd.DataFrame:
-    """Label many texts with every model; one row per text, a label and a confidence column per model."""
-    frame = pd.DataFrame({"text": texts})
+def classify_batch(classifiers: dict[str, "SentimentClassifier"], texts: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Label many texts with every model that loads; one row per text, a label and a confidence column per model.
+
+    Returns the table and one message per model that could not run (raises when none could).
+    """
+    frame, failures = pd.DataFrame({"text": texts}), []
     for name, classifier in classifiers.items():
-        results = classifier.predict(texts)
+        try:
+            results = classifier.predict(texts)
+        except store.ModelLoadError as exc:
+            failures.append(str(exc))
+            continue
         frame[f"label ({name})"] = [r.label for r in results]
         frame[f"confidence ({name})"] = [round(max(r.probabilities.values()), 4) for r in results]
-    return frame
+    if len(frame.columns) == 1:
+        raise store.ModelLoadError("No model could classify the batch: " + " ".join(failures))
+    return frame, failures
 
 
 # --- the UI ---------------------------------------------------------------------------------------------------------
@@ -241,6 +251,7 @@ def build() -> gr.Blocks:
             lines = gr.Textbox(label="Texts, one per line", lines=6)
             upload = gr.File(label="…or a CSV file", file_types=[".csv", ".txt"])
             run_batch = gr.Button("Classify all", variant="primary")
+            batch_notice = gr.Markdown()
             table = gr.Dataframe(label="Predictions", wrap=True)
             download = gr.File(label="Download predictions (CSV)")
 
@@ -279,15 +290,16 @@ def build() -> gr.Blocks:
         def classify_many(pasted: str, file):
             texts = read_csv_texts(file) if file else parse_lines(pasted)
             texts = [clean_text(t)[0] for t in texts]
-            frame = classify_batch({name: c for name, _, c in classifiers if c is not None}, texts)
+            frame, failures = classify_batch({name: c for name, _, c in classifiers if c is not None}, texts)
+            failures += [str(source) for _, source, c in classifiers if c is None]
             out = Path(tempfile.mkdtemp(prefix="txgallery-")) / "sentiment_predictions.csv"
             frame.to_csv(out, index=False)
-            return frame, str(out)
+            return frame, str(out), "\n".join(f"⚠️ {failure}" for failure in failures)
 
         gr.on([run.click, text.submit], classify, inputs=text, outputs=[notice, *badges, *labels],
               api_name="sentiment_predict", concurrency_id="sentiment"
               ).then(explain, inputs=text, outputs=highlights, api_name="sentiment_explain", concurrency_id="sentiment")
-        run_batch.click(classify_many, inputs=[lines, upload], outputs=[table, download],
+        run_batch.click(classify_many, inputs=[lines, upload], outputs=[table, download, batch_notice],
                         api_name="sentiment_batch", concurrency_id="sentiment")
     return page
 
