@@ -36,8 +36,8 @@ The embedded model is **MiniLM-L6** (a 6-layer BERT) whose attention matrices we
 Rotten Tomatoes review snippets by `txgallery train sentiment` — only ~0.3% of its weights were trained.
 
 **Word attributions** use *integrated gradients*: the prediction is traced back along a straight path from an
-empty input to your text, and each token gets its share of the change (green pushes towards the predicted label,
-red against it).
+empty input to your text, and each word gets its share of the change: the deeper its colour, the harder it pushed
+towards the predicted label (the opposite colour marks words that pushed against it).
 
 **Try:** a negation ("not bad at all"), sarcasm, a mixed review ("great cast, awful script"), a very long review
 (only the first {MAX_TOKENS} tokens are read), and the *Batch* tab with a CSV that has a `text` column.
@@ -140,13 +140,14 @@ class SentimentClassifier:
     """A sequence classifier from the model store, with batched prediction and integrated-gradients attribution."""
 
     def __init__(self, source: store.ModelSource) -> None:
+        self.source = source
         self.loaded = store.get_store().load(source)
         self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
     def describe(self) -> str:
         """The model badge for the UI."""
-        return model_badge(self.loaded.source, self.loaded)
+        return model_badge(self.source, self.loaded)
 
     def _encode(self, texts: list[str], max_tokens: int):
         return self.tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt",
@@ -238,12 +239,14 @@ def build() -> gr.Blocks:
             notice = gr.Markdown(elem_id="sentiment-notice")
             badges, labels, highlights = [], [], []
             with gr.Row():
-                for name, source, _ in classifiers:
+                for i, (name, source, _) in enumerate(classifiers):
                     with gr.Column():
                         badges.append(gr.Markdown(model_badge(source)))
-                        labels.append(gr.Label(label=f"Prediction — {name}", num_top_classes=5))
+                        labels.append(gr.Label(label=f"Prediction — {name}", num_top_classes=5,
+                                               elem_id=f"sentiment-label-{i}"))
                         highlights.append(gr.HighlightedText(label=f"Word attributions — {name}",
-                                                             combine_adjacent=False, show_legend=False))
+                                                             combine_adjacent=False, show_legend=False,
+                                                             elem_id=f"sentiment-attributions-{i}"))
             gr.Examples(EXAMPLES, inputs=text)
         with gr.Tab("Batch"):
             gr.Markdown(f"One text per line, or a UTF-8 CSV with a `text` column; at most {MAX_BATCH_TEXTS} texts and "

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -41,9 +42,12 @@ def test_landing_page_to_sentiment_prediction(page, gallery):
     page.wait_for_url("**/sentiment", timeout=60_000)
     page.get_by_label("Text").first.fill("An utterly charming film, funny and warm from start to finish.")
     page.get_by_role("button", name="Classify", exact=True).click()
-    prediction = page.locator(".output-class").first
-    prediction.wait_for(timeout=120_000)
-    page.wait_for_function("() => document.querySelector('.output-class')?.innerText.trim().length > 0",
-                           timeout=120_000)
-    assert prediction.inner_text().strip().lower() == "positive"
+    label = page.locator("#sentiment-label-0")
+    expect(label).to_contain_text("%", timeout=120_000)
+    # "Prediction — <model>", then the winning label, then each label with its probability
+    assert label.inner_text().splitlines()[1] == "positive"
+    # the attributions follow the label: every word of the text, coloured by its score
+    attributions = page.locator("#sentiment-attributions-0")
+    expect(attributions).to_contain_text("charming", timeout=120_000)
+    assert "warm" in attributions.inner_text().splitlines()
     page.screenshot(path=str(SCREENSHOT.with_name("sentiment.png")), full_page=True)
