@@ -7,6 +7,7 @@ import logging
 import sys
 
 from txgallery import settings
+from txgallery.serving import prefer_passive_openmp
 
 log = logging.getLogger("txgallery")
 
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `txgallery` console script."""
+    prefer_passive_openmp()  # before torch is imported
     args = build_parser().parse_args(argv)
     try:
         _setup(args)

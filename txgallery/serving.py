@@ -12,12 +12,26 @@ thread per model keeps its pool warm (see BENCHMARKS.md). A Ray Serve backend pl
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
+
+
+def prefer_passive_openmp() -> None:
+    """Ask OpenMP to put idle torch worker threads to sleep instead of spinning (unless the user chose otherwise).
+
+    A server has several threads that may run torch (model threads, loaders); spinning pools of one starve the
+    others of the few cores there are. Measured on 2 cores: a forward on a service thread 17.9 ms with the default
+    policy, 14.9 ms with PASSIVE (BENCHMARKS.md). Only effective before torch is first imported.
+    """
+    if "torch" in sys.modules:
+        log.debug("torch already imported; OMP_WAIT_POLICY left as it is")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @dataclass(frozen=True)

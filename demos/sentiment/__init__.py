@@ -1,5 +1,1 @@
-"""BERT sentiment demo (entry point `txgallery_demos.sentiment:demo`)."""
-
-from txgallery_demos.sentiment.demo import demo
-
-__all__ = ["demo"]
+"""BERT sentiment demo; the demo itself is `run.py` (entry point `txgallery_demos.sentiment.run:demo`)."""

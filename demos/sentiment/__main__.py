@@ -1,4 +1,4 @@
 from txgallery.gallery import launch_one
-from txgallery_demos.sentiment.demo import demo
+from txgallery_demos.sentiment.run import demo
 
 launch_one(demo)

@@ -13,7 +13,7 @@ from txgallery import store
 from txgallery.datasets import rotten_tomatoes_splits
 from txgallery.limits import MAX_BATCH_TEXTS, MAX_INPUT_CHARS, MAX_UPLOAD_BYTES, InputError
 from txgallery.training import LoraRecipe, accuracy, make_lora_classifier, train_classifier
-from txgallery_demos.sentiment.demo import (SentimentClassifier, classify_batch, clean_text, merge_word_pieces,
+from txgallery_demos.sentiment.run import (SentimentClassifier, classify_batch, clean_text, merge_word_pieces,
                                            parse_lines, read_csv_texts)
 
 
