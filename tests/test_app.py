@@ -86,3 +86,22 @@ def test_bad_uploads_give_messages_and_the_queue_keeps_serving(client, tmp_path)
         client.predict("x\n" * 501, None, api_name="/sentiment_batch")
     # and the app still answers
     assert client.predict("still here", api_name="/ping") == "still here"
+
+
+def test_upload_over_the_size_limit_is_refused(client, tmp_path):
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"text\n" + b"a fine film\n" * 250_000)  # ~3 MB > 2 MB
+    with pytest.raises(Exception, match="(?i)size|large|limit|413"):
+        client.predict("", handle_file(str(big)), api_name="/sentiment_batch")
+    assert client.predict("ok", api_name="/ping") == "ok"
+
+
+def test_single_demo_app_has_the_demo_and_the_chrome():
+    from txgallery.gallery import build_single
+    from txgallery.plugin import discover_demos
+
+    entry = next(e for e in discover_demos() if e.slug == "sentiment")
+    app = build_single(entry)
+    api_names = {fn.api_name for fn in app.fns.values()}
+    assert {"sentiment_predict", "sentiment_explain", "sentiment_batch", "ping"} <= api_names
+    assert "minilm-rt-sentiment" in str(app.config)  # the model badge

@@ -74,14 +74,20 @@ def test_only_filter_and_missing_demo():
     assert "no demo named" in missing.error
 
 
-def test_txgallery_list_shows_broken_plugin(plugin_dist):
+def test_txgallery_list_shows_broken_plugins(plugin_dist):
     site = plugin_dist("thirdparty_broken", "raise ImportError('needs the package frobnicate')\n")
-    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+    other = plugin_dist("thirdparty_badbuild", GOOD_PLUGIN.replace(
+        'gr.Markdown("hello from a third-party plugin")', "raise RuntimeError('no GPU here')").replace(
+        "thirdparty_hello", "thirdparty_badbuild"))
+    env = {"PYTHONPATH": f"{site}:{other}", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "txgallery.cli", "list"], capture_output=True, text=True, env=env,
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert "sentiment" in out.stdout and "ok" in out.stdout
-    assert "thirdparty_broken" in out.stdout and "BROKEN" in out.stdout and "frobnicate" in out.stdout
+    lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
+    assert "BROKEN" in lines["thirdparty_broken"] and "frobnicate" in lines["thirdparty_broken"]
+    assert "BROKEN" in lines["thirdparty_badbuild"] and "no GPU here" in lines["thirdparty_badbuild"]
+    assert " ok " in lines["sentiment"]
 
 
 def test_readme_plugin_example_installs_and_appears(tmp_path, monkeypatch):

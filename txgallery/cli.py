@@ -18,24 +18,24 @@ def _setup(args: argparse.Namespace) -> None:
     settings.configure(settings.load_settings(getattr(args, "model", None), getattr(args, "config", None)))
 
 
-def check_models(entries, load: bool) -> list[str]:
-    """Resolve (and with `load`, load) every model the demos use; returns one status line per model."""
+def check_models(entries, load: bool) -> list[tuple[bool, str]]:
+    """Resolve (and with `load`, load) every model the demos use; returns (ok, status line) per model."""
     from txgallery import store
 
-    lines = []
+    statuses = []
     for entry in entries:
         for slot in entry.demo.models if entry.ok else ():
             for source in store.resolve_choice(entry.slug, slot.task, slot.default):
-                if isinstance(source, store.ModelLoadError):
-                    lines.append(f"{entry.slug}: ERROR {source}")
-                    continue
                 try:
+                    if isinstance(source, store.ModelLoadError):
+                        raise source
                     if load:
                         store.get_store().load(source)
-                    lines.append(f"{entry.slug}: {'loaded' if load else 'resolved'} {source.label} ({source.reason})")
+                    statuses.append((True, f"{entry.slug}: {'loaded' if load else 'resolved'} {source.label} "
+                                           f"({source.reason})"))
                 except store.ModelLoadError as exc:
-                    lines.append(f"{entry.slug}: ERROR {exc}")
-    return lines
+                    statuses.append((False, f"{entry.slug}: ERROR {exc}"))
+    return statuses
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -47,8 +47,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for entry in entries:
         if not entry.ok:
             log.warning("demo %s is unavailable: %s", entry.name, entry.error)
-    for line in check_models(entries, load=args.preload):
-        (log.warning if " ERROR " in line else log.info)(line)
+    for ok, line in check_models(entries, load=args.preload):
+        (log.info if ok else log.warning)(line)
     app = build_single(entries[0]) if args.demo and len(args.demo) == 1 else build_gallery(entries)
     log.info("serving %d demo(s) on http://%s:%d", len(entries), args.host, args.port)
     launch(app, host=args.host, port=args.port, share=args.share)
@@ -57,19 +57,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print every installed demo, its origin, and the reason a broken one did not load; with --models, its models."""
-    from txgallery.plugin import discover_demos
+    from txgallery.plugin import build_entry, discover_demos
 
     entries = discover_demos()
     for entry in entries:
-        if entry.ok:
+        if entry.ok and build_entry(entry) is not None:  # a demo whose build() fails is broken too
             print(f"{entry.slug:<20} ok      {entry.demo.title} — {entry.demo.description}  [{entry.origin}]")
         else:
             print(f"{entry.name:<20} BROKEN  {entry.error}  [{entry.origin}]")
     if args.models:
         print("\nmodels:")
-        lines = check_models(entries, load=True)
-        print("\n".join(f"  {line}" for line in lines))
-        return 1 if any(" ERROR " in line for line in lines) else 0
+        statuses = check_models(entries, load=True)
+        print("\n".join(f"  {line}" for _, line in statuses))
+        return 0 if all(ok for ok, _ in statuses) else 1
     return 0
 
 

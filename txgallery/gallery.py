@@ -56,6 +56,9 @@ def models_markdown(entry: DemoEntry) -> str:
     for slot in entry.demo.models:
         for source in store.resolve_choice(entry.demo.slug, slot.task, slot.default):
             lines.append(f"- {model_badge(source)}")
+        if slot.hub_example:
+            lines.append(f"- Online, compare with a hub model: `txgallery serve --model "
+                         f"{entry.demo.slug}=embedded,{slot.hub_example}`")
     return "\n".join(lines)
 
 

@@ -27,8 +27,7 @@ class ModelSlot:
 
     task: str
     default: str = "embedded"
-    hub_example: str = ""
-    many: bool = False  # whether several models may be configured at once (shown side by side)
+    hub_example: str = ""  # a hub id worth trying when online, shown on the demo's page
 
 
 @dataclass(frozen=True)

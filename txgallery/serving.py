@@ -1,12 +1,14 @@
 """The serving seam: demo code calls its model service through `connect()` and never knows where it runs.
 
-    classifier = connect(SentimentClassifier, "embedded")
+    classifier = connect(SentimentClassifier, store.resolve("embedded", "text-classification"))
     results = classifier.predict(["great film"])      # a plain method call, wherever the instance lives
 
 `LocalBackend` (the default, used by `txgallery serve`) keeps one instance per (class, arguments) in this process
-and runs its methods on a dedicated thread of its own. Torch keeps a thread pool per calling thread, so a forward
-pass issued from Gradio's many short-lived worker threads pays for cold pools and contention; one long-lived
-thread per model keeps its pool warm (see BENCHMARKS.md). A Ray Serve backend plugs in with `set_backend()`.
+and runs its methods on one long-lived thread of its own: the model loads once, calls to it are serialised (a model
+is not safe to use from many threads at once, e.g. attribution needs gradients), and torch keeps one OpenMP pool per
+model instead of one per Gradio worker thread. With OpenMP's default spinning policy, idle pools of other threads
+starve the active one on a small machine, hence also `prefer_passive_openmp()` (measured in BENCHMARKS.md).
+A Ray Serve backend plugs in with `set_backend()`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def prefer_passive_openmp() -> None:
     policy, 14.9 ms with PASSIVE (BENCHMARKS.md). Only effective before torch is first imported.
     """
     if "torch" in sys.modules:
-        log.debug("torch already imported; OMP_WAIT_POLICY left as it is")
+        log.debug("torch is already imported; OMP_WAIT_POLICY can no longer change")
+        return
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

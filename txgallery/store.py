@@ -10,6 +10,7 @@ Loading is lazy, happens once per process per (source, task, options), is thread
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -214,7 +215,7 @@ def _load_embedded(source: ModelSource, attentions: bool) -> tuple[Any, Any]:
     import transformers
 
     factory = embedded.get_embedded(source.ref).factory
-    made = factory(attentions=attentions) if "attentions" in factory.__code__.co_varnames else factory()
+    made = factory(attentions=attentions) if "attentions" in inspect.signature(factory).parameters else factory()
     if isinstance(made, tuple):
         return made
     # a factory that returns a directory: load it like a local one

@@ -315,6 +315,5 @@ demo = Demo(
     tags=("encoder", "classification", "BERT", "LoRA", "attribution"),
     topic="Encoder-only transformers: BERT for classification",
     lesson=LESSON,
-    models=(ModelSlot(task=TASK, default="embedded", hub_example="distilbert-base-uncased-finetuned-sst-2-english",
-                      many=True),),
+    models=(ModelSlot(task=TASK, default="embedded", hub_example="distilbert-base-uncased-finetuned-sst-2-english"),),
 )
