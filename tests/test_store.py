@@ -121,3 +121,17 @@ def test_resolve_choice_reports_bad_refs_without_failing_good_ones(monkeypatch):
     good, bad = store.resolve_choice("sentiment", TASK)
     assert good.kind == "embedded" and "--model" in good.reason
     assert isinstance(bad, ModelLoadError) and bad.ref == "./nowhere"
+
+
+@pytest.mark.parametrize("error, message", [("RepositoryNotFoundError", "There is no model 'org/x'"),
+                                            ("GatedRepoError", "is gated on the hub")])
+def test_hub_failures_are_explained(error, message):
+    """What transformers raises when the hub answers but the id is unknown or gated, turned into a message."""
+    import httpx
+    from huggingface_hub import errors
+
+    cause = getattr(errors, error)("404", response=httpx.Response(404, request=httpx.Request("GET", "https://hub")))
+    wrapped = OSError("org/x is not a local folder")
+    wrapped.__cause__ = cause
+    text = store._explain_load_failure(store.ModelSource("hub", "org/x", TASK), wrapped)
+    assert message in text and "minilm-rt-sentiment" in text

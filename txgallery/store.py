@@ -162,28 +162,24 @@ def hub_reachable(timeout: float = 3.0, ttl: float = 60.0) -> bool:
 
 
 def _explain_load_failure(source: ModelSource, exc: Exception) -> str:
-    """Say in one sentence why a model did not load, naming the embedded default."""
-    text = f"{type(exc).__name__}: {exc}"
-    hint = _default_hint(source.task)
-    if source.kind == "local":
-        return f"Could not load the local directory {source.ref}: {text.splitlines()[0]}. {hint}"
-    if source.kind == "embedded":
-        return f"The embedded model {source.ref} failed to load: {text.splitlines()[0]}"
+    """Say in one sentence why a model did not load, naming the embedded default.
+
+    An unreachable hub is caught before loading (`hub_reachable`); what is left is a bad directory, an unknown or
+    gated hub id, or a failure during the download or the load itself.
+    """
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    if isinstance(exc, (RepositoryNotFoundError,)) or "is not a valid model identifier" in text:
-        if _hub_is_offline() or "offline" in text.lower() or "connect" in text.lower():
-            return (f"Cannot load {source.ref!r}: the Hugging Face Hub is not reachable (offline) and the model is "
-                    f"not in the local cache. {hint}")
-        return f"There is no model {source.ref!r} on the Hugging Face Hub. {hint}"
-    if isinstance(exc, GatedRepoError):
+    text = f"{type(exc).__name__}: {exc}"
+    first_line, hint, cause = text.splitlines()[0], _default_hint(source.task), exc.__cause__ or exc
+    if source.kind == "local":
+        return f"Could not load the local directory {source.ref}: {first_line}. {hint}"
+    if source.kind == "embedded":
+        return f"The embedded model {source.ref} failed to load: {first_line}"
+    if isinstance(cause, GatedRepoError) or "gated repo" in text:
         return f"{source.ref!r} is gated on the hub: log in with a token that has access. {hint}"
-    lowered = text.lower()
-    if _hub_is_offline() or any(w in lowered for w in ("offline", "connect", "resolve", "network", "timed out",
-                                                           "cannot find the requested files", "local_files_only")):
-        return (f"Cannot load {source.ref!r}: the Hugging Face Hub is not reachable (offline) and the model is not "
-                f"in the local cache. {hint}")
-    return f"Could not load {source.ref!r} from the hub: {text.splitlines()[0]}. {hint}"
+    if isinstance(cause, RepositoryNotFoundError) or "is not a valid model identifier" in text:
+        return f"There is no model {source.ref!r} on the Hugging Face Hub. {hint}"
+    return f"Could not load {source.ref!r} from the hub: {first_line}. {hint}"
 
 
 def _load_pretrained(source: ModelSource, attentions: bool) -> tuple[Any, Any]:

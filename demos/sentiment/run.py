@@ -150,8 +150,8 @@ class SentimentClassifier:
         return model_badge(self.source, self.loaded)
 
     def _encode(self, texts: list[str], max_tokens: int):
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt",
-                              return_overflowing_tokens=False, return_length=False).to(self.loaded.device)
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=max_tokens,
+                              return_tensors="pt").to(self.loaded.device)
 
     @torch.inference_mode()
     def predict(self, texts: list[str]) -> list[SentimentResult]:
@@ -167,7 +167,10 @@ class SentimentClassifier:
         ]
 
     def attribute(self, text: str, steps: int = 24) -> list[tuple[str, float]]:
-        """Integrated gradients (captum) of the predicted label w.r.t. the input embeddings, per word, in [-1, 1]."""
+        """Integrated gradients (captum) of the predicted label w.r.t. the input embeddings, summed per word.
+
+        Token scores are scaled so that the strongest token is ±1; the baseline keeps special tokens, pads the rest.
+        """
         from captum.attr import LayerIntegratedGradients
 
         batch = self._encode([text], MAX_ATTRIBUTION_TOKENS)
@@ -177,12 +180,9 @@ class SentimentClassifier:
         baseline = torch.where(special, input_ids, torch.full_like(input_ids, self.tokenizer.pad_token_id or 0))
         extra = {k: v for k, v in batch.items() if k != "input_ids"}
 
-        def forward(ids):
-            mask = extra.get("attention_mask")
-            kwargs = {k: v.expand(ids.shape[0], -1) for k, v in extra.items()}
-            if mask is not None:
-                kwargs["attention_mask"] = mask.expand(ids.shape[0], -1)
-            return self.model(input_ids=ids, **kwargs).logits.softmax(-1)
+        def forward(ids):  # captum calls this with the interpolation steps stacked as a batch
+            return self.model(input_ids=ids, **{k: v.expand(ids.shape[0], -1) for k, v in extra.items()}
+                              ).logits.softmax(-1)
 
         with torch.no_grad():
             target = int(forward(input_ids).argmax(-1))
@@ -261,7 +261,7 @@ def build() -> gr.Blocks:
         @user_errors
         def classify(value: str):
             cleaned, message = clean_text(value)
-            outputs_badges, outputs_labels = [], []
+            outputs_badges, outputs_labels, truncated = [], [], False
             for _, source, classifier in classifiers:
                 if classifier is None:
                     outputs_badges.append(model_badge(source))
@@ -271,12 +271,13 @@ def build() -> gr.Blocks:
                     result = classifier.predict([cleaned])[0]
                     outputs_badges.append(classifier.describe())
                     outputs_labels.append(result.probabilities)
-                    if result.truncated:
-                        message = (message or "") + f" Only the first {MAX_TOKENS} tokens were classified."
+                    truncated = truncated or result.truncated
                 except store.ModelLoadError as exc:
                     outputs_badges.append(model_badge(exc))
                     outputs_labels.append(None)
-            return [f"ℹ️ {message.strip()}" if message else "", *outputs_badges, *outputs_labels]
+            if truncated:
+                message = f"{message or ''} Only the first {MAX_TOKENS} tokens were classified.".strip()
+            return [f"ℹ️ {message}" if message else "", *outputs_badges, *outputs_labels]
 
         @user_errors
         def explain(value: str):
