@@ -107,3 +107,11 @@ def test_readme_plugin_example_installs_and_appears(tmp_path, monkeypatch):
 
     assert count_tokens("unbelievably good")["count"] >= 2
     assert build_entry(entries["hello"]) is not None
+
+
+def test_two_plugins_with_one_slug(plugin_dist):
+    plugin_dist("thirdparty_hello", GOOD_PLUGIN)
+    plugin_dist("thirdparty_twin", GOOD_PLUGIN)  # declares the same slug "thirdparty_hello"
+    entries = [e for e in discover_demos() if e.name in ("thirdparty_hello", "thirdparty_twin")]
+    assert [e.ok for e in entries] == [True, False]
+    assert "already used by thirdparty_hello:demo" in entries[1].error

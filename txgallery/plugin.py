@@ -90,24 +90,22 @@ def load_entry(ep: EntryPoint) -> DemoEntry:
 
 
 def discover_demos(only: list[str] | None = None) -> list[DemoEntry]:
-    """Load every demo registered in the `txgallery.demos` entry-point group (optionally only some slugs)."""
-    seen: dict[str, DemoEntry] = {}
+    """Load every demo registered in the `txgallery.demos` entry-point group (optionally only some names)."""
+    entries: list[DemoEntry] = []
+    by_slug: dict[str, DemoEntry] = {}
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         if only and ep.name not in only:
             continue
         entry = load_entry(ep)
-        if entry.slug in seen:
+        if entry.ok and entry.slug in by_slug:  # two plugins cannot share a page
             entry = DemoEntry(name=ep.name, origin=entry.origin,
-                              error=f"slug {entry.slug!r} is already used by {seen[entry.slug].origin}")
+                              error=f"slug {entry.slug!r} is already used by {by_slug[entry.slug].origin}")
             log.warning("demo plugin %r skipped: %s", ep.name, entry.error)
-            seen[f"{ep.name}!duplicate"] = entry
-            continue
-        seen[entry.slug] = entry
-    if only:
-        missing = set(only) - {e.name for e in seen.values()}
-        for name in sorted(missing):
-            seen[name] = DemoEntry(name=name, origin="-", error=f"no demo named {name!r} is installed")
-    return list(seen.values())
+        by_slug.setdefault(entry.slug, entry)
+        entries.append(entry)
+    for name in sorted(set(only or ()) - {e.name for e in entries}):
+        entries.append(DemoEntry(name=name, origin="-", error=f"no demo named {name!r} is installed"))
+    return entries
 
 
 def build_entry(entry: DemoEntry) -> gr.Blocks | None:

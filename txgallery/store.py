@@ -72,16 +72,14 @@ class LoadedModel:
 class Task:
     """How to load models for one task from a directory or hub id (like the task table of transformers pipelines)."""
 
-    name: str
     auto_class: str  # transformers Auto* class name
     hub_default: str  # a good hub checkpoint for the task, shown in messages
 
 
 TASKS: dict[str, Task] = {
-    "text-classification": Task("text-classification", "AutoModelForSequenceClassification",
-                                "distilbert-base-uncased-finetuned-sst-2-english"),
-    "feature-extraction": Task("feature-extraction", "AutoModel", "bert-base-uncased"),
-    "text-generation": Task("text-generation", "AutoModelForCausalLM", "gpt2"),
+    "text-classification": Task("AutoModelForSequenceClassification", "distilbert-base-uncased-finetuned-sst-2-english"),
+    "feature-extraction": Task("AutoModel", "bert-base-uncased"),
+    "text-generation": Task("AutoModelForCausalLM", "gpt2"),
 }
 
 
@@ -237,7 +235,7 @@ class ModelStore:
 
     def load(self, source: ModelSource, attentions: bool = False) -> LoadedModel:
         """Return the loaded model for `source`, loading it on first use; raises `ModelLoadError` with a message."""
-        key = (source.kind, source.ref, source.task, attentions)
+        key = (source.kind, source.ref, source.task, attentions)  # the reason is not part of the identity
         with self._guard:
             if key in self._models:
                 return self._models[key]
@@ -260,10 +258,6 @@ class ModelStore:
                 self._models[key] = loaded
                 self.load_count += 1
             return loaded
-
-    def is_loaded(self, source: ModelSource, attentions: bool = False) -> bool:
-        """Whether `source` is already in memory."""
-        return (source.kind, source.ref, source.task, attentions) in self._models
 
 
 _store: ModelStore | None = None
