@@ -105,3 +105,26 @@ def test_single_demo_app_has_the_demo_and_the_chrome():
     api_names = {fn.api_name for fn in app.fns.values()}
     assert {"sentiment_predict", "sentiment_explain", "sentiment_batch", "ping"} <= api_names
     assert "minilm-rt-sentiment" in str(app.config)  # the model badge
+
+
+def test_efficiency_lab_measures_variants_over_http(client):
+    table, chart, downloads = client.predict(["int8"], 0.5, False, api_name="/efficiency_measure")
+    variants = [row[0] for row in table["data"]]
+    assert variants == ["fp32 (baseline)", "int8 dynamic (PyTorch)"]
+    column = table["headers"].index("agreement_with_fp32")
+    assert table["data"][0][column] == 1.0 and table["data"][1][column] >= 0.95
+    assert len(downloads) == 2 and all(str(path).endswith(".zip") for path in downloads)
+
+
+# The sliders' own range checks answer first over HTTP (the lab's checks are tested in tests/demos/).
+@pytest.mark.parametrize("args, message", [((["pruning"], 1.0, False), "greater than maximum value 0.95"),
+                                           ((["pruning"], -0.2, True), "less than minimum value 0")])
+def test_efficiency_lab_bad_input(client, args, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, api_name="/efficiency_measure")
+
+
+def test_distillation_bad_settings_over_http(client):
+    with pytest.raises(AppError, match="greater than maximum value 600"):
+        client.predict(2, 100_000, 2.0, 0.7, api_name="/efficiency_distil")
+    assert client.predict("still up", api_name="/ping") == "still up"

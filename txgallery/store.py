@@ -187,6 +187,13 @@ def _load_pretrained(source: ModelSource, attentions: bool) -> tuple[Any, Any]:
     """
     import transformers
 
+    from txgallery import onnx_model
+
+    if source.kind == "local" and onnx_model.is_onnx_directory(source.ref):
+        if source.task != "text-classification":
+            raise ModelLoadError(f"{source.ref} holds an ONNX classifier, which cannot serve {source.task}")
+        return (onnx_model.OnnxSequenceClassifier(source.ref),
+                transformers.AutoTokenizer.from_pretrained(source.ref, trust_remote_code=False))
     auto_class = getattr(transformers, TASKS[source.task].auto_class)
     kwargs: dict[str, Any] = {"trust_remote_code": False}
     offline = source.kind == "hub" and not hub_reachable()
@@ -247,13 +254,16 @@ class ModelStore:
             try:
                 loader = _load_embedded if source.kind == "embedded" else _load_pretrained
                 model, tokenizer = loader(source, attentions)
-                model = model.to(self.device).eval()
+                from txgallery.onnx_model import OnnxSequenceClassifier
+
+                device = "cpu" if isinstance(model, OnnxSequenceClassifier) else self.device  # ONNX Runtime: CPU
+                model = model.to(device).eval()
             except ModelLoadError:
                 raise
             except Exception as exc:
                 raise ModelLoadError(_explain_load_failure(source, exc)) from exc
             metrics = embedded.get_embedded(source.ref).metrics() if source.kind == "embedded" else {}
-            loaded = LoadedModel(source, model, tokenizer, self.device, metrics)
+            loaded = LoadedModel(source, model, tokenizer, device, metrics)
             with self._guard:
                 self._models[key] = loaded
                 self.load_count += 1

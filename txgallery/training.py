@@ -93,8 +93,15 @@ def train_classifier(
     validation: LabelledTexts | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    teacher=None,
+    temperature: float = 2.0,
+    alpha: float = 0.5,
 ) -> TrainingReport:
-    """Train `model` (only its trainable parameters) on `train` with AdamW and a linear warm-up/decay schedule."""
+    """Train `model` (only its trainable parameters) on `train` with AdamW and a linear warm-up/decay schedule.
+
+    With a `teacher`, the loss is knowledge distillation (Hinton et al. 2015): `alpha` × T² × KL between the
+    temperature-softened teacher and student distributions, plus (1 − `alpha`) × cross-entropy on the labels.
+    """
     from transformers import get_linear_schedule_with_warmup
 
     seed_everything(recipe.seed)
@@ -113,6 +120,8 @@ def train_classifier(
     losses: list[float] = []
     step = 0
     model.train()
+    if teacher is not None:
+        teacher.eval()
     while step < total_steps:
         for texts, labels in loader:
             if step >= total_steps or (should_stop is not None and should_stop()):
@@ -120,7 +129,14 @@ def train_classifier(
                 break
             batch = tokenizer(texts, padding=True, truncation=True, max_length=recipe.max_length,
                               return_tensors="pt").to(model.device)
-            loss = model(**batch, labels=labels.to(model.device)).loss
+            outputs = model(**batch, labels=labels.to(model.device))
+            loss = outputs.loss
+            if teacher is not None:
+                with torch.no_grad():
+                    soft_targets = (teacher(**batch).logits / temperature).log_softmax(-1)
+                kd = torch.nn.functional.kl_div((outputs.logits / temperature).log_softmax(-1), soft_targets,
+                                                reduction="batchmean", log_target=True)
+                loss = alpha * temperature**2 * kd + (1 - alpha) * loss
             loss.backward()
             optimizer.step()
             scheduler.step()

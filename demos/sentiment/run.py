@@ -173,6 +173,8 @@ class SentimentClassifier:
         """
         from captum.attr import LayerIntegratedGradients
 
+        if not isinstance(self.model, torch.nn.Module):
+            raise InputError("Word attributions need gradients, which this model (an ONNX Runtime session) has not.")
         batch = self._encode([text], MAX_ATTRIBUTION_TOKENS)
         input_ids = batch["input_ids"]
         special = torch.tensor(self.tokenizer.get_special_tokens_mask(input_ids[0].tolist(), already_has_special_tokens=True),
@@ -286,7 +288,7 @@ def build() -> gr.Blocks:
             for _, _, classifier in classifiers:
                 try:
                     outputs.append(None if classifier is None else classifier.attribute(cleaned))
-                except store.ModelLoadError:
+                except (store.ModelLoadError, InputError):  # the badge above already says why
                     outputs.append(None)
             return outputs
 

@@ -1,0 +1,89 @@
+"""Efficiency lab figures: every variant of the embedded sentiment model against fp32, in one run.
+
+    .venv/bin/python bench/bench_efficiency.py [--sparsity 0.5]
+
+Prints (1) accuracy on 500 held-out Rotten Tomatoes sentences, agreement with fp32, latency p50/p95 at batch 1 and
+32, weight size and parameters for fp32, PyTorch dynamic int8, ONNX Runtime fp32 and int8, and magnitude pruning;
+with speed-ups against fp32 measured in the same process; and (2) the "model sizes" table: BERT shapes from tiny to
+base (random weights: parameters, size and latency are properties of the shape, accuracy is not) beside the
+embedded 6-layer MiniLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `txgallery serve` runs
+
+import torch  # noqa: E402
+
+from txgallery import store  # noqa: E402
+from txgallery.datasets import rotten_tomatoes_splits  # noqa: E402
+from txgallery_demos.efficiency.run import (EVAL_SIZE, fp32_variant, int8_variant, latency_ms, measure,  # noqa: E402
+                                            onnx_int8_variant, onnx_variant, predictions, pruned_variant,
+                                            results_table)
+
+BERT_SHAPES = {  # (layers, hidden, heads): the shapes of Google's BERT miniatures and BERT-base
+    "tiny (2L/128)": (2, 128, 2),
+    "mini (4L/256)": (4, 256, 4),
+    "small (4L/512)": (4, 512, 8),
+    "medium (8L/512)": (8, 512, 8),
+    "base (12L/768)": (12, 768, 12),
+}
+
+
+def shapes_table(tokenizer, texts: list[str]) -> list[tuple]:
+    """Parameters, fp32 size and latency of each BERT shape (randomly initialised)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    rows = []
+    for name, (layers, hidden, heads) in BERT_SHAPES.items():
+        model = BertForSequenceClassification(BertConfig(num_hidden_layers=layers, hidden_size=hidden,
+                                                         num_attention_heads=heads, intermediate_size=4 * hidden,
+                                                         num_labels=2)).eval()
+        params = sum(p.numel() for p in model.parameters())
+        rows.append((name, params / 1e6, params * 4 / 1e6, latency_ms(model, tokenizer, texts[:1], 1)[0],
+                     latency_ms(model, tokenizer, texts[:32], 32, runs=10)[0]))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sparsity", type=float, default=0.5)
+    args = parser.parse_args()
+
+    base = store.get_store().load(store.resolve("embedded", "text-classification"))
+    model, tokenizer = base.model, base.tokenizer
+    data = rotten_tomatoes_splits().test.head(EVAL_SIZE)
+    out = Path(tempfile.mkdtemp(prefix="txgallery-bench-"))
+    variants = [fp32_variant(model, tokenizer, out / "fp32"), int8_variant(model, tokenizer, out / "int8")]
+    variants.append(onnx_variant(model, tokenizer, out / "onnx"))
+    variants.append(onnx_int8_variant(out / "onnx", tokenizer, out / "onnx-int8", variants[0].parameters))
+    variants.append(pruned_variant(model, tokenizer, args.sparsity, False, out / "pruned"))
+    variants.append(pruned_variant(model, tokenizer, args.sparsity, True, out / "pruned-structured"))
+    reference = predictions(model, tokenizer, data.texts)
+    frame = results_table([measure(v, data, reference) for v in variants])
+
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), python {platform.python_version()}\n")
+    print("| variant | accuracy | agrees with fp32 | p50/p95 b1 ms | p50/p95 b32 ms | weights MB | params M | "
+          "speed-up b1 | speed-up b32 |\n|---|---|---|---|---|---|---|---|---|")
+    for r in frame.itertuples():
+        print(f"| {r.variant} | {r.accuracy:.3f} | {r.agreement_with_fp32:.3f} | {r.p50_batch1_ms:.1f} / "
+              f"{r.p95_batch1_ms:.1f} | {r.p50_batch32_ms:.0f} / {r.p95_batch32_ms:.0f} | {r.size_mb:.1f} | "
+              f"{r.parameters_m:.1f} | {r._11:.2f}× | {r._12:.2f}× |")
+
+    print("\n| model shape | params M | fp32 MB | p50 b1 ms | p50 b32 ms |\n|---|---|---|---|---|")
+    for name, params, size, b1, b32 in shapes_table(tokenizer, data.texts):
+        print(f"| {name} | {params:.1f} | {size:.0f} | {b1:.1f} | {b32:.0f} |")
+    fp32 = frame.iloc[0]
+    print(f"| embedded MiniLM-L6 (6L/384), accuracy {fp32.accuracy:.3f} | {fp32.parameters_m:.1f} | "
+          f"{fp32.size_mb:.0f} | {fp32.p50_batch1_ms:.1f} | {fp32.p50_batch32_ms:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The efficiency lab's techniques on the real embedded model: int8, ONNX (+ int8), pruning, distillation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from txgallery import store
+from txgallery.datasets import rotten_tomatoes_splits
+from txgallery.limits import InputError
+from txgallery.onnx_model import OnnxExportError, export_classifier
+from txgallery_demos.efficiency.run import (EfficiencyLab, distil, int8_variant, measured_sparsity, onnx_int8_variant,
+                                            onnx_variant, predictions, prune_model, pruned_variant)
+from txgallery_demos.sentiment.run import SentimentClassifier
+
+pytestmark = pytest.mark.slow
+
+SLICE = 400  # fixed held-out slice: the first 400 test sentences of rotten_tomatoes_splits()
+
+
+@pytest.fixture(scope="module")
+def base():
+    return store.get_store().load(store.resolve("embedded", "text-classification"))
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return rotten_tomatoes_splits().test.head(SLICE)
+
+
+@pytest.fixture(scope="module")
+def fp32_predictions(base, held_out):
+    return predictions(base.model, base.tokenizer, held_out.texts)
+
+
+def agreement(a, b) -> float:
+    return sum(x == y for x, y in zip(a, b)) / len(a)
+
+
+def test_int8_agrees_with_fp32(base, held_out, fp32_predictions, tmp_path):
+    variant = int8_variant(base.model, base.tokenizer, tmp_path / "int8")
+    assert agreement(predictions(variant.model, variant.tokenizer, held_out.texts), fp32_predictions) >= 0.95
+    quantized_linears = [m for m in variant.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert len(quantized_linears) == 30  # 6 layers × (q, k, v, attention out, FFN in); FFN out stays fp32
+    assert isinstance(base.model.bert.encoder.layer[0].attention.self.query, torch.nn.Linear)  # original untouched
+
+
+@torch.inference_mode()
+def test_onnx_logits_match_pytorch_and_int8_onnx_agrees(base, held_out, fp32_predictions, tmp_path):
+    batch = base.tokenizer(held_out.texts[:16], padding=True, truncation=True, max_length=64, return_tensors="pt")
+    before = base.model(**batch).logits.clone()
+    variant = onnx_variant(base.model, base.tokenizer, tmp_path / "onnx")
+    assert torch.equal(base.model(**batch).logits, before)  # exporting leaves the shared model as it was
+    difference = (variant.model(**batch).logits - before).abs().max().item()
+    assert difference < 1e-4
+    quantized = onnx_int8_variant(tmp_path / "onnx", base.tokenizer, tmp_path / "onnx-int8", variant.parameters)
+    assert agreement(predictions(quantized.model, quantized.tokenizer, held_out.texts), fp32_predictions) >= 0.95
+    assert (tmp_path / "onnx-int8" / "model.onnx").stat().st_size < 0.5 * (tmp_path / "onnx" / "model.onnx").stat().st_size
+
+
+def test_exported_onnx_directory_serves_in_the_sentiment_demo(base, tmp_path):
+    export_classifier(base.model, base.tokenizer, tmp_path / "onnx")
+    classifier = SentimentClassifier(store.resolve(str(tmp_path / "onnx"), "text-classification"))
+    results = classifier.predict(["A delight from start to finish.", "Tedious and empty."])
+    assert [r.label for r in results] == ["positive", "negative"]
+    with pytest.raises(InputError, match="gradients"):
+        classifier.attribute("A delight.")
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.7])
+@pytest.mark.parametrize("structured", [False, True])
+def test_pruned_sparsity_equals_the_setting(base, sparsity, structured):
+    pruned = prune_model(base.model, sparsity, structured)
+    assert measured_sparsity(pruned, structured) == pytest.approx(sparsity, abs=0.005)
+    assert measured_sparsity(base.model, structured) == 0.0  # the original is untouched
+
+
+def test_pruned_variant_is_a_loadable_directory(base, tmp_path):
+    variant = pruned_variant(base.model, base.tokenizer, 0.2, False, tmp_path / "pruned")
+    loaded = store.ModelStore(device="cpu").load(store.resolve(str(variant.saved), "text-classification"))
+    assert measured_sparsity(loaded.model) == pytest.approx(0.2, abs=0.005)
+
+
+@pytest.mark.parametrize("sparsity", [-0.1, 1.0, 1.5, None])
+def test_bad_sparsity_is_refused(base, sparsity):
+    with pytest.raises(InputError, match="Sparsity must be"):
+        prune_model(base.model, sparsity)
+
+
+def test_model_that_cannot_be_exported_gets_a_message(tmp_path, base):
+    class Unexportable(torch.nn.Module):
+        config = base.model.config
+
+        def forward(self, **batch):
+            return {"logits": "not a tensor"}
+
+    with pytest.raises(OnnxExportError, match="cannot be exported to ONNX"):
+        export_classifier(Unexportable(), base.tokenizer, tmp_path / "bad")
+
+
+def test_one_run_at_a_time(base):
+    lab = EfficiencyLab(store.resolve("embedded", "text-classification"))
+    with lab._exclusive():
+        with pytest.raises(InputError, match="Another optimisation run is in progress"):
+            lab.run(["int8"], 0.5, False)
+
+
+def test_distillation_reports_honestly(base, tmp_path):
+    splits = rotten_tomatoes_splits()
+    steps = 40
+    result = distil(base.model, base.tokenizer, layers=1, steps=steps, train=splits.train.head(steps * 32),
+                    test=splits.test.head(200), out_dir=tmp_path / "student")
+    assert len(result.losses_with_teacher) == len(result.losses_without_teacher) == steps
+    for losses in (result.losses_with_teacher, result.losses_without_teacher):  # both students learn
+        assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10
+    assert result.teacher_accuracy > 0.8
+    assert result.student_parameters_m < 0.7 * sum(p.numel() for p in base.model.parameters()) / 1e6
+    won = result.with_teacher_accuracy > result.without_teacher_accuracy
+    assert ("beats" in result.verdict) == won and ("did not help" in result.verdict) == (not won)
+    assert (tmp_path / "student" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [({"layers": 0}, "1 to 4 layers"), ({"layers": 7}, "1 to 4 layers"),
+                                             ({"steps": 0}, "between 1 and"), ({"steps": 10_000}, "between 1 and"),
+                                             ({"temperature": 0}, "temperature")])
+def test_bad_distillation_settings(base, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        distil(base.model, base.tokenizer, **kwargs)
