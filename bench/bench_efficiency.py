@@ -23,33 +23,9 @@ import torch  # noqa: E402
 
 from txgallery import store  # noqa: E402
 from txgallery.datasets import rotten_tomatoes_splits  # noqa: E402
-from txgallery_demos.efficiency.run import (EVAL_SIZE, fp32_variant, int8_variant, latency_ms, measure,  # noqa: E402
-                                            onnx_int8_variant, onnx_variant, predictions, pruned_variant,
-                                            results_table)
-
-BERT_SHAPES = {  # (layers, hidden, heads): the shapes of Google's BERT miniatures and BERT-base
-    "tiny (2L/128)": (2, 128, 2),
-    "mini (4L/256)": (4, 256, 4),
-    "small (4L/512)": (4, 512, 8),
-    "medium (8L/512)": (8, 512, 8),
-    "base (12L/768)": (12, 768, 12),
-}
-
-
-def shapes_table(tokenizer, texts: list[str]) -> list[tuple]:
-    """Parameters, fp32 size and latency of each BERT shape (randomly initialised)."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    rows = []
-    for name, (layers, hidden, heads) in BERT_SHAPES.items():
-        model = BertForSequenceClassification(BertConfig(num_hidden_layers=layers, hidden_size=hidden,
-                                                         num_attention_heads=heads, intermediate_size=4 * hidden,
-                                                         num_labels=2)).eval()
-        params = sum(p.numel() for p in model.parameters())
-        rows.append((name, params / 1e6, params * 4 / 1e6, latency_ms(model, tokenizer, texts[:1], 1)[0],
-                     latency_ms(model, tokenizer, texts[:32], 32, runs=10)[0]))
-    return rows
-
+from txgallery_demos.efficiency.run import (EVAL_SIZE, fp32_variant, int8_variant, measure,  # noqa: E402
+                                            model_sizes, onnx_int8_variant, onnx_variant, predictions,
+                                            pruned_variant, results_table)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,8 +54,8 @@ def main() -> None:
               f"{r.parameters_m:.1f} | {r._11:.2f}× | {r._12:.2f}× |")
 
     print("\n| model shape | params M | fp32 MB | p50 b1 ms | p50 b32 ms |\n|---|---|---|---|---|")
-    for name, params, size, b1, b32 in shapes_table(tokenizer, data.texts):
-        print(f"| {name} | {params:.1f} | {size:.0f} | {b1:.1f} | {b32:.0f} |")
+    for row in model_sizes(tokenizer, data.texts).itertuples(index=False):
+        print("| " + " | ".join(str(value) for value in row) + " |")
     fp32 = frame.iloc[0]
     print(f"| embedded MiniLM-L6 (6L/384), accuracy {fp32.accuracy:.3f} | {fp32.parameters_m:.1f} | "
           f"{fp32.size_mb:.0f} | {fp32.p50_batch1_ms:.1f} | {fp32.p50_batch32_ms:.0f} |")

@@ -128,3 +128,11 @@ def test_distillation_bad_settings_over_http(client):
     with pytest.raises(AppError, match="greater than maximum value 600"):
         client.predict(2, 100_000, 2.0, 0.7, api_name="/efficiency_distil")
     assert client.predict("still up", api_name="/ping") == "still up"
+
+
+def test_model_sizes_table_over_http(client):
+    table = client.predict(api_name="/efficiency_sizes")
+    shapes = [row[0] for row in table["data"]]
+    assert shapes[0].startswith("tiny") and shapes[-1].startswith("base")
+    params = [row[1] for row in table["data"]]
+    assert params == sorted(params) and 100 < params[-1] < 120  # BERT-base has ~110M parameters

@@ -223,7 +223,7 @@ def predictions(model, tokenizer, texts: list[str], max_length: int = 64, batch_
 
 @torch.inference_mode()
 def latency_ms(model, tokenizer, texts: list[str], batch_size: int, runs: int = LATENCY_RUNS) -> tuple[float, float]:
-    """p50 and p95 of one forward (tokenizer included) at `batch_size`, after two warm-up calls."""
+    """p50 and p95 of one forward at `batch_size` (tokenization excluded), after two warm-up calls."""
     batch = tokenizer((texts * batch_size)[:batch_size], padding=True, truncation=True, max_length=64,
                       return_tensors="pt")
     samples = []
@@ -276,6 +276,36 @@ def results_chart(frame: pd.DataFrame):
         axis.set_yticklabels([])
     figure.tight_layout()
     return figure
+
+
+# --- model sizes ----------------------------------------------------------------------------------------------------
+
+BERT_SHAPES = {  # (layers, hidden, heads): the shapes of Google's BERT miniatures and BERT-base
+    "tiny (2L/128)": (2, 128, 2),
+    "mini (4L/256)": (4, 256, 4),
+    "small (4L/512)": (4, 512, 8),
+    "medium (8L/512)": (8, 512, 8),
+    "base (12L/768)": (12, 768, 12),
+}
+
+
+def model_sizes(tokenizer, texts: list[str]) -> pd.DataFrame:
+    """Parameters, fp32 weight size and latency of each BERT shape, measured here with random weights.
+
+    Size and speed are properties of the shape; accuracy is not, so it is left to the models trained in this lab.
+    """
+    from transformers import BertConfig, BertForSequenceClassification
+
+    rows = []
+    for name, (layers, hidden, heads) in BERT_SHAPES.items():
+        config = BertConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                            intermediate_size=4 * hidden, num_labels=2)
+        model = BertForSequenceClassification(config).eval()
+        parameters = _count(model)
+        rows.append({"shape": name, "parameters (M)": parameters / 1e6, "fp32 weights (MB)": parameters * 4 / 1e6,
+                     "p50 batch 1 (ms)": latency_ms(model, tokenizer, texts[:1], 1)[0],
+                     "p50 batch 32 (ms)": latency_ms(model, tokenizer, texts[:32], 32, runs=5)[0]})
+    return pd.DataFrame(rows).round(1)
 
 
 # --- distillation --------------------------------------------------------------------------------------------------
@@ -406,6 +436,11 @@ class EfficiencyLab:
                 measurements.append(measure(variant, data, reference))
             return results_table(measurements), measurements
 
+    def model_sizes(self) -> pd.DataFrame:
+        """The BERT-shapes table (see `model_sizes`)."""
+        with self._exclusive():
+            return model_sizes(self.loaded.tokenizer, rotten_tomatoes_splits().test.head(32).texts)
+
     def distil(self, layers: int, steps: int, temperature: float, alpha: float,
                on_step: Callable[[str, int, int, float], None] | None = None) -> DistillationResult:
         """Distil the lab's model into a smaller student (see `distil`)."""
@@ -452,6 +487,11 @@ def build() -> gr.Blocks:
             verdict = gr.Markdown()
             curves = gr.LinePlot(x="step", y="loss", color="run", label="Training loss")
             student_file = gr.File(label="Download the distilled student (zip)")
+        with gr.Tab("Model sizes"):
+            gr.Markdown("The seed's *Model Sizes & Trade-offs*, measured on this machine: BERT shapes from tiny to "
+                        "base (random weights — size and speed belong to the shape; accuracy does not).")
+            measure_sizes = gr.Button("Measure the shapes")
+            sizes = gr.Dataframe(label="BERT shapes on this machine")
 
         @user_errors
         def build_and_measure(chosen, sparsity_value, structured_value, progress=gr.Progress()):
@@ -480,6 +520,14 @@ def build() -> gr.Blocks:
                     f"held-out accuracy on {EVAL_SIZE} Rotten Tomatoes sentences. Saved to `{result.saved}`.")
             return text, frame, _archive(str(result.saved))
 
+        @user_errors
+        def measure_shapes():
+            if lab is None:
+                raise source
+            return lab.model_sizes()
+
+        measure_sizes.click(measure_shapes, None, sizes, api_name="efficiency_sizes", concurrency_id="efficiency",
+                            concurrency_limit=1)
         run.click(build_and_measure, [techniques, sparsity, structured], [table, chart, downloads],
                   api_name="efficiency_measure", concurrency_id="efficiency", concurrency_limit=1)
         train.click(train_student, [layers, steps, temperature, alpha], [verdict, curves, student_file],
