@@ -136,3 +136,13 @@ def test_model_sizes_table_over_http(client):
     assert shapes[0].startswith("tiny") and shapes[-1].startswith("base")
     params = [row[1] for row in table["data"]]
     assert params == sorted(params) and 100 < params[-1] < 120  # BERT-base has ~110M parameters
+
+
+def test_distillation_streams_and_reports(client):
+    job = client.submit(1, 20, 2.0, 0.7, api_name="/efficiency_distil")
+    outputs = job.outputs()  # every streamed update, then the final one
+    verdict, curves, archive = job.result()
+    assert len(outputs) >= 2  # loss curves arrived while training ran
+    assert "beats" in verdict or "did not help" in verdict
+    assert {row[2] for row in curves["data"]} == {"with teacher", "without teacher"}
+    assert str(archive).endswith(".zip")

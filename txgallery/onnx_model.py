@@ -14,11 +14,13 @@ from pathlib import Path
 import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from txgallery.limits import InputError
+
 ONNX_FILE = "model.onnx"
 
 
-class OnnxExportError(RuntimeError):
-    """The model could not be exported; the message says why."""
+class OnnxExportError(InputError):
+    """The chosen model could not be exported; the message says why (shown to the user)."""
 
 
 def export_classifier(model, tokenizer, out_dir: str | Path, opset: int = 17) -> Path:
@@ -80,6 +82,7 @@ class OnnxSequenceClassifier:
     """An ONNX Runtime session with the parts of a transformers classifier that demos use."""
 
     training = False
+    txgallery_inference_only = True  # an optimised variant: CPU only, no gradients (the store and demos check this)
 
     def __init__(self, directory: str | Path, threads: int | None = None) -> None:
         import onnxruntime as ort

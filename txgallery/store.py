@@ -187,13 +187,8 @@ def _load_pretrained(source: ModelSource, attentions: bool) -> tuple[Any, Any]:
     """
     import transformers
 
-    from txgallery import onnx_model
-
-    if source.kind == "local" and onnx_model.is_onnx_directory(source.ref):
-        if source.task != "text-classification":
-            raise ModelLoadError(f"{source.ref} holds an ONNX classifier, which cannot serve {source.task}")
-        return (onnx_model.OnnxSequenceClassifier(source.ref),
-                transformers.AutoTokenizer.from_pretrained(source.ref, trust_remote_code=False))
+    if source.kind == "local" and (exported := _load_exported(source)) is not None:
+        return exported
     auto_class = getattr(transformers, TASKS[source.task].auto_class)
     kwargs: dict[str, Any] = {"trust_remote_code": False}
     offline = source.kind == "hub" and not hub_reachable()
@@ -210,6 +205,23 @@ def _load_pretrained(source: ModelSource, attentions: bool) -> tuple[Any, Any]:
                              f"(offline) and the model is not in the local cache. {_default_hint(source.task)}",
                              ref=source.ref) from exc
     return model, tokenizer
+
+
+def _load_exported(source: ModelSource) -> tuple[Any, Any] | None:
+    """A directory written by the efficiency lab (ONNX or PyTorch int8), or None for a regular one."""
+    import transformers
+
+    from txgallery import int8_model, onnx_model
+
+    if onnx_model.is_onnx_directory(source.ref):
+        model = onnx_model.OnnxSequenceClassifier(source.ref)
+    elif int8_model.is_int8_directory(source.ref):
+        model = int8_model.load_int8_directory(source.ref)
+    else:
+        return None
+    if source.task != "text-classification":
+        raise ModelLoadError(f"{source.ref} holds an optimised text classifier, which cannot serve {source.task}")
+    return model, transformers.AutoTokenizer.from_pretrained(source.ref, trust_remote_code=False)
 
 
 def _load_embedded(source: ModelSource, attentions: bool) -> tuple[Any, Any]:
@@ -254,9 +266,8 @@ class ModelStore:
             try:
                 loader = _load_embedded if source.kind == "embedded" else _load_pretrained
                 model, tokenizer = loader(source, attentions)
-                from txgallery.onnx_model import OnnxSequenceClassifier
-
-                device = "cpu" if isinstance(model, OnnxSequenceClassifier) else self.device  # ONNX Runtime: CPU
+                # optimised variants (ONNX Runtime sessions, int8 models) run on the CPU only
+                device = "cpu" if getattr(model, "txgallery_inference_only", False) else self.device
                 model = model.to(device).eval()
             except ModelLoadError:
                 raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from typing import Callable, Iterable
 
@@ -14,20 +15,37 @@ from txgallery.store import LoadedModel, ModelLoadError, ModelSource
 log = logging.getLogger(__name__)
 
 
+def _as_user_error(fn: Callable, exc: Exception) -> gr.Error:
+    if isinstance(exc, gr.Error):
+        return exc
+    if isinstance(exc, (InputError, ModelLoadError)):
+        return gr.Error(str(exc))
+    log.error("unexpected error in %s", fn.__name__, exc_info=exc)  # a bug must not leak internals or poison the queue
+    return gr.Error(f"Something went wrong inside the demo ({type(exc).__name__}); the error is in the server log.")
+
+
 def user_errors(fn: Callable) -> Callable:
-    """Turn bad input and load failures into a `gr.Error` message; never show users a stack trace."""
+    """Turn bad input and load failures into a `gr.Error` message; never show users a stack trace.
+
+    Works for plain handlers and for generator handlers (streaming updates).
+    """
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as exc:
+                raise _as_user_error(fn, exc) from exc
+
+        return streaming
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except (InputError, ModelLoadError) as exc:
-            raise gr.Error(str(exc)) from exc
-        except Exception as exc:  # a bug must not poison the queue or leak internals
-            log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(f"Something went wrong inside the demo ({type(exc).__name__}); the error is in the server log.") from exc
+        except Exception as exc:
+            raise _as_user_error(fn, exc) from exc
 
     return wrapper
 

@@ -8,31 +8,30 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import queue
 import shutil
 import statistics
 import threading
 import time
-import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import gradio as gr
-import matplotlib
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
 from txgallery import store
 from txgallery.datasets import LabelledTexts, rotten_tomatoes_splits
+from txgallery.int8_model import quantize_int8, save_int8
 from txgallery.limits import InputError
-from txgallery.onnx_model import OnnxExportError, OnnxSequenceClassifier, export_classifier, quantize_onnx
+from txgallery.onnx_model import OnnxSequenceClassifier, export_classifier, quantize_onnx
 from txgallery.paths import home
 from txgallery.plugin import Demo, ModelSlot
 from txgallery.training import LoraRecipe, accuracy, seed_everything, train_classifier
 from txgallery.ui import user_errors
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 SLUG = "efficiency"
 TASK = "text-classification"
@@ -99,29 +98,11 @@ def fp32_variant(model, tokenizer, out_dir: Path) -> Variant:
     return Variant("fp32 (baseline)", model, tokenizer, out_dir, _count(model))
 
 
-def int8_spec(model) -> dict:
-    """Which linear layers to quantize: the encoder's, per output channel, except each FFN's down-projection.
-
-    Its input is the GELU output, whose outliers a per-tensor activation scale cannot hold: quantizing it too
-    flips ~1 prediction in 20 on the embedded model (measured: agreement 0.9525 vs 0.96 without it).
-    """
-    from torch.ao.quantization import per_channel_dynamic_qconfig
-
-    return {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and module in prunable_linears(model)
-            and not (name.endswith("output.dense") and "attention" not in name)}
-
-
 def int8_variant(model, tokenizer, out_dir: Path) -> Variant:
-    """Dynamic int8 quantization with PyTorch (torch.ao, deprecated upstream but still shipped)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu(), int8_spec(model),
-                                                           dtype=torch.qint8)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(quantized.state_dict(), out_dir / "int8_state_dict.pt")
-    return Variant("int8 dynamic (PyTorch)", quantized, tokenizer, out_dir, _count(model),
-                   note="saved as a PyTorch state dict; load it into a quantize_dynamic()-ed copy of the model")
+    """Dynamic int8 quantization with PyTorch (recipe and reasons in `txgallery.int8_model`)."""
+    quantized = quantize_int8(model)
+    save_int8(quantized, tokenizer, out_dir)
+    return Variant("int8 dynamic (PyTorch)", quantized, tokenizer, out_dir, _count(model))
 
 
 def onnx_variant(model, tokenizer, out_dir: Path) -> Variant:
@@ -261,7 +242,8 @@ def results_table(measurements: list[Measurement]) -> pd.DataFrame:
 
 def results_chart(frame: pd.DataFrame):
     """Latency (batch 1 and 32) and accuracy per variant, side by side."""
-    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(13, 3.8))
+    figure = Figure(figsize=(13, 3.8))  # not pyplot: its registry would keep every figure alive
+    left, middle, right = figure.subplots(1, 3)
     names = frame["variant"]
     left.barh(names, frame["p50_batch1_ms"], color="#4a7ebb")
     left.set_title("p50 latency, batch 1 (ms)")
@@ -452,6 +434,9 @@ class EfficiencyLab:
 # --- the UI ----------------------------------------------------------------------------------------------------------
 
 
+_background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="txgallery-efficiency-ui")
+
+
 def _archive(directory: str) -> str:
     """A zip of a saved variant, for download."""
     path = Path(directory)
@@ -503,22 +488,26 @@ def build() -> gr.Blocks:
             return frame, results_chart(frame), [_archive(m.saved) for m in measurements]
 
         @user_errors
-        def train_student(layers_value, steps_value, temperature_value, alpha_value, progress=gr.Progress()):
+        def train_student(layers_value, steps_value, temperature_value, alpha_value):
             if lab is None:
                 raise source
-
-            def on_step(run_name: str, step: int, total: int, loss: float) -> None:
-                progress(step / total, desc=f"student {run_name}: step {step}/{total}, loss {loss:.3f}")
-
-            result = lab.distil(layers_value, steps_value, temperature_value, alpha_value, on_step=on_step)
-            frame = pd.concat([
-                pd.DataFrame({"step": range(1, len(losses) + 1), "loss": losses, "run": run_name})
-                for run_name, losses in (("with teacher", result.losses_with_teacher),
-                                         ("without teacher", result.losses_without_teacher))])
+            updates: queue.Queue = queue.Queue()
+            job = _background.submit(lab.distil, layers_value, steps_value, temperature_value, alpha_value,
+                                     on_step=lambda *update: updates.put(update))
+            rows: list[dict] = []
+            while not (job.done() and updates.empty()):  # stream the loss curves while both students train
+                time.sleep(0.5)
+                while not updates.empty():
+                    run_name, step, total, loss = updates.get()
+                    rows.append({"step": step, "loss": loss, "run": run_name})
+                if rows:
+                    yield (f"Training the student {rows[-1]['run']}: step {rows[-1]['step']}/{steps_value:.0f}…",
+                           pd.DataFrame(rows), None)
+            result = job.result()
             text = (f"**{result.verdict}** Teacher (6 layers): {result.teacher_accuracy:.3f}. Student: "
                     f"{result.layers} layers, {result.student_parameters_m:.1f}M parameters, {result.steps} steps; "
                     f"held-out accuracy on {EVAL_SIZE} Rotten Tomatoes sentences. Saved to `{result.saved}`.")
-            return text, frame, _archive(str(result.saved))
+            yield text, pd.DataFrame(rows), _archive(str(result.saved))
 
         @user_errors
         def measure_shapes():

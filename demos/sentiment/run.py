@@ -173,8 +173,8 @@ class SentimentClassifier:
         """
         from captum.attr import LayerIntegratedGradients
 
-        if not isinstance(self.model, torch.nn.Module):
-            raise InputError("Word attributions need gradients, which this model (an ONNX Runtime session) has not.")
+        if getattr(self.model, "txgallery_inference_only", False):
+            raise InputError("Word attributions need gradients, which this optimised model (ONNX or int8) has not.")
         batch = self._encode([text], MAX_ATTRIBUTION_TOKENS)
         input_ids = batch["input_ids"]
         special = torch.tensor(self.tokenizer.get_special_tokens_mask(input_ids[0].tolist(), already_has_special_tokens=True),

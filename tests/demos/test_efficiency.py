@@ -58,13 +58,23 @@ def test_onnx_logits_match_pytorch_and_int8_onnx_agrees(base, held_out, fp32_pre
     assert (tmp_path / "onnx-int8" / "model.onnx").stat().st_size < 0.5 * (tmp_path / "onnx" / "model.onnx").stat().st_size
 
 
-def test_exported_onnx_directory_serves_in_the_sentiment_demo(base, tmp_path):
-    export_classifier(base.model, base.tokenizer, tmp_path / "onnx")
-    classifier = SentimentClassifier(store.resolve(str(tmp_path / "onnx"), "text-classification"))
+@pytest.mark.parametrize("kind", ["onnx", "int8"])
+def test_saved_variant_directory_serves_in_the_sentiment_demo(base, tmp_path, kind):
+    if kind == "onnx":
+        export_classifier(base.model, base.tokenizer, tmp_path / kind)
+    else:
+        int8_variant(base.model, base.tokenizer, tmp_path / kind)
+    classifier = SentimentClassifier(store.resolve(str(tmp_path / kind), "text-classification"))
+    assert classifier.loaded.device == "cpu"
     results = classifier.predict(["A delight from start to finish.", "Tedious and empty."])
     assert [r.label for r in results] == ["positive", "negative"]
     with pytest.raises(InputError, match="gradients"):
         classifier.attribute("A delight.")
+    if kind == "int8":  # a reloaded int8 model answers exactly like the one that was saved
+        batch = base.tokenizer(["A delight."], return_tensors="pt")
+        with torch.inference_mode():
+            saved = int8_variant(base.model, base.tokenizer, tmp_path / "again").model(**batch).logits
+            assert torch.equal(classifier.model(**batch).logits, saved)
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.7])
