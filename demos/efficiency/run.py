@@ -446,12 +446,10 @@ def _archive(directory: str) -> str:
 def build() -> gr.Blocks:
     """The lab page: build-and-measure, and distillation."""
     from txgallery.serving import connect
-    from txgallery.ui import model_badge
 
     (source,) = store.resolve_choice(SLUG, TASK)[:1]
     lab = None if isinstance(source, store.ModelLoadError) else connect(EfficiencyLab, source)
-    with gr.Blocks(title="Efficiency lab") as page:
-        gr.Markdown(model_badge(source))
+    with gr.Blocks(title="Efficiency lab") as page:  # the gallery's page header already names the model
         with gr.Tab("Quantize, export, prune"):
             techniques = gr.CheckboxGroup(["int8", "onnx", "onnx-int8", "pruning"], value=["int8", "onnx", "onnx-int8"],
                                           label="Techniques (each is measured beside the fp32 baseline)")
@@ -483,8 +481,15 @@ def build() -> gr.Blocks:
             if lab is None:
                 raise source
             progress(0, desc="building and measuring the variants…")
-            frame, measurements = lab.run(list(chosen or []), sparsity_value, structured_value,
-                                          progress=lambda share, what: progress(share, desc=what))
+            updates: queue.Queue = queue.Queue()
+            job = _background.submit(lab.run, list(chosen or []), sparsity_value, structured_value,
+                                     progress=lambda share, what: updates.put((share, what)))
+            while not job.done():  # gr.Progress is updated from this (the request's) thread only
+                time.sleep(0.3)
+                while not updates.empty():
+                    share, what = updates.get()
+                    progress(share, desc=what)
+            frame, measurements = job.result()
             return frame, results_chart(frame), [_archive(m.saved) for m in measurements]
 
         @user_errors
