@@ -156,7 +156,7 @@ def main() -> None:
     raw_64, gallery_64 = statistics.median(batch["raw"]), statistics.median(batch["gallery"])
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), python {platform.python_version()}; {n} requests per row\n")
-    print(f"| path | p50 ms | p95 ms |\n|---|---|---|")
+    print("| path | p50 ms | p95 ms |\n|---|---|---|")
     for name, (p50, p95) in stats.items():
         print(f"| {name} | {p50:.1f} | {p95:.1f} |")
     print(f"\nthroughput, 64 texts: raw batch forward {64 / raw_64:.0f} texts/s; "

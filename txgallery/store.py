@@ -225,8 +225,6 @@ def _load_exported(source: ModelSource) -> tuple[Any, Any] | None:
 
 
 def _load_embedded(source: ModelSource, attentions: bool) -> tuple[Any, Any]:
-    import transformers
-
     factory = embedded.get_embedded(source.ref).factory
     made = factory(attentions=attentions) if "attentions" in inspect.signature(factory).parameters else factory()
     if isinstance(made, tuple):

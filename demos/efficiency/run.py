@@ -76,7 +76,6 @@ class Variant:
     tokenizer: object
     saved: Path
     parameters: int
-    note: str = ""
 
 
 def _count(model) -> int:
@@ -168,8 +167,7 @@ def pruned_variant(model, tokenizer, sparsity: float, structured: bool, out_dir:
     pruned.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     kind = "structured rows" if structured else "unstructured"
-    return Variant(f"pruned {sparsity:.0%} ({kind})", pruned, tokenizer, out_dir, _count(pruned),
-                   note=f"measured sparsity {measured_sparsity(pruned, structured):.3f}")
+    return Variant(f"pruned {sparsity:.0%} ({kind})", pruned, tokenizer, out_dir, _count(pruned))
 
 
 # --- measurement ---------------------------------------------------------------------------------------------------
