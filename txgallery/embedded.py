@@ -7,6 +7,7 @@ A factory returns a directory (or a loaded model and tokenizer); the model store
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import json
 import logging
 from dataclasses import dataclass
@@ -36,6 +37,19 @@ class EmbeddedModel:
 _REGISTRY: dict[str, EmbeddedModel] = {}
 _DEFAULT_FOR_TASK: dict[str, str] = {}
 
+# Modules of this package that register more embedded models. They are imported on first use of the registry, so
+# that importing this module stays cheap and free of import cycles. Add a module here when it registers models.
+PROVIDER_MODULES: tuple[str, ...] = ()
+_providers_loaded = False
+
+
+def _load_providers() -> None:
+    global _providers_loaded
+    if not _providers_loaded:
+        _providers_loaded = True
+        for module in PROVIDER_MODULES:
+            importlib.import_module(module)
+
 
 def register_embedded(name: str, task: str, summary: str, default: bool = False) -> Callable:
     """Declare the decorated factory as the embedded model `name` for `task`."""
@@ -51,16 +65,19 @@ def register_embedded(name: str, task: str, summary: str, default: bool = False)
 
 def list_embedded(pattern: str = "*", task: str | None = None) -> list[str]:
     """Names of embedded models matching a glob `pattern` (and `task`, when given)."""
+    _load_providers()
     return sorted(n for n, m in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (task is None or m.task == task))
 
 
 def get_embedded(name: str) -> EmbeddedModel:
     """Return the embedded model `name` (KeyError when there is none)."""
+    _load_providers()
     return _REGISTRY[name]
 
 
 def embedded_default(task: str) -> str | None:
     """The embedded model a task uses when nothing else is configured."""
+    _load_providers()
     return _DEFAULT_FOR_TASK.get(task)
 
 
