@@ -1,0 +1,305 @@
+"""Attention maths shared by the demos: rollout, per-head statistics, positional encodings, and scaled dot-product
+attention recomputed step by step from a model's own weights.
+
+Everything here takes and returns plain arrays (numpy, or torch where a model is involved) and never touches Gradio.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+HEAD_FUSIONS = ("mean", "min", "max")
+
+
+# --- attention maps -------------------------------------------------------------------------------------------------
+
+
+def as_heads(attention: Any) -> np.ndarray:
+    """One layer's attention as a float64 (heads, T, T) array; accepts torch or numpy, with or without a batch axis."""
+    array = attention.detach().float().cpu().numpy() if hasattr(attention, "detach") else np.asarray(attention)
+    if array.ndim == 4:
+        if array.shape[0] != 1:
+            raise ValueError(f"expected a batch of one, got attention of shape {array.shape}")
+        array = array[0]
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[-1] != array.shape[-2]:
+        raise ValueError(f"expected (heads, T, T) attention, got shape {array.shape}")
+    return array.astype(np.float64)
+
+
+def fuse_heads(attention: np.ndarray, head_fusion: str = "mean") -> np.ndarray:
+    """Combine a layer's heads (heads, T, T) into one (T, T) map by their mean, min or max."""
+    if head_fusion not in HEAD_FUSIONS:
+        raise ValueError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, not {head_fusion!r}")
+    return getattr(np, head_fusion)(attention, axis=0)
+
+
+def attention_rollout(attentions: Sequence[Any], head_fusion: str = "mean", discard_ratio: float = 0.0) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema 2020): how much each token's final representation draws on each input token.
+
+    Each layer's heads are fused, the weakest `discard_ratio` of its weights are dropped (never the first token's
+    attention to itself, as in Gildenblat's ViT explainability recipe), the residual connection is added as an
+    identity, rows are re-normalised, and the layers are multiplied from the first to the last. Returns (T, T) with
+    rows summing to 1; row 0 of a ViT is the [CLS] token's view of every patch.
+    """
+    if not attentions:
+        raise ValueError("attention_rollout needs at least one layer")
+    if not 0.0 <= discard_ratio < 1.0:
+        raise ValueError(f"discard_ratio must be in [0, 1), not {discard_ratio}")
+    rollout = None
+    for attention in attentions:
+        fused = fuse_heads(as_heads(attention), head_fusion)
+        size = fused.shape[-1]
+        if discard_ratio > 0:
+            flat = fused.reshape(-1).copy()
+            drop = np.argsort(flat, kind="stable")[: int(flat.size * discard_ratio)]
+            flat[drop[drop != 0]] = 0.0
+            fused = flat.reshape(size, size)
+        layer = (fused + np.eye(size)) / 2.0
+        layer = layer / layer.sum(axis=-1, keepdims=True)
+        rollout = layer if rollout is None else layer @ rollout
+    return rollout / rollout.sum(axis=-1, keepdims=True)
+
+
+def cls_patch_map(matrix: np.ndarray, grid: tuple[int, int], prefix_tokens: int = 1) -> np.ndarray:
+    """Row 0 ([CLS]) of a (T, T) rollout or attention map, without the prefix tokens, as a (rows, cols) patch grid
+    summing to 1."""
+    patches = np.asarray(matrix, dtype=np.float64)[0, prefix_tokens:]
+    if patches.size != grid[0] * grid[1]:
+        raise ValueError(f"{patches.size} patch tokens do not fill a {grid[0]}×{grid[1]} grid")
+    total = patches.sum()
+    return (patches / total if total > 0 else np.full_like(patches, 1.0 / patches.size)).reshape(grid)
+
+
+def causal_mask(size: int) -> np.ndarray:
+    """The additive causal mask of a decoder: 0 on and below the diagonal, -inf above (no peeking at the future)."""
+    return np.triu(np.full((size, size), -np.inf), k=1)
+
+
+# --- per-head statistics ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadStats:
+    """What one head does, averaged over query positions (attention shares are in [0, 1])."""
+
+    layer: int
+    head: int
+    entropy: float  # nats; low = focused on few tokens
+    to_first: float  # to position 0: [CLS] for BERT, BOS or the first token for decoders
+    to_separators: float  # to [SEP] / EOS / other special tokens after position 0
+    to_previous: float  # to the token just before
+    to_self: float  # to the query token itself
+
+
+def head_statistics(attentions: np.ndarray, special: Sequence[bool] | None = None) -> list[HeadStats]:
+    """Statistics of every head of a (layers, heads, T, T) attention stack; `special` marks separator tokens."""
+    attentions = np.asarray(attentions, dtype=np.float64)
+    layers, heads, size, _ = attentions.shape
+    separators = np.zeros(size, dtype=bool) if special is None else np.asarray(special, dtype=bool).copy()
+    separators[:1] = False  # position 0 has its own column
+    p = np.clip(attentions, 1e-12, 1.0)
+    entropy = -(attentions * np.log(p)).sum(-1).mean(-1)
+    to_first = attentions[..., :, 0].mean(-1)
+    to_separators = attentions[..., :, separators].sum(-1).mean(-1)
+    rows = np.arange(1, size)
+    to_previous = attentions[..., rows, rows - 1].mean(-1) if size > 1 else np.zeros((layers, heads))
+    to_self = np.diagonal(attentions, axis1=-2, axis2=-1).mean(-1)
+    return [HeadStats(layer, head, float(entropy[layer, head]), float(to_first[layer, head]),
+                      float(to_separators[layer, head]), float(to_previous[layer, head]), float(to_self[layer, head]))
+            for layer in range(layers) for head in range(heads)]
+
+
+# --- positional encodings ---------------------------------------------------------------------------------------------
+
+
+def sinusoidal_encoding(positions: int, dim: int, base: float = 10_000.0) -> np.ndarray:
+    """The original Transformer's encoding: PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos(same); (positions, dim)."""
+    angles = np.arange(positions)[:, None] / base ** (np.arange(0, dim, 2)[None, :] / dim)
+    encoding = np.zeros((positions, dim))
+    encoding[:, 0::2] = np.sin(angles)
+    encoding[:, 1::2] = np.cos(angles[:, : dim // 2])
+    return encoding
+
+
+def rope_angles(positions: int, inv_freq: np.ndarray) -> np.ndarray:
+    """Rotary embeddings: the angle p·θ_i by which position p turns the i-th pair of query/key dimensions."""
+    return np.arange(positions)[:, None] * np.asarray(inv_freq, dtype=np.float64)[None, :]
+
+
+def rope_similarity(positions: int, inv_freq: np.ndarray) -> np.ndarray:
+    """q·k of the same unit vector rotated to positions m and n: mean_i cos((m−n)·θ_i); depends only on m − n."""
+    angles = rope_angles(positions, inv_freq)
+    return np.cos(angles[:, None, :] - angles[None, :, :]).mean(-1)
+
+
+def cosine_similarity(vectors: np.ndarray) -> np.ndarray:
+    """Pairwise cosine similarity of the rows of `vectors`."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    unit = vectors / np.clip(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12, None)
+    return unit @ unit.T
+
+
+# --- scaled dot-product attention, step by step -------------------------------------------------------------------------
+
+
+@dataclass
+class AttentionSteps:
+    """softmax(Q·Kᵀ/√d_k + mask)·V for one head, every intermediate kept (arrays are (T, d_k) or (T, T))."""
+
+    query: np.ndarray
+    key: np.ndarray
+    value: np.ndarray
+    scores: np.ndarray  # Q·Kᵀ
+    scale: float  # the factor the scores are multiplied by, 1/√d_k for most models
+    scaled: np.ndarray
+    mask: np.ndarray  # additive: 0 where allowed, -inf where not
+    weights: np.ndarray  # the softmax: the attention map
+    output: np.ndarray  # weights·V
+    query_before_rotation: np.ndarray | None = None  # RoPE models: Q and K before the rotation
+    key_before_rotation: np.ndarray | None = None
+    extras: dict = field(default_factory=dict)
+
+
+def scaled_dot_product_steps(query, key, value, mask=None, scale: float | None = None) -> AttentionSteps:
+    """Scaled dot-product attention of one head, computed in plain steps (torch tensors or arrays, (T, d_k))."""
+    import torch
+
+    q, k, v = (torch.as_tensor(x).float() for x in (query, key, value))
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = q @ k.transpose(-1, -2)
+    scaled = scores * scale
+    additive = torch.zeros_like(scaled) if mask is None else torch.as_tensor(mask, dtype=scaled.dtype)
+    weights = torch.softmax(scaled + additive, dim=-1)
+    output = weights @ v
+    as_np = lambda t: t.detach().cpu().numpy()  # noqa: E731
+    return AttentionSteps(as_np(q), as_np(k), as_np(v), as_np(scores), float(scale), as_np(scaled), as_np(additive),
+                          as_np(weights), as_np(output))
+
+
+# --- reading a model's own attention layers -------------------------------------------------------------------------
+
+
+def attention_modules(model) -> list:
+    """The self-attention modules of a BERT/RoBERTa, Llama-style or GPT-2 model, in layer order."""
+    found = []
+    for module in model.modules():
+        names = set(dict(module.named_children()))
+        if {"query", "key", "value"} <= names or {"q_proj", "k_proj", "v_proj"} <= names or "c_attn" in names:
+            found.append(module)
+    return found
+
+
+def project_qkv(module, hidden_states, position_embeddings=None) -> dict:
+    """Q, K, V of every head, projected from `hidden_states` (1, T, d_model) with the module's own weights.
+
+    Returns (heads, T, d_k) tensors: "query"/"key"/"value" as the scores use them (after RoPE, with grouped K/V
+    heads repeated for their query heads), and for RoPE models also "query_before_rotation"/"key_before_rotation".
+    """
+    import torch
+
+    x = hidden_states[0]
+    if hasattr(module, "c_attn"):  # GPT-2: one Conv1D (weight stored as in × out) makes Q, K and V at once
+        head_dim = module.head_dim
+        q, k, v = (x @ module.c_attn.weight + module.c_attn.bias).split(module.split_size, dim=-1)
+    elif hasattr(module, "q_proj"):  # Llama family
+        head_dim = module.head_dim
+        q, k, v = module.q_proj(x), module.k_proj(x), module.v_proj(x)
+    else:  # BERT family
+        head_dim = module.attention_head_size
+        q, k, v = module.query(x), module.key(x), module.value(x)
+    q, k, v = (t.view(t.shape[0], -1, head_dim).transpose(0, 1) for t in (q, k, v))  # (heads, T, d_k)
+    out: dict[str, Any] = {}
+    if position_embeddings is not None:
+        cos, sin = (t[0] for t in position_embeddings)  # (T, d_k)
+        out["query_before_rotation"], out["key_before_rotation"] = q, k
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    groups = q.shape[0] // k.shape[0]  # grouped-query attention: each K/V head serves `groups` query heads
+    out["query"], out["key"], out["value"] = q, torch.repeat_interleave(k, groups, 0), torch.repeat_interleave(v, groups, 0)
+    out["scale"] = float(getattr(module, "scaling", head_dim ** -0.5))
+    return out
+
+
+def rotate_half(x):
+    """RoPE's rotation by 90° of each (x_i, x_{i+d/2}) pair: (x1, x2) → (−x2, x1)."""
+    import torch
+
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+@dataclass
+class AttentionTrace:
+    """One forward pass: the model's attention maps and, per layer, what its attention module was given."""
+
+    attentions: list  # per layer, (heads, T, T) torch tensors as the model returned them
+    inputs: list  # per layer, the hidden states entering the attention module (1, T, d_model)
+    position_embeddings: list  # per layer, (cos, sin) for RoPE models, else None
+    causal: bool
+
+
+def trace_attention(model, inputs: dict, causal: bool) -> AttentionTrace:
+    """Run `model` once (eager attention) and record every layer's attention maps and attention-module inputs."""
+    import torch
+
+    modules = attention_modules(model)
+    if not modules:
+        raise ValueError(f"{type(model).__name__} has no attention layers this explorer can read")
+    captured: list[tuple] = [None] * len(modules)
+
+    def recorder(index: int):
+        def hook(module, args, kwargs):
+            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            captured[index] = (hidden.detach(), kwargs.get("position_embeddings"))
+
+        return hook
+
+    handles = [m.register_forward_pre_hook(recorder(i), with_kwargs=True) for i, m in enumerate(modules)]
+    try:
+        with torch.inference_mode():
+            outputs = model(**inputs, output_attentions=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    attentions = [a[0].float() for a in outputs.attentions]
+    if any(a is None for a in captured) or len(attentions) != len(modules):
+        raise ValueError(f"could not read the attention layers of {type(model).__name__}")
+    return AttentionTrace(attentions, [c[0] for c in captured], [c[1] for c in captured], causal)
+
+
+def recompute_head(trace: AttentionTrace, model, layer: int, head: int) -> AttentionSteps:
+    """Recompute one head's attention from the model's own weights and compare it with what the model returned."""
+    module = attention_modules(model)[layer]
+    projected = project_qkv(module, trace.inputs[layer], trace.position_embeddings[layer])
+    size = projected["query"].shape[1]
+    steps = scaled_dot_product_steps(projected["query"][head], projected["key"][head], projected["value"][head],
+                                     causal_mask(size) if trace.causal else None, projected["scale"])
+    if "query_before_rotation" in projected:
+        groups = projected["query"].shape[0] // projected["key_before_rotation"].shape[0]
+        steps.query_before_rotation = projected["query_before_rotation"][head].cpu().numpy()
+        steps.key_before_rotation = projected["key_before_rotation"][head // groups].cpu().numpy()
+    steps.extras["max_abs_diff"] = float(np.abs(steps.weights - trace.attentions[layer][head].cpu().numpy()).max())
+    return steps
+
+
+def recompute_layer_error(trace: AttentionTrace, model, layer: int) -> float:
+    """Largest |recomputed − returned| attention weight over every head of one layer."""
+    import torch
+
+    module = attention_modules(model)[layer]
+    projected = project_qkv(module, trace.inputs[layer], trace.position_embeddings[layer])
+    scores = projected["query"] @ projected["key"].transpose(-1, -2) * projected["scale"]
+    if trace.causal:
+        scores = scores + torch.as_tensor(causal_mask(scores.shape[-1]), dtype=scores.dtype, device=scores.device)
+    weights = torch.softmax(scores.float(), dim=-1)
+    return float((weights - trace.attentions[layer]).abs().max())
+
+
+def log_base_hint(size: int) -> float:
+    """Entropy of a uniform distribution over `size` tokens (the most a head's entropy can be), in nats."""
+    return math.log(max(size, 1))
