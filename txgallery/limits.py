@@ -21,3 +21,8 @@ def truncate_text(text: str, limit: int = MAX_INPUT_CHARS) -> tuple[str, str | N
     if len(text) <= limit:
         return text, None
     return text[:limit], f"Input was {len(text):,} characters; only the first {limit:,} were used."
+
+# --- clip ---
+MAX_CLIP_LABELS = 50  # labels (or texts) compared with one image; each is one text forward
+MAX_CLIP_TEXT_CHARS = 200  # per label or text; CLIP reads at most 77 tokens anyway
+MAX_CLIP_GALLERY_UPLOADS = 12  # images a user adds to the search gallery
