@@ -26,3 +26,17 @@ def truncate_text(text: str, limit: int = MAX_INPUT_CHARS) -> tuple[str, str | N
 MAX_CLIP_LABELS = 50  # labels (or texts) compared with one image; each is one text forward
 MAX_CLIP_TEXT_CHARS = 200  # per label or text; CLIP reads at most 77 tokens anyway
 MAX_CLIP_GALLERY_UPLOADS = 12  # images a user adds to the search gallery
+
+# --- finetune ---
+MAX_FINETUNE_STEPS = 1000  # optimizer steps per run (the UI slider stops lower)
+MAX_FINETUNE_LR = 1.0  # above this no method trains; 1e9 is refused, not tried
+MAX_FINETUNE_BATCH = 64  # examples per step
+MAX_FINETUNE_TOKENS = 256  # tokens per training example
+MAX_FINETUNE_SECONDS = 600  # wall time of one run; it stops with a message when reached
+MAX_FINETUNE_MEMORY_MB = 4096  # growth of the process's memory (or CUDA memory) during one run
+MAX_FINETUNE_CONCURRENT = 1  # training jobs running at once (each uses every core); others wait in the queue
+MAX_FINETUNE_QUEUED = 4  # jobs waiting; beyond it a new job is refused with a message
+MAX_FINETUNE_RUNS_PER_SESSION = 8  # trained runs a browser session keeps (oldest dropped first)
+MAX_CSV_ROWS = 5000  # rows of an uploaded CSV used for training; the rest is ignored, with a notice
+MIN_CSV_ROWS = 10  # fewer rows cannot give a training and a held-out part
+MAX_CSV_CLASSES = 20  # distinct labels in an uploaded CSV
