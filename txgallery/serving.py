@@ -8,18 +8,26 @@ and runs its methods on one long-lived thread of its own: the model loads once, 
 is not safe to use from many threads at once, e.g. attribution needs gradients), and torch keeps one OpenMP pool per
 model instead of one per Gradio worker thread. With OpenMP's default spinning policy, idle pools of other threads
 starve the active one on a small machine, hence also `prefer_passive_openmp()` (measured in BENCHMARKS.md).
-A Ray Serve backend plugs in with `set_backend()`.
+A Ray Serve backend plugs in with `set_backend()` (`txgallery/ray_serve.py`: the same classes, one deployment each).
+
+Streaming: a service method that is a generator function is streamed. The caller gets an iterator; the generator
+itself runs on the service's thread and hands each item over as it is produced. Closing the caller's iterator
+(`.close()`, or dropping it, e.g. when a Gradio Stop button cancels the event) stops the generator at its next
+`yield`, so a Stop really stops the computation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import inspect
+import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +63,16 @@ class Backend(Protocol):
 
     def call(self, key: ServiceKey, method: str, args: tuple, kwargs: dict) -> Any: ...
 
+    def stream(self, key: ServiceKey, method: str, args: tuple, kwargs: dict) -> Iterator[Any]: ...
+
+
+def is_streaming(cls: type, method: str) -> bool:
+    """Whether `cls.method` is a generator function (its calls are streamed)."""
+    return inspect.isgeneratorfunction(getattr(cls, method, None))
+
+
+_DONE = object()
+
 
 class LocalBackend:
     """Services in this process, each created lazily and run on its own long-lived thread."""
@@ -76,9 +94,54 @@ class LocalBackend:
             self._instances[key] = key.cls(*key.args)
         return self._instances[key]
 
+    def start(self, key: ServiceKey) -> None:
+        """Create the instance now (loading its model) instead of at the first call."""
+        self._executor(key).submit(self._instance, key).result()
+
     def call(self, key: ServiceKey, method: str, args: tuple, kwargs: dict) -> Any:
         """Run `instance.method(*args, **kwargs)` on the service's thread and wait for the result."""
         return self._executor(key).submit(lambda: getattr(self._instance(key), method)(*args, **kwargs)).result()
+
+    def stream(self, key: ServiceKey, method: str, args: tuple, kwargs: dict) -> Iterator[Any]:
+        """Run the generator `instance.method(...)` on the service's thread, yielding its items here as they come."""
+        items: queue.Queue = queue.Queue(maxsize=1)  # the producer waits for the consumer: no runaway generation
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                generator = getattr(self._instance(key), method)(*args, **kwargs)
+                try:
+                    for item in generator:
+                        while not stop.is_set():
+                            try:
+                                items.put(("item", item), timeout=0.1)
+                                break
+                            except queue.Full:
+                                continue
+                        if stop.is_set():
+                            break
+                finally:
+                    generator.close()
+                items.put(("done", _DONE))
+            except BaseException as exc:  # handed to the caller, who re-raises it
+                items.put(("error", exc))
+
+        self._executor(key).submit(produce)
+        try:
+            while True:
+                kind, value = items.get()
+                if kind == "done":
+                    return
+                if kind == "error":
+                    raise value
+                yield value
+        finally:
+            stop.set()
+            while True:  # unblock a producer waiting to put, so the service thread is free again
+                try:
+                    items.get_nowait()
+                except queue.Empty:
+                    break
 
     def shutdown(self) -> None:
         """Stop every service thread (instances are dropped)."""
@@ -99,8 +162,12 @@ class ServiceProxy:
         if method.startswith("_"):
             raise AttributeError(method)
 
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return get_backend().call(self._key, method, args, kwargs)
+        if is_streaming(self._key.cls, method):
+            def call(*args: Any, **kwargs: Any) -> Any:
+                return get_backend().stream(self._key, method, args, kwargs)
+        else:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                return get_backend().call(self._key, method, args, kwargs)
 
         call.__name__ = method
         return call
@@ -123,6 +190,24 @@ def set_backend(backend: Backend) -> None:
     _backend = backend
 
 
+_collectors: list[list[ServiceKey]] = []
+
+
 def connect(cls: type, *args: Any) -> Any:
     """A handle on the service `cls(*args)`; its methods are called like the instance's own."""
-    return ServiceProxy(ServiceKey(cls, tuple(args)))
+    key = ServiceKey(cls, tuple(args))
+    for collected in _collectors:
+        if key not in collected:
+            collected.append(key)
+    return ServiceProxy(key)
+
+
+@contextlib.contextmanager
+def collecting_services() -> Iterator[list[ServiceKey]]:
+    """Collect the services `connect()` is asked for inside the block, in order (what a Ray Serve app deploys)."""
+    collected: list[ServiceKey] = []
+    _collectors.append(collected)
+    try:
+        yield collected
+    finally:
+        _collectors.remove(collected)

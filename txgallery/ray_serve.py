@@ -1,0 +1,392 @@
+"""The whole gallery on Ray Serve: one UI ingress, one deployment per model service, reached through the serving seam.
+
+    serve run txgallery.ray_serve:app                                   # every installed demo, default options
+    serve run txgallery.ray_serve:build_app replicas=2 num_gpus=0.25    # the builder, with arguments
+    serve deploy deploy/serve_config.yaml                               # on a cluster (deploy/README.md)
+    txgallery ray serve                                                 # a local Ray on 127.0.0.1
+
+How it fits together:
+- the builder builds the gallery once in the driver; every `connect(Cls, *args)` a demo makes is collected
+  (`serving.collecting_services()`) and becomes one `ModelService` deployment named after it
+  (`SentimentClassifier-embedded`), with its own replicas, autoscaling and `ray_actor_options` (fractional GPUs);
+- `GalleryIngress` (FastAPI + `gr.mount_gradio_app`, ONE replica: Gradio keeps session state in memory) builds the
+  same gallery again with a `RayServeBackend` installed, so the demos' proxies call DeploymentHandles instead of
+  local instances — no demo changes;
+- inside a model replica the instance runs on a `LocalBackend` (one model thread, as in `txgallery serve`).
+  Batchable methods (`BATCHED_METHODS`, a `batched_methods` attribute on the class, or `user_config`) take a list
+  and return a list of the same length; concurrent calls are concatenated by `@serve.batch` into one forward pass
+  and split again. Generator methods stream through `handle.options(stream=True)`; callables passed as arguments
+  (progress callbacks) are relayed back as events of a stream and run where the caller is (the UI replica).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import queue
+import re
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from pydantic import BaseModel, field_validator
+from ray import serve
+from ray.exceptions import RayActorError, RayTaskError
+
+from txgallery.serving import LocalBackend, ServiceKey, collecting_services, prefer_passive_openmp, set_backend
+
+log = logging.getLogger(__name__)
+
+INGRESS_NAME = "GalleryIngress"
+SERVED_ROUTE = "/txgallery/served"  # JSON: which replica of which deployment answered how many calls
+
+# Methods batched by default, like the task table of transformers pipelines: "module:Class" -> method names.
+# A service class may instead declare `batched_methods = ("predict",)`; a config's `user_config` overrides both.
+BATCHED_METHODS: dict[str, tuple[str, ...]] = {
+    "txgallery_demos.sentiment.run:SentimentClassifier": ("predict",),
+}
+
+
+class GalleryArgs(BaseModel):
+    """Arguments of the application builder (`serve run ... key=value`, or `args:` in a Serve config)."""
+
+    demos: list[str] = []  # only these demos (default: every installed one)
+    models: list[str] = []  # as `txgallery serve --model`: "slug=ref[,ref]"
+    config: str | None = None  # TOML settings file
+    replicas: int = 1  # replicas per model deployment (a config's `deployments:` entry overrides it)
+    num_cpus: float = 0.5  # per model replica (logical CPUs, for scheduling)
+    num_gpus: float = 0.0  # per model replica; 0.25 puts four replicas on one GPU
+    max_batch_size: int = 16  # calls joined into one forward pass by batchable methods
+    batch_wait_timeout_s: float = 0.01  # how long the first call of a batch waits for company
+    max_ongoing_requests: int = 64  # per model replica (must exceed max_batch_size, or batches never fill)
+    ui_concurrency: int = 64  # events the UI replica runs at once; the model deployments queue and batch them
+    ui_num_cpus: float = 0.25
+    retries: int = 1  # calls retried once when their replica died (model methods here are pure functions)
+    # per deployment, by class name or deployment name: Serve options such as num_replicas, autoscaling_config,
+    # ray_actor_options, max_ongoing_requests, user_config (a config's `deployments:` section can do the same)
+    deployments: dict[str, dict[str, Any]] = {}
+
+    @field_validator("demos", "models", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        # `serve run ... models=sentiment=embedded;attention=embedded` passes one string
+        return [part for part in value.split(";") if part] if isinstance(value, str) else value
+
+
+def class_path(cls: type) -> str:
+    """`module:QualName` of a class, importable in another process."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def import_class(path: str) -> type:
+    """The class named by `module:QualName`."""
+    module, _, name = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _arg_label(arg: Any) -> str:
+    ref = getattr(arg, "ref", None)  # a store.ModelSource: its embedded name, directory name or hub id
+    if isinstance(ref, str):
+        return Path(ref).name if "/" in ref and Path(ref).is_absolute() else ref.replace("/", "--")
+    return str(arg) if isinstance(arg, (str, int, float, bool)) else type(arg).__name__
+
+
+def deployment_names(keys: list[ServiceKey]) -> dict[ServiceKey, str]:
+    """A stable, readable deployment name per service, e.g. `SentimentClassifier-embedded`."""
+    names: dict[ServiceKey, str] = {}
+    for key in keys:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join([key.cls.__name__, *map(_arg_label, key.args)]))[:80]
+        name, n = base, 2
+        while name in names.values():
+            name, n = f"{base}-{n}", n + 1
+        names[key] = name
+    return names
+
+
+def batched_methods(cls: type) -> tuple[str, ...]:
+    """The methods of `cls` that are batched when nothing else is configured."""
+    return tuple(getattr(cls, "batched_methods", BATCHED_METHODS.get(class_path(cls), ())))
+
+
+# --- one model service as a deployment --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallbackRef:
+    """Stands for the caller's i-th callable argument, which cannot travel to another process."""
+
+    index: int
+
+
+_END = object()
+
+
+@serve.deployment
+class ModelService:
+    """One service class (`module:Class` + its arguments) as a deployment; its methods are called by name."""
+
+    def __init__(self, path: str, args: tuple) -> None:
+        prefer_passive_openmp()  # before the service's module imports torch
+        self.key = ServiceKey(import_class(path), tuple(args))
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        self.local = LocalBackend()
+        self.batched = set(batched_methods(self.key.cls))
+        self.max_batch_size, self.batch_wait_timeout_s = 16, 0.01
+        self.batchers: dict[str, Any] = {}
+        try:  # load the model now, so a replica counts as ready once it can answer
+            self.local.start(self.key)
+        except Exception as exc:  # a model that cannot load is reported per call (the page says why), not fatal
+            log.warning("%s could not start: %s", self.key.name, exc)
+
+    def reconfigure(self, config: dict) -> None:
+        """Apply `user_config`: `max_batch_size`, `batch_wait_timeout_s`, `batched_methods`."""
+        self.max_batch_size = int(config.get("max_batch_size", self.max_batch_size))
+        self.batch_wait_timeout_s = float(config.get("batch_wait_timeout_s", self.batch_wait_timeout_s))
+        self.batched = set(config.get("batched_methods", self.batched))
+        for batcher in self.batchers.values():
+            batcher.set_max_batch_size(self.max_batch_size)
+            batcher.set_batch_wait_timeout_s(self.batch_wait_timeout_s)
+
+    async def _run(self, method: str, args: tuple, kwargs: dict) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, self.local.call, self.key, method, args, kwargs)
+
+    def _batcher(self, method: str):
+        if method not in self.batchers:
+            async def run_batch(calls: list[list]) -> list[tuple[bool, Any]]:
+                try:
+                    results = await self._run(method, ([x for call in calls for x in call],), {})
+                except Exception:  # one bad call must not fail its neighbours: run them one by one
+                    return [await self._run_one(method, call) for call in calls]
+                out, start = [], 0
+                for call in calls:
+                    out.append((True, results[start:start + len(call)]))
+                    start += len(call)
+                return out
+
+            self.batchers[method] = serve.batch(max_batch_size=self.max_batch_size,
+                                                batch_wait_timeout_s=self.batch_wait_timeout_s)(run_batch)
+        return self.batchers[method]
+
+    async def _run_one(self, method: str, items: list) -> tuple[bool, Any]:
+        try:
+            return True, await self._run(method, (items,), {})
+        except Exception as exc:
+            return False, exc
+
+    async def call(self, method: str, args: tuple, kwargs: dict) -> tuple[str, Any]:
+        """`instance.method(*args, **kwargs)`, batched with concurrent calls when the method is batchable.
+
+        Returns (replica id, result), so the caller can tell which replica answered.
+        """
+        if method in self.batched and len(args) == 1 and not kwargs and isinstance(args[0], list) and args[0]:
+            ok, value = await self._batcher(method)(args[0])
+            if not ok:
+                raise value
+            return self.replica, value
+        return self.replica, await self._run(method, args, kwargs)
+
+    async def stream(self, method: str, args: tuple, kwargs: dict):
+        """Items of the generator `instance.method(...)` as they come; cancelling stops the generator."""
+        items = self.local.stream(self.key, method, args, kwargs)
+        reader = ThreadPoolExecutor(max_workers=1)  # next() and close() must not overlap
+        loop = asyncio.get_running_loop()
+        try:
+            while (item := await loop.run_in_executor(reader, next, items, _END)) is not _END:
+                yield item
+        finally:
+            reader.submit(items.close)
+            reader.shutdown(wait=False)
+
+    async def relay(self, method: str, args: tuple, kwargs: dict):
+        """A call whose arguments include callbacks: yields ("callback", i, args, kwargs) events, then
+        ("result", replica id, value)."""
+        events: queue.Queue = queue.Queue()
+
+        def restore(value: Any) -> Any:
+            if isinstance(value, CallbackRef):
+                return lambda *a, **k: events.put(("callback", value.index, a, k))
+            return value
+
+        job = asyncio.ensure_future(self._run(method, tuple(map(restore, args)),
+                                              {k: restore(v) for k, v in kwargs.items()}))
+        while True:
+            finished = job.done()
+            while not events.empty():
+                yield events.get()
+            if finished:
+                break
+            await asyncio.wait([job], timeout=0.1)
+        yield ("result", self.replica, job.result())
+
+
+# --- the backend the UI replica calls through -------------------------------------------------------------------------
+
+
+def _cause(exc: RayTaskError) -> BaseException:
+    """The exception the service raised (an `InputError` stays an `InputError`, so the UI shows its message)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, Exception) else exc
+
+
+class RayServeBackend:
+    """The serving seam over Ray Serve: each service declared at build time is a deployment reached by its handle."""
+
+    def __init__(self, handles: dict[ServiceKey, Any], names: dict[ServiceKey, str], retries: int = 1) -> None:
+        self.handles, self.names, self.retries = handles, names, retries
+        self.local = LocalBackend()  # services nobody declared at build time (logged once each)
+        self.served: dict[str, Counter] = defaultdict(Counter)  # deployment -> replica id -> calls answered
+        self.retried = 0  # calls repeated because their replica died while serving them
+        self._warned: set[ServiceKey] = set()
+
+    def _handle(self, key: ServiceKey):
+        handle = self.handles.get(key)
+        if handle is None and key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s was not declared when the app was built; it runs inside the UI replica", key.name)
+        return handle
+
+    def call(self, key: ServiceKey, method: str, args: tuple, kwargs: dict) -> Any:
+        """`instance.method(...)` on a replica of the service's deployment; the result comes back here."""
+        handle = self._handle(key)
+        if handle is None:
+            return self.local.call(key, method, args, kwargs)
+        if any(callable(v) for v in (*args, *kwargs.values())):
+            return self._relay(key, handle, method, args, kwargs)
+        for attempt in range(self.retries + 1):
+            try:
+                replica, value = handle.call.remote(method, args, kwargs).result()
+                break
+            except RayTaskError as exc:
+                raise _cause(exc) from None
+            except RayActorError:  # the replica died under this call: another one answers it
+                if attempt == self.retries:
+                    raise
+                self.retried += 1
+                log.warning("a replica of %s died during a call to %s; retrying", self.names[key], method)
+        self.served[self.names[key]][replica] += 1
+        return value
+
+    def stream(self, key: ServiceKey, method: str, args: tuple, kwargs: dict) -> Iterator[Any]:
+        """Items of a generator method as the replica produces them; closing the iterator cancels it there."""
+        handle = self._handle(key)
+        if handle is None:
+            yield from self.local.stream(key, method, args, kwargs)
+            return
+        responses = handle.options(stream=True).stream.remote(method, args, kwargs)
+        try:
+            yield from responses
+        except RayTaskError as exc:
+            raise _cause(exc) from None
+        finally:
+            responses.cancel()
+
+    def _relay(self, key: ServiceKey, handle, method: str, args: tuple, kwargs: dict) -> Any:
+        callbacks: list = []
+
+        def park(value: Any) -> Any:
+            if callable(value):
+                callbacks.append(value)
+                return CallbackRef(len(callbacks) - 1)
+            return value
+
+        events = handle.options(stream=True).relay.remote(method, tuple(map(park, args)),
+                                                          {k: park(v) for k, v in kwargs.items()})
+        try:
+            for event in events:
+                if event[0] == "callback":
+                    callbacks[event[1]](*event[2], **event[3])
+                else:
+                    self.served[self.names[key]][event[1]] += 1
+                    return event[2]
+        except RayTaskError as exc:
+            raise _cause(exc) from None
+        raise RuntimeError(f"{key.name}.{method} ended without a result")
+
+    def served_by(self) -> dict[str, dict[str, int]]:
+        """Calls answered per deployment and replica since this UI replica started."""
+        return {name: dict(counts) for name, counts in self.served.items()}
+
+
+# --- the UI ingress and the application builder -----------------------------------------------------------------------
+
+
+def _configure(args: GalleryArgs) -> None:
+    from txgallery import settings
+
+    settings.configure(settings.load_settings(args.models or None, args.config))
+
+
+@serve.deployment(name=INGRESS_NAME, num_replicas=1)
+@serve.ingress()
+class GalleryIngress:
+    """The gallery UI: FastAPI with the Gradio app mounted at `/`; one replica, since sessions live in its memory."""
+
+    def __init__(self, args: dict, routes: list[tuple[str, tuple, str]], handles: dict[str, Any]) -> None:
+        from txgallery.plugin import discover_demos
+
+        self.args = GalleryArgs.model_validate(args)
+        _configure(self.args)
+        keys = {ServiceKey(import_class(path), tuple(service_args)): name for path, service_args, name in routes}
+        self.backend = RayServeBackend({key: handles[name] for key, name in keys.items()}, keys, self.args.retries)
+        set_backend(self.backend)
+        self.entries = discover_demos(only=self.args.demos or None)
+
+    def __serve_build_asgi_app__(self):
+        import gradio as gr
+        from fastapi import FastAPI
+
+        from txgallery.gallery import CSS, build_gallery
+        from txgallery.limits import MAX_UPLOAD_SIZE, QUEUE_SIZE
+
+        app = FastAPI()
+
+        @app.get(SERVED_ROUTE)
+        def served() -> dict:
+            return {"replicas": self.backend.served_by(), "retried": self.backend.retried}
+
+        blocks = build_gallery(self.entries)
+        # the model deployments queue and batch; the UI only has to let the calls through
+        blocks.queue(default_concurrency_limit=self.args.ui_concurrency, max_size=QUEUE_SIZE)
+        return gr.mount_gradio_app(app, blocks, path="", max_file_size=MAX_UPLOAD_SIZE, css=CSS, show_error=True,
+                                   ssr_mode=False)
+
+
+def build_app(args: dict | GalleryArgs | None = None):
+    """The Serve application: one `ModelService` deployment per service the demos connect to, under one UI ingress."""
+    from txgallery.gallery import build_gallery
+    from txgallery.plugin import discover_demos
+
+    args = GalleryArgs.model_validate(args or {}) if not isinstance(args, GalleryArgs) else args
+    _configure(args)
+    with collecting_services() as keys:
+        build_gallery(discover_demos(only=args.demos or None))  # builds every page: no model is loaded
+    names = deployment_names(keys)
+    handles = {}
+    for key, name in names.items():
+        options = dict(num_replicas=args.replicas, max_ongoing_requests=args.max_ongoing_requests,
+                       ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
+                       user_config={"max_batch_size": args.max_batch_size,
+                                    "batch_wait_timeout_s": args.batch_wait_timeout_s,
+                                    "batched_methods": list(batched_methods(key.cls))})
+        for override in (args.deployments.get(key.cls.__name__, {}), args.deployments.get(name, {})):
+            options.update(override)
+        if "autoscaling_config" in options:  # Serve refuses both
+            options.pop("num_replicas", None)
+        handles[name] = ModelService.options(name=name, **options).bind(class_path(key.cls), key.args)
+    routes = [(class_path(key.cls), key.args, name) for key, name in names.items()]
+    return GalleryIngress.options(ray_actor_options={"num_cpus": args.ui_num_cpus},
+                                  max_ongoing_requests=4 * args.ui_concurrency
+                                  ).bind(args.model_dump(), routes, handles)
+
+
+def __getattr__(name: str):
+    # `serve run txgallery.ray_serve:app` builds with the defaults, only when asked (importing stays cheap)
+    if name == "app":
+        return build_app()
+    raise AttributeError(name)
