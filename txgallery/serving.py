@@ -107,24 +107,29 @@ class LocalBackend:
         items: queue.Queue = queue.Queue(maxsize=1)  # the producer waits for the consumer: no runaway generation
         stop = threading.Event()
 
+        def offer(kind: str, value: Any) -> bool:
+            # a bounded put that gives up once the caller has gone, so the service thread is never stuck
+            while not stop.is_set():
+                try:
+                    items.put((kind, value), timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def produce() -> None:
             try:
                 generator = getattr(self._instance(key), method)(*args, **kwargs)
                 try:
                     for item in generator:
-                        while not stop.is_set():
-                            try:
-                                items.put(("item", item), timeout=0.1)
-                                break
-                            except queue.Full:
-                                continue
-                        if stop.is_set():
+                        if not offer("item", item):
                             break
                 finally:
                     generator.close()
-                items.put(("done", _DONE))
             except BaseException as exc:  # handed to the caller, who re-raises it
-                items.put(("error", exc))
+                offer("error", exc)
+            else:
+                offer("done", _DONE)
 
         self._executor(key).submit(produce)
         try:
@@ -136,12 +141,7 @@ class LocalBackend:
                     raise value
                 yield value
         finally:
-            stop.set()
-            while True:  # unblock a producer waiting to put, so the service thread is free again
-                try:
-                    items.get_nowait()
-                except queue.Empty:
-                    break
+            stop.set()  # the producer notices within 0.1 s and closes the generator
 
     def shutdown(self) -> None:
         """Stop every service thread (instances are dropped)."""
