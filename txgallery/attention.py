@@ -203,7 +203,13 @@ def project_qkv(module, hidden_states, position_embeddings=None) -> dict:
     """
     import torch
 
-    x = hidden_states[0]
+    with torch.no_grad():
+        return _project_qkv(module, hidden_states[0], position_embeddings)
+
+
+def _project_qkv(module, x, position_embeddings) -> dict:
+    import torch
+
     if hasattr(module, "c_attn"):  # GPT-2: one Conv1D (weight stored as in × out) makes Q, K and V at once
         head_dim = module.head_dim
         q, k, v = (x @ module.c_attn.weight + module.c_attn.bias).split(module.split_size, dim=-1)
@@ -261,7 +267,7 @@ def trace_attention(model, inputs: dict, causal: bool) -> AttentionTrace:
 
     handles = [m.register_forward_pre_hook(recorder(i), with_kwargs=True) for i, m in enumerate(modules)]
     try:
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: the recorded inputs are reused in later computations
             outputs = model(**inputs, output_attentions=True)
     finally:
         for handle in handles:
@@ -291,6 +297,13 @@ def recompute_layer_error(trace: AttentionTrace, model, layer: int) -> float:
     """Largest |recomputed − returned| attention weight over every head of one layer."""
     import torch
 
+    with torch.no_grad():
+        return _recompute_layer_error(trace, model, layer)
+
+
+def _recompute_layer_error(trace: AttentionTrace, model, layer: int) -> float:
+    import torch
+
     module = attention_modules(model)[layer]
     projected = project_qkv(module, trace.inputs[layer], trace.position_embeddings[layer])
     scores = projected["query"] @ projected["key"].transpose(-1, -2) * projected["scale"]
@@ -303,3 +316,58 @@ def recompute_layer_error(trace: AttentionTrace, model, layer: int) -> float:
 def log_base_hint(size: int) -> float:
     """Entropy of a uniform distribution over `size` tokens (the most a head's entropy can be), in nats."""
     return math.log(max(size, 1))
+
+
+# --- vision transformers ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VitAttention:
+    """Every layer's attention of a ViT on one image, and how its tokens map to patches."""
+
+    attentions: list  # per layer, (heads, T, T) numpy arrays
+    grid: tuple[int, int]  # patches per column and per row
+    prefix_tokens: int  # [CLS] (and register/distillation tokens) before the patches
+    logits: np.ndarray
+
+
+def find_timm_vit(model):
+    """The timm VisionTransformer inside `model` (itself, or a wrapper's submodule), or None."""
+    for module in model.modules():
+        if hasattr(module, "blocks") and hasattr(module, "patch_embed") and hasattr(module, "num_prefix_tokens"):
+            return module
+    return None
+
+
+def vit_attentions(model, pixel_values) -> VitAttention:
+    """Run a ViT on a (1, C, H, W) batch and return each layer's attention maps.
+
+    timm computes attention with a fused kernel that never materialises the weights, so each block is switched to
+    its eager path for this one call and the softmax output is read where it enters the attention dropout.
+    transformers ViTs return their attentions when asked (loaded with eager attention).
+    """
+    import torch
+
+    vit = find_timm_vit(model)
+    if vit is None:  # a transformers ViT
+        with torch.no_grad():
+            outputs = model(pixel_values=pixel_values, output_attentions=True)
+        config = model.config
+        side = config.image_size // config.patch_size
+        return VitAttention([a[0].float().numpy() for a in outputs.attentions], (side, side), 1,
+                            outputs.logits[0].float().numpy() if hasattr(outputs, "logits") else np.zeros(0))
+    captured: list = []
+    handles, fused = [], []
+    for block in vit.blocks:
+        fused.append(block.attn.fused_attn)
+        block.attn.fused_attn = False
+        handles.append(block.attn.attn_drop.register_forward_hook(lambda m, i, out: captured.append(out[0].float())))
+    try:
+        with torch.no_grad():
+            logits = model(pixel_values)
+    finally:
+        for handle, block, was in zip(handles, vit.blocks, fused):
+            handle.remove()
+            block.attn.fused_attn = was
+    return VitAttention([a.numpy() for a in captured], tuple(vit.patch_embed.grid_size), vit.num_prefix_tokens,
+                        logits[0].float().numpy())

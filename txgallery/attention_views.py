@@ -37,7 +37,9 @@ def attention_heatmap(matrix, row_tokens: Sequence[str], col_tokens: Sequence[st
         raise ValueError(f"matrix {matrix.shape} does not match {len(row_tokens)} row and {len(col_tokens)} column tokens")
     rows, cols = matrix.shape
     side = min(11.0, max(4.0, 0.16 * max(rows, cols) + 2.5))
-    figure = Figure(figsize=(side * max(0.6, min(1.6, cols / max(rows, 1))) + 1.2, side), layout="constrained")
+    # a fixed layout: matplotlib's constrained layout costs seconds with 128 tick labels per axis
+    figure = Figure(figsize=(side * max(0.6, min(1.6, cols / max(rows, 1))) + 1.2, side), dpi=100)
+    figure.subplots_adjust(left=0.16, bottom=0.16, right=0.97, top=0.94)
     axes = figure.add_subplot()
     shown = np.ma.masked_array(matrix, mask=masked) if masked is not None else matrix
     finite = matrix[np.isfinite(matrix)]
@@ -57,7 +59,7 @@ def attention_heatmap(matrix, row_tokens: Sequence[str], col_tokens: Sequence[st
     axes.set_xlabel("key (attends to)")
     if title:
         axes.set_title(title, fontsize=11)
-    figure.colorbar(image, ax=axes, shrink=0.8)
+    figure.colorbar(image, ax=axes, fraction=0.04, pad=0.02)
     return figure
 
 
@@ -87,3 +89,193 @@ def png_data_uri(matrix: np.ndarray, size: int = 96) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# --- head view and model view (HTML for gr.HTML; the JS that makes them interactive is HEAD_VIEW_JS) ---------------
+
+HEAD_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+               "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd")
+SEGMENT_COLORS = ("#e8f0fe", "#fdeee0")  # sentence A, sentence B backgrounds
+ROW = 18  # pixels per token row
+MIN_LINE_WEIGHT = 0.01  # lines thinner than this are not drawn (invisible anyway; keeps 128 tokens light)
+
+
+def head_color(head: int) -> str:
+    """The colour of head `head` in the head view and its legend."""
+    return HEAD_COLORS[head % len(HEAD_COLORS)]
+
+
+def head_view_html(tokens: Sequence[str], attention: np.ndarray, heads: Sequence[int], layer: int,
+                   segments: Sequence[int] | None = None, causal: bool = False,
+                   min_weight: float = MIN_LINE_WEIGHT) -> str:
+    """One layer's attention as lines from each query token (left) to the key tokens (right), one colour per head,
+    opacity = weight. Hovering a token isolates its lines (see HEAD_VIEW_JS); `segments` shades sentence A/B."""
+    attention = np.asarray(attention)
+    size, width, left, right = len(tokens), 460, 170, 290
+    height = size * ROW + 28
+    parts = [f'<div class="txa-headview" data-layer="{layer}" data-heads="{",".join(map(str, heads))}">',
+             '<div class="txa-legend">' + f"Layer {layer} · " + " ".join(
+                 f'<span class="txa-chip" style="background:{head_color(h)}">head {h}</span>' for h in heads)
+             + (" · causal: a token only sees itself and earlier tokens" if causal else "") + "</div>",
+             f'<svg class="txa-svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+             f'xmlns="http://www.w3.org/2000/svg"><style>'
+             ".txa-svg text{font:12px monospace;cursor:pointer}.txa-svg path{fill:none;stroke-width:2}"
+             ".txa-svg.focus path{display:none}.txa-svg.focus path.on{display:inline}"
+             ".txa-svg text.on{font-weight:bold;fill:#c00}</style>"]
+    lines = []
+    for head in heads:  # one group per head and query token keeps each line to ~45 bytes at 128 tokens
+        weights = attention[head]
+        lines.append(f'<g stroke="{head_color(head)}">')
+        for i in range(size):
+            keys = np.nonzero(weights[i] >= min_weight)[0]
+            if keys.size:
+                lines.append(f'<g data-i="{i}">' + "".join(
+                    f'<path data-j="{j}" opacity="{weights[i, j]:.2f}" d="M{left + 4} {i * ROW + 24}L{right - 4} '
+                    f'{j * ROW + 24}"/>' for j in keys) + "</g>")
+        lines.append("</g>")
+    parts.extend(lines)
+    for i, token in enumerate(tokens):
+        y = i * ROW + 28
+        if segments is not None:
+            fill = SEGMENT_COLORS[int(segments[i]) % 2]
+            parts.append(f'<rect x="0" y="{y - 13}" width="{left}" height="{ROW - 2}" fill="{fill}"/>'
+                         f'<rect x="{right}" y="{y - 13}" width="{width - right}" height="{ROW - 2}" fill="{fill}"/>')
+        label = escape(token)
+        parts.append(f'<text data-side="l" data-tok="{i}" x="{left}" y="{y}" text-anchor="end">{label}</text>'
+                     f'<text data-side="r" data-tok="{i}" x="{right}" y="{y}">{label}</text>')
+    parts.append("</svg></div>")
+    return "".join(parts)
+
+
+# Runs once per gr.HTML (js_on_load); delegation keeps working when the server re-renders the SVG.
+HEAD_VIEW_JS = """
+const isolate = (target) => {
+  const svg = element.querySelector('svg.txa-svg');
+  if (!svg) return;
+  svg.querySelectorAll('.on').forEach((node) => node.classList.remove('on'));
+  if (!target) { svg.classList.remove('focus'); return; }
+  const side = target.dataset.side, index = target.dataset.tok;
+  svg.classList.add('focus');
+  target.classList.add('on');
+  svg.querySelectorAll(side === 'l' ? `g[data-i="${index}"] > path` : `path[data-j="${index}"]`)
+     .forEach((path) => path.classList.add('on'));
+};
+element.addEventListener('mouseover', (event) => isolate(event.target.closest('text[data-tok]')));
+element.addEventListener('mouseleave', () => isolate(null));
+"""
+
+
+def model_view_html(attentions: np.ndarray, thumbnail: int = 64, selected: tuple[int, int] | None = None) -> str:
+    """Every layer (rows) × head (columns) as a small attention-map thumbnail; clicking one opens it (MODEL_VIEW_JS)."""
+    attentions = np.asarray(attentions)
+    layers, heads = attentions.shape[:2]
+    cells = ['<div class="txa-modelview"><table style="border-collapse:collapse"><tr><th></th>']
+    cells.extend(f'<th style="font-size:11px">head {h}</th>' for h in range(heads))
+    cells.append("</tr>")
+    for layer in range(layers):
+        cells.append(f'<tr><th style="font-size:11px;padding-right:4px">layer {layer}</th>')
+        for head in range(heads):
+            border = "3px solid #d62728" if selected == (layer, head) else "1px solid #ccc"
+            cells.append(f'<td style="padding:2px"><img data-layer="{layer}" data-head="{head}" '
+                         f'title="layer {layer}, head {head}: click to open" width="{thumbnail}" height="{thumbnail}" '
+                         f'style="cursor:pointer;border:{border};image-rendering:pixelated" '
+                         f'src="{png_data_uri(attentions[layer, head], thumbnail)}"></td>')
+        cells.append("</tr>")
+    cells.append("</table></div>")
+    return "".join(cells)
+
+
+MODEL_VIEW_JS = """
+element.addEventListener('click', (event) => {
+  const cell = event.target.closest('img[data-layer]');
+  if (cell) trigger('click', {layer: Number(cell.dataset.layer), head: Number(cell.dataset.head)});
+});
+"""
+
+
+# --- figures for the step-by-step, positional-encoding and ViT views -------------------------------------------------
+
+
+def steps_figure(steps, tokens: Sequence[str], title: str = "") -> Figure:
+    """Q·Kᵀ, the scaled scores, the mask and the softmax of one head side by side (the step-by-step view)."""
+    panels = [("1. Q·Kᵀ (raw scores)", steps.scores, None),
+              (f"2. × {steps.scale:.4f} (= 1/√d_k for most models)", steps.scaled, None),
+              ("3. + mask (grey: −∞, never attended)", steps.scaled + steps.mask, np.isinf(steps.mask)),
+              ("4. softmax (each row sums to 1)", steps.weights, None)]
+    size = len(tokens)
+    figure = Figure(figsize=(16, 4.6 if size <= 24 else 5.6), layout="constrained")
+    axes = figure.subplots(1, 4)
+    positions, labels = _tick_labels(tokens, limit=24)
+    for ax, (name, matrix, masked) in zip(axes, panels):
+        shown = np.ma.masked_array(matrix, mask=masked) if masked is not None else matrix
+        if masked is not None:
+            ax.set_facecolor("#d9d9d9")
+        image = ax.imshow(shown, cmap=CMAP if "softmax" in name else "coolwarm", aspect="auto",
+                          interpolation="nearest", vmin=0 if "softmax" in name else None)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks(positions, labels, fontsize=6, rotation=90)
+        ax.set_yticks(positions, labels, fontsize=6)
+        figure.colorbar(image, ax=ax, shrink=0.7)
+    if title:
+        figure.suptitle(title, fontsize=11)
+    return figure
+
+
+def vectors_figure(steps, tokens: Sequence[str], title: str = "") -> Figure:
+    """The head's Q, K and V vectors (tokens × d_k), and for RoPE models Q and K before the rotation."""
+    panels = [("Q", steps.query), ("K", steps.key), ("V", steps.value), ("output = softmax·V", steps.output)]
+    if steps.query_before_rotation is not None:
+        panels = [("Q before RoPE", steps.query_before_rotation), ("K before RoPE", steps.key_before_rotation)] + panels
+    figure = Figure(figsize=(3.2 * len(panels), 4.2), layout="constrained")
+    axes = figure.subplots(1, len(panels))
+    positions, labels = _tick_labels(tokens, limit=24)
+    for ax, (name, matrix) in zip(axes, panels):
+        limit = float(np.abs(matrix).max()) or 1.0
+        ax.imshow(matrix, cmap="coolwarm", aspect="auto", interpolation="nearest", vmin=-limit, vmax=limit)
+        ax.set_title(name, fontsize=9)
+        ax.set_yticks(positions, labels, fontsize=6)
+        ax.set_xlabel("dimension", fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=11)
+    return figure
+
+
+def positions_figure(encoding: np.ndarray, similarity: np.ndarray, title: str, encoding_label: str) -> Figure:
+    """A positional encoding (positions × dimensions) beside its position-to-position similarity."""
+    figure = Figure(figsize=(12, 4.8), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    limit = float(np.abs(encoding).max()) or 1.0
+    image = left.imshow(encoding, cmap="coolwarm", aspect="auto", interpolation="nearest", vmin=-limit, vmax=limit)
+    left.set_xlabel(encoding_label)
+    left.set_ylabel("position")
+    left.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=left, shrink=0.8)
+    image = right.imshow(similarity, cmap=CMAP, aspect="equal", interpolation="nearest")
+    right.set_xlabel("position")
+    right.set_ylabel("position")
+    right.set_title("position-to-position similarity", fontsize=10)
+    figure.colorbar(image, ax=right, shrink=0.8)
+    return figure
+
+
+def patch_maps_figure(image: np.ndarray, maps: Sequence[np.ndarray], titles: Sequence[str]) -> Figure:
+    """An image beside one or more per-patch maps laid over it (rollout, per-layer [CLS] attention)."""
+    from PIL import Image
+
+    figure = Figure(figsize=(2.6 * (len(maps) + 1), 3.0), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(maps) + 1))
+    picture = np.asarray(image)
+    axes[0].imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+    axes[0].set_title("input", fontsize=9)
+    height, width = picture.shape[:2]
+    for ax, patch_map, title in zip(axes[1:], maps, titles):
+        scaled = np.asarray(patch_map, dtype=np.float64)
+        scaled = scaled / (scaled.max() or 1.0)
+        upsampled = np.asarray(Image.fromarray((scaled * 255).astype(np.uint8)).resize((width, height), Image.BILINEAR))
+        ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+        ax.imshow(upsampled, cmap="jet", alpha=0.5)
+        ax.set_title(title, fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return figure

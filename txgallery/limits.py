@@ -40,3 +40,28 @@ MAX_FINETUNE_RUNS_PER_SESSION = 8  # trained runs a browser session keeps (oldes
 MAX_CSV_ROWS = 5000  # rows of an uploaded CSV used for training; the rest is ignored, with a notice
 MIN_CSV_ROWS = 10  # fewer rows cannot give a training and a held-out part
 MAX_CSV_CLASSES = 20  # distinct labels in an uploaded CSV
+
+# --- seq2seq ---
+MAX_SEQ2SEQ_SOURCE_TOKENS = 256  # tokens the encoder reads; the rest is cut, with a notice
+MAX_SEQ2SEQ_NEW_TOKENS = 128  # tokens the decoder may generate per request
+MAX_SEQ2SEQ_BEAMS = 8  # beams for beam search
+
+# --- attention ---
+MAX_ATTENTION_TOKENS_ENCODER = 128  # tokens (specials included) an encoder's attention is shown for; the rest is cut
+MAX_ATTENTION_TOKENS_DECODER = 64  # the decoder's views (30 layers × 9 heads) stay responsive up to this length
+MAX_POSITIONS_SHOWN = 512  # positions drawn by the positional-encoding view
+
+# --- generation ---
+GENERATION_MAX_NEW_TOKENS = 256  # tokens one request may generate (the slider's maximum; more is refused)
+GENERATION_MAX_PROMPT_TOKENS = 1024  # prompt tokens read; a longer prompt keeps its end, with a notice
+GENERATION_MAX_BEAMS = 8  # beams for beam search
+GENERATION_TOP_CANDIDATES = 10  # candidates recorded per step (before and after filtering)
+
+# --- vision ---
+MAX_IMAGE_BYTES = MAX_UPLOAD_BYTES  # an image file larger than this is refused before it is opened
+MAX_IMAGE_PIXELS = 40_000_000  # width × height read from the header; larger images are refused before decoding
+MAX_IMAGE_SIDE = 1024  # longer side kept after decoding (larger images are downscaled; models read 224 or less)
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")  # what PIL may decode from an upload
+
+# --- vit ---
+VIT_TOP_K = 5  # classes shown in the bar plot
