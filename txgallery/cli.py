@@ -85,6 +85,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ray(args: argparse.Namespace) -> int:
+    """Run the gallery on a local Ray (127.0.0.1) with Ray Serve until Ctrl-C; then stop everything it started."""
+    import os
+    import time
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local and loopback only; clusters use tokens (deploy/)
+    import ray
+    from ray import serve
+
+    from txgallery.ray_serve import build_app
+
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(build_app({"replicas": args.replicas, "demos": args.demo or [], "models": args.model or []}),
+                  name="txgallery", route_prefix="/")
+        log.info("the gallery is on http://%s:%d (Ray Serve); Ctrl-C stops it", args.host, args.port)
+        while True:
+            time.sleep(3600)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def cmd_spaces(args: argparse.Namespace) -> int:
+    """Assemble a ready-to-push Hugging Face Space folder."""
+    from txgallery.spaces import build_space
+
+    print(f"Space folder ready: {build_space(args.out, args.wheel)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every command has --help)."""
     parser = argparse.ArgumentParser(prog="txgallery", description=__doc__)
@@ -120,6 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (for a quick check)")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=cmd_train)
+
+    ray_cmd = commands.add_parser("ray", help="run the gallery on Ray Serve (local Ray)",
+                                  description="Run the gallery on a local Ray with Ray Serve: one UI replica, one "
+                                              "deployment per model (clusters: deploy/README.md).")
+    ray_cmd.add_argument("action", choices=["serve"])
+    ray_cmd.add_argument("--host", default="127.0.0.1", help="address of Serve's HTTP proxy (default: 127.0.0.1)")
+    ray_cmd.add_argument("--port", type=int, default=8000)
+    ray_cmd.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
+    ray_cmd.add_argument("--replicas", type=int, default=1, help="replicas per model deployment")
+    ray_cmd.add_argument("--demo", action="append", metavar="SLUG", help="as for serve")
+    ray_cmd.add_argument("--model", action="append", metavar="SLUG=MODEL[,MODEL]", help="as for serve")
+    ray_cmd.set_defaults(func=cmd_ray)
+
+    spaces = commands.add_parser("spaces", help="assemble a Hugging Face Space folder",
+                                 description="Assemble a ready-to-push Hugging Face Space (app, README front "
+                                             "matter, requirements, txgallery wheel) from a source checkout.")
+    spaces.add_argument("action", choices=["build"])
+    spaces.add_argument("out", help="output folder")
+    spaces.add_argument("--wheel", help="use this txgallery wheel instead of building one")
+    spaces.set_defaults(func=cmd_spaces)
     return parser
 
 
