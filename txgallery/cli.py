@@ -15,7 +15,8 @@ log = logging.getLogger("txgallery")
 def _setup(args: argparse.Namespace) -> None:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings.configure(settings.load_settings(getattr(args, "model", None), getattr(args, "config", None)))
+    settings.configure(settings.load_settings(getattr(args, "model", None), getattr(args, "config", None),
+                                              allow_hub=getattr(args, "allow_hub", None)))
 
 
 def check_models(entries, load: bool) -> list[tuple[bool, str]]:
@@ -75,10 +76,26 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Re-train an embedded model the project builds itself."""
+    if args.target == "vit":
+        from txgallery.vision import VIT_FASHION_DIR, VitRecipe, train_vit
+
+        metrics = train_vit(args.out or VIT_FASHION_DIR, VitRecipe(epochs=args.epochs or VitRecipe.epochs,
+                                                                   max_steps=args.max_steps, seed=args.seed))
+        print(f"held-out Fashion-MNIST accuracy {metrics['test_accuracy']:.4f} ({metrics['test_size']} test images) "
+              f"-> {args.out or VIT_FASHION_DIR}")
+        return 0
+    if args.target == "t5":
+        from txgallery.seq2seq import T5_DIR, T5Recipe, train_embedded_t5
+
+        metrics = train_embedded_t5(args.out or T5_DIR, T5Recipe(epochs=args.epochs or T5Recipe.epochs,
+                                                                 max_steps=args.max_steps, seed=args.seed))
+        print(f"held-out sentiment accuracy {metrics['test_accuracy']:.4f}, fill exact match "
+              f"{metrics['test']['fill_exact_match']:.4f} ({metrics['test_size']} sentences) -> {args.out or T5_DIR}")
+        return 0
     from txgallery.embedded import SENTIMENT_ADAPTER_DIR, train_sentiment_adapter
     from txgallery.training import LoraRecipe
 
-    recipe = LoraRecipe(epochs=args.epochs, max_steps=args.max_steps, seed=args.seed)
+    recipe = LoraRecipe(epochs=args.epochs or 3, max_steps=args.max_steps, seed=args.seed)
     metrics = train_sentiment_adapter(args.out or SENTIMENT_ADAPTER_DIR, recipe)
     print(f"validation accuracy {metrics['validation_accuracy']:.4f}, held-out test accuracy "
           f"{metrics['test_accuracy']:.4f} ({metrics['test_size']} sentences) -> {args.out or SENTIMENT_ADAPTER_DIR}")
@@ -135,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "side (e.g. --model sentiment=embedded,distilbert-base-uncased-finetuned-sst-2-english)")
     serve.add_argument("--config", metavar="FILE", help="TOML settings file (default: ./txgallery.toml if present)")
     serve.add_argument("--preload", action="store_true", help="load every model before serving (errors are logged)")
+    serve.add_argument("--allow-hub", action="append", metavar="PATTERN",
+                       help="hub ids users may type into pages (glob, repeatable, e.g. 'gpt2' or 'google/*'); "
+                            "default: none")
     serve.set_defaults(func=cmd_serve)
 
     listing = commands.add_parser("list", help="list installed demos and broken plugins",
@@ -145,10 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=cmd_list)
 
     train = commands.add_parser("train", help="re-train an embedded model (deterministic)",
-                                description="Re-train the embedded sentiment LoRA adapter on Rotten Tomatoes.")
-    train.add_argument("target", choices=["sentiment"])
+                                description="Re-train the embedded sentiment LoRA adapter on Rotten Tomatoes, or "
+                                              "the embedded ViT on Fashion-MNIST.")
+    train.add_argument("target", choices=["sentiment", "vit", "t5"])
     train.add_argument("--out", help="output directory (default: the package's shipped adapter)")
-    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--epochs", type=int, default=None, help="default: 3 (sentiment), 8 (vit)")
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (for a quick check)")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=cmd_train)
