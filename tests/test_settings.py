@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from txgallery import settings
 from txgallery.settings import SettingsError, load_settings, parse_model_flags
 
 
@@ -54,3 +55,48 @@ def test_bad_config_files(tmp_path):
     no_models.write_text("[demos.sentiment]\nother = 1\n")
     with pytest.raises(SettingsError, match="models"):
         load_settings(config_file=no_models, environ={})
+
+
+def test_typed_hub_ids_need_the_operators_allowlist(monkeypatch):
+    from txgallery import store
+
+    settings.configure(settings.Settings())
+    try:
+        with pytest.raises(store.ModelLoadError, match="--allow-hub"):
+            store.resolve_user_ref("gpt2", "text-generation")
+        settings.configure(settings.load_settings([], environ={"TXGALLERY_ALLOW_HUB": "gpt2, google/*"}))
+        assert settings.current().hub_id_allowed("google/vit-base-patch16-224")
+        assert not settings.current().hub_id_allowed("evil/gpt2")
+        monkeypatch.setattr(store, "hub_reachable", lambda *a, **k: True)
+        assert store.resolve_user_ref("gpt2", "text-generation").kind == "hub"
+        monkeypatch.setattr(store, "hub_reachable", lambda *a, **k: False)
+        with pytest.raises(store.ModelLoadError, match="offline"):
+            store.resolve_user_ref("gpt2", "text-generation")
+        # embedded names are always fine
+        assert store.resolve_user_ref("embedded", "text-generation").kind == "embedded"
+    finally:
+        settings.configure(settings.Settings())
+
+
+@pytest.mark.parametrize("ref", ["/etc", "../weights", "~/models", "./x", "C:\\models", "a/b/c", "file:///etc"])
+def test_pages_cannot_point_the_server_at_local_paths(tmp_path, ref):
+    from txgallery import store
+
+    settings.configure(settings.load_settings([], environ={"TXGALLERY_ALLOW_HUB": "*"}))
+    try:
+        with pytest.raises(store.ModelLoadError):
+            store.resolve_user_ref(ref, "text-classification")
+        with pytest.raises(store.ModelLoadError, match="local paths"):
+            store.resolve_user_ref(str(tmp_path), "text-classification")  # an existing directory, still refused
+    finally:
+        settings.configure(settings.Settings())
+
+
+def test_allow_hub_from_toml_and_flags(tmp_path):
+    config = tmp_path / "txgallery.toml"
+    config.write_text('[gallery]\nallow_hub = ["distilgpt2"]\n')
+    assert settings.load_settings([], config_file=config, environ={}).allow_hub == ("distilgpt2",)
+    assert settings.load_settings([], config_file=config, environ={}, allow_hub=["x/*"]).allow_hub == ("x/*",)
+    config.write_text('[gallery]\nallow_hub = "gpt2"\n')
+    with pytest.raises(settings.SettingsError, match="allow_hub"):
+        settings.load_settings([], config_file=config, environ={})

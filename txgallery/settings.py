@@ -5,6 +5,13 @@
     # txgallery.toml (or --config FILE, or TXGALLERY_CONFIG=FILE)
     [demos.sentiment]
     models = ["embedded", "textattack/bert-base-uncased-SST-2"]
+
+Hub ids that *users* may type into a page are a separate, operator-set allowlist of glob patterns (off by default):
+
+    txgallery serve --allow-hub "gpt2" --allow-hub "google/*"
+    TXGALLERY_ALLOW_HUB="gpt2,google/*"
+    [gallery]
+    allow_hub = ["gpt2", "google/*"]
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ENV_PREFIX = "TXGALLERY_MODEL_"
+ALLOW_HUB_ENV = "TXGALLERY_ALLOW_HUB"
 DEFAULT_CONFIG_FILE = "txgallery.toml"
 
 
@@ -42,6 +50,13 @@ class Settings:
 
     models: dict[str, ModelChoice] = field(default_factory=dict)
     config_file: Path | None = None
+    allow_hub: tuple[str, ...] = ()  # glob patterns of hub ids users may type into a page; empty: none
+
+    def hub_id_allowed(self, ref: str) -> bool:
+        """Whether a user may load hub id `ref` from a page (the operator's allowlist)."""
+        import fnmatch
+
+        return any(fnmatch.fnmatchcase(ref, pattern) for pattern in self.allow_hub)
 
     def models_for(self, slug: str) -> ModelChoice | None:
         """The configured models for demo `slug`, or None for its default."""
@@ -84,8 +99,17 @@ def read_config_file(path: Path) -> dict[str, ModelChoice]:
     return choices
 
 
+def read_allow_hub(path: Path) -> tuple[str, ...]:
+    """The `[gallery] allow_hub = [...]` patterns of a TOML file (empty when absent)."""
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    patterns = data.get("gallery", {}).get("allow_hub", [])
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise SettingsError(f"{path}: [gallery] allow_hub must be a list of strings (glob patterns of hub ids)")
+    return tuple(p.strip() for p in patterns if p.strip())
+
+
 def load_settings(model_flags: list[str] | None = None, config_file: str | Path | None = None,
-                  environ: Mapping[str, str] | None = None) -> Settings:
+                  environ: Mapping[str, str] | None = None, allow_hub: list[str] | None = None) -> Settings:
     """Merge TOML file < environment < CLI flags into one `Settings`."""
     environ = os.environ if environ is None else environ
     path = Path(config_file or environ.get("TXGALLERY_CONFIG", DEFAULT_CONFIG_FILE)).expanduser()
@@ -98,7 +122,12 @@ def load_settings(model_flags: list[str] | None = None, config_file: str | Path 
             slug = key[len(ENV_PREFIX):].lower()
             models[slug] = ModelChoice(_split_refs(value, key), reason=f"set by ${key}")
     models.update(parse_model_flags(model_flags or []))
-    return Settings(models=models, config_file=path if path.is_file() else None)
+    patterns = read_allow_hub(path) if path.is_file() else ()
+    if environ.get(ALLOW_HUB_ENV, "").strip():
+        patterns = tuple(p.strip() for p in environ[ALLOW_HUB_ENV].split(",") if p.strip())
+    if allow_hub:
+        patterns = tuple(p.strip() for p in allow_hub if p.strip())
+    return Settings(models=models, config_file=path if path.is_file() else None, allow_hub=patterns)
 
 
 _current = Settings()

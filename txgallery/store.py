@@ -305,6 +305,31 @@ def get_store() -> ModelStore:
         return _store
 
 
+def resolve_user_ref(ref: str, task: str) -> ModelSource:
+    """Resolve a model reference a *user* typed into a page: embedded names, or hub ids the operator allows.
+
+    Pages never point the server at its own files: local directories are for the operator (`--model`, config).
+    """
+    from txgallery import settings
+
+    ref = (ref or "").strip()
+    if ref in ("", "embedded", "default") or ref.removeprefix("embedded:") in embedded.list_embedded():
+        return resolve(ref, task, reason="chosen on the page")
+    if ref.startswith((".", "/", "~", "\\")) or "\\" in ref or ".." in ref or ref.count("/") > 1 or ":" in ref:
+        raise ModelLoadError(f"{ref!r}: a page can only choose embedded models or hub ids; local paths are set by "
+                             f"the operator (txgallery serve --model SLUG=PATH).", ref=ref)
+    if not HUB_ID.match(ref):
+        raise ModelLoadError(f"{ref!r} is not a hub id (expected 'name' or 'org/name'). {_default_hint(task)}", ref=ref)
+    if not settings.current().hub_id_allowed(ref):
+        raise ModelLoadError(f"Loading {ref!r} from the hub is not enabled on this gallery: the operator allows typed "
+                             f"hub ids with `txgallery serve --allow-hub PATTERN` (e.g. --allow-hub 'gpt2'). "
+                             f"{_default_hint(task)}", ref=ref)
+    if not hub_reachable():
+        raise ModelLoadError(f"{ref!r} cannot be loaded: the Hugging Face Hub is not reachable from this server "
+                             f"(offline). {_default_hint(task)}", ref=ref)
+    return resolve(ref, task, reason="typed on the page (allowed by the operator)")
+
+
 def resolve_choice(slug: str, task: str, default: str = "embedded") -> list[ModelSource | ModelLoadError]:
     """Resolve the models configured for demo `slug` (or its default); bad references come back as errors."""
     from txgallery import settings
