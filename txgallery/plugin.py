@@ -31,6 +31,14 @@ class ModelSlot:
 
 
 @dataclass(frozen=True)
+class ApiCall:
+    """A cheap, valid call of one of a demo's endpoints: what load tests, soak runs and deployment checks send."""
+
+    api_name: str  # without the leading slash, e.g. "sentiment_predict"
+    args: tuple = ()
+
+
+@dataclass(frozen=True)
 class Demo:
     """One gallery demo: what it is, what it teaches, the models it needs, and `build()` for its UI."""
 
@@ -42,6 +50,7 @@ class Demo:
     topic: str = ""
     lesson: str = ""
     models: tuple[ModelSlot, ...] = ()
+    traffic: tuple[ApiCall, ...] = ()  # a realistic mix of cheap calls (load tests, `txgallery` deployment checks)
 
     def __post_init__(self) -> None:
         if not self.slug.replace("_", "").replace("-", "").isalnum() or self.slug != self.slug.lower():

@@ -20,7 +20,7 @@ import torch
 from txgallery import store
 from txgallery.limits import (MAX_ATTRIBUTION_TOKENS, MAX_BATCH_TEXTS, MAX_TOKENS, MAX_UPLOAD_BYTES, InputError,
                               truncate_text)
-from txgallery.plugin import Demo, ModelSlot
+from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
 from txgallery.ui import model_badge, user_errors
 
@@ -319,4 +319,6 @@ demo = Demo(
     topic="Encoder-only transformers: BERT for classification",
     lesson=LESSON,
     models=(ModelSlot(task=TASK, default="embedded", hub_example="distilbert-base-uncased-finetuned-sst-2-english"),),
+    traffic=(ApiCall("sentiment_predict", (EXAMPLES[0],)), ApiCall("sentiment_predict", (EXAMPLES[1],)),
+             ApiCall("sentiment_explain", (EXAMPLES[3],)), ApiCall("sentiment_batch", ("\n".join(EXAMPLES), None))),
 )
