@@ -20,8 +20,32 @@ def _as_user_error(fn: Callable, exc: Exception) -> gr.Error:
         return exc
     if isinstance(exc, (InputError, ModelLoadError)):
         return gr.Error(str(exc))
+    if _is_out_of_memory(exc):
+        log.warning("out of memory in %s: %s", fn.__name__, exc)
+        _release_memory()
+        return gr.Error("The server ran out of memory for this request. Try a shorter input, a smaller batch or fewer "
+                        "tokens; other requests are not affected.")
     log.error("unexpected error in %s", fn.__name__, exc_info=exc)  # a bug must not leak internals or poison the queue
     return gr.Error(f"Something went wrong inside the demo ({type(exc).__name__}); the error is in the server log.")
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    import sys
+
+    torch = sys.modules.get("torch")  # only when torch is in use; never imported for this check
+    return bool(torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ())))
+
+
+def _release_memory() -> None:
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def user_errors(fn: Callable) -> Callable:
