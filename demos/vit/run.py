@@ -1,0 +1,332 @@
+"""Vision Transformer: an image becomes a sequence of patch tokens, and a plain transformer encoder classifies it.
+
+Reads top to bottom: the lesson, the pictures and numbers as plain functions and one service class (testable
+without Gradio), then `build()` that wires the UI. Run alone: `txgallery serve --demo vit` or
+`python -m txgallery_demos.vit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image
+
+from txgallery import store
+from txgallery.attention import HEAD_FUSIONS, attention_rollout, cls_patch_map
+from txgallery.limits import VIT_TOP_K, InputError
+from txgallery.plugin import Demo, ModelSlot
+from txgallery.serving import connect
+from txgallery.ui import model_badge, user_errors
+from txgallery.vision import (FASHION_MNIST_LABELS, ImageClassifier, VitGeometry, fashion_mnist_examples, load_image,
+                              sample_photos)
+
+SLUG = "vit"
+TASK = "image-classification"
+CNN_REF = "embedded:efficientnet-lite0"  # the convolutional network the comparison tab puts beside the ViTs
+HUB_VIT = "google/vit-base-patch16-224"
+
+LESSON = f"""
+**Vision Transformers (ViT).** A transformer reads a sequence of tokens; a ViT makes one from an image. The image
+is cut into square **patches** (ViT-B/16: a 224×224 image, 16×16 patches, 14 × 14 = **196 patches**); each patch's
+pixels are flattened (16·16·3 = 768 numbers) and a **linear projection** turns them into an embedding (768 numbers
+for ViT-B). A learned **[CLS] token** is put in front, a learned **position embedding** is added to every token (the
+encoder itself does not know where a patch was), and the encoder's output at [CLS] goes to the classification head.
+
+The embedded model is a small ViT that `txgallery train vit` trains from scratch on **Fashion-MNIST** (28×28
+grayscale pictures of 10 kinds of clothing: {", ".join(FASHION_MNIST_LABELS)}). It knows nothing else: shown a cat,
+it still answers with a piece of clothing. For natural photos, the *ViT vs CNN* tab puts the ImageNet
+**EfficientNet-Lite0** CNN beside it, and online you can add `{HUB_VIT}` (a ViT-B/16 trained on ImageNet).
+
+**Attention rollout** multiplies the layers' attention maps (plus the residual connection) to estimate how much
+the [CLS] token's final state draws on each patch; *discard ratio* drops the weakest attention weights first.
+
+**Try:** a Fashion-MNIST example, then a photo; a shoe photographed on a dark background; a grayscale, transparent
+(RGBA) or CMYK image; your webcam.
+"""
+
+SEED_RECIPE = VitGeometry(image_size=224, patch_size=16, grid=(14, 14), channels=3, embed_dim=768, depth=12, heads=12,
+                          prefix_tokens=1)  # ViT-B/16, the numbers of the seed's tutorial
+
+
+# --- pictures and numbers (pure functions) --------------------------------------------------------------------------
+
+
+def recipe_table(geometry: VitGeometry) -> pd.DataFrame:
+    """This model's ViT numbers beside ViT-B/16's, one row per step of the recipe."""
+    rows = [
+        ("input image", "{0}×{0}×{1}"),
+        ("patch size", "{2}×{2}"),
+        ("patches (tokens)", "{3}×{4} = {5}"),
+        ("numbers per patch", "{2}·{2}·{1} = {6}"),
+        ("embedding size (linear projection)", "{7}"),
+        ("sequence length with [CLS]", "{8}"),
+        ("encoder layers × heads", "{9} × {10}"),
+    ]
+
+    def values(g: VitGeometry) -> list:
+        return [g.image_size, g.channels, g.patch_size, g.grid[0], g.grid[1], g.num_patches, g.patch_values,
+                g.embed_dim, g.num_patches + g.prefix_tokens, g.depth, g.heads]
+
+    ours, seed = values(geometry), values(SEED_RECIPE)
+    return pd.DataFrame({"step": [name for name, _ in rows],
+                         "this model": [fmt.format(*ours) for _, fmt in rows],
+                         "ViT-B/16 (the seed's numbers)": [fmt.format(*seed) for _, fmt in rows]})
+
+
+def patch_grid_figure(picture: np.ndarray, geometry: VitGeometry) -> Figure:
+    """The picture as the model sees it, cut into its patches, each numbered in token order."""
+    figure = Figure(figsize=(4.2, 4.2), layout="constrained")
+    axes = figure.add_subplot()
+    axes.imshow(picture, cmap="gray" if picture.ndim == 2 else None, extent=(0, geometry.image_size,
+                                                                             geometry.image_size, 0))
+    rows, cols = geometry.grid
+    for i in range(1, cols):
+        axes.axvline(i * geometry.patch_size, color="yellow", linewidth=0.8)
+    for i in range(1, rows):
+        axes.axhline(i * geometry.patch_size, color="yellow", linewidth=0.8)
+    if geometry.num_patches <= 256:  # beyond that the numbers are unreadable
+        for r in range(rows):
+            for c in range(cols):
+                axes.text((c + 0.5) * geometry.patch_size, (r + 0.5) * geometry.patch_size, str(r * cols + c + 1),
+                          color="yellow", ha="center", va="center", fontsize=max(4, 11 - cols // 3))
+    axes.set_title(f"{geometry.num_patches} patches of {geometry.patch_size}×{geometry.patch_size} → "
+                   f"{geometry.num_patches} tokens of size {geometry.embed_dim}", fontsize=9)
+    axes.set_axis_off()
+    return figure
+
+
+def rollout_figure(picture: np.ndarray, patch_map: np.ndarray, title: str) -> Figure:
+    """The [CLS] token's rollout over the patches, drawn over the picture."""
+    figure = Figure(figsize=(4.2, 4.2), layout="constrained")
+    axes = figure.add_subplot()
+    size = picture.shape[0]
+    axes.imshow(picture, cmap="gray" if picture.ndim == 2 else None, extent=(0, size, size, 0))
+    axes.imshow(patch_map, cmap="inferno", alpha=0.55, extent=(0, size, size, 0), interpolation="nearest")
+    axes.set_title(title, fontsize=9)
+    axes.set_axis_off()
+    return figure
+
+
+def position_similarity(embeddings: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Cosine similarity of each patch's position embedding with every other: (rows, cols, rows, cols)."""
+    unit = embeddings / np.linalg.norm(embeddings, axis=-1, keepdims=True).clip(1e-9)
+    return (unit @ unit.T).reshape(grid[0], grid[1], grid[0], grid[1])
+
+
+def position_figure(similarity: np.ndarray) -> Figure:
+    """One small map per patch: how similar its position embedding is to every other patch's (as in the ViT paper)."""
+    rows, cols = similarity.shape[:2]
+    step = max(1, max(rows, cols) // 7)  # at most 7×7 small maps stay readable
+    shown_rows, shown_cols = range(0, rows, step), range(0, cols, step)
+    figure = Figure(figsize=(4.6, 4.6), layout="constrained")
+    grid = figure.subplots(len(shown_rows), len(shown_cols), squeeze=False)
+    for i, r in enumerate(shown_rows):
+        for j, c in enumerate(shown_cols):
+            grid[i][j].imshow(similarity[r, c], cmap="viridis", vmin=-1, vmax=1)
+            grid[i][j].set_axis_off()
+    figure.suptitle("position-embedding similarity (one map per patch position)", fontsize=9)
+    return figure
+
+
+def top_frame(top: list[tuple[str, float]]) -> pd.DataFrame:
+    """Top classes as a table for the bar plot (best first)."""
+    return pd.DataFrame({"class": [name for name, _ in top], "probability": [round(p, 4) for _, p in top]})
+
+
+def held_out_note(metrics: dict) -> str:
+    """The badge's accuracy part for a model with shipped metrics."""
+    if "test_accuracy" not in metrics:
+        return ""
+    return f" · **held-out accuracy:** {metrics['test_accuracy']:.3f} on {metrics['test_size']:,} Fashion-MNIST test images"
+
+
+# --- the model service ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VitResult:
+    """One image through one classifier: top classes, the picture it saw and, for a ViT, the rollout per patch."""
+
+    top: list[tuple[str, float]]
+    seen: np.ndarray  # the picture after resizing/cropping, as the model saw it (uint8)
+    geometry: VitGeometry | None
+    rollout: np.ndarray | None  # (rows, cols), sums to 1
+
+
+class ImageService:
+    """An image classifier from the model store (ViT or CNN), answering with plain data."""
+
+    def __init__(self, source: store.ModelSource) -> None:
+        self.source = source
+        self.loaded = store.get_store().load(source, attentions=True)
+        self.classifier = ImageClassifier(self.loaded.model, self.loaded.tokenizer, self.loaded.device)
+
+    def describe(self) -> str:
+        """The model badge: which model, where from, why, and its held-out accuracy when it has one."""
+        kind = "ViT" if self.classifier.is_vit else "CNN"
+        return (model_badge(self.source) + f" · **{kind}**, {self.classifier.parameters / 1e6:.2f}M weights"
+                + held_out_note(self.loaded.metrics))
+
+    def predict(self, pictures: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities (N, classes) for RGB pictures (uint8 arrays)."""
+        return self.classifier.predict([Image.fromarray(p) for p in pictures])
+
+    def classify(self, picture: np.ndarray, head_fusion: str = "mean", discard_ratio: float = 0.0) -> VitResult:
+        """Top classes of one RGB picture and, for a ViT, its attention rollout over the patches."""
+        image = Image.fromarray(picture)
+        top = self.classifier.top_k(self.classifier.predict([image])[0], VIT_TOP_K)
+        seen = np.asarray(self.classifier.processor.fit(image))
+        geometry, rollout = self.classifier.geometry(), None
+        if geometry is not None:
+            attention = self.classifier.attentions(image)
+            matrix = attention_rollout(attention.attentions, head_fusion, discard_ratio)
+            rollout = cls_patch_map(matrix, attention.grid, attention.prefix_tokens)
+        return VitResult(top=top, seen=seen, geometry=geometry, rollout=rollout)
+
+    def position_embeddings(self) -> np.ndarray | None:
+        """The learned position embedding of each patch, (patches, embed_dim); None for a CNN."""
+        return self.classifier.position_embeddings()
+
+
+# --- the UI ---------------------------------------------------------------------------------------------------------
+
+
+def _services(refs: list[store.ModelSource | store.ModelLoadError]) -> list[tuple[str, object, object]]:
+    """(name, source or error, service or None) per model reference."""
+    return [(s.ref, s, None) if isinstance(s, store.ModelLoadError) else (s.ref, s, connect(ImageService, s))
+            for s in refs]
+
+
+def _examples() -> list[str]:
+    """Example files: Fashion-MNIST test images (when the dataset is installed), then natural photos."""
+    try:
+        fashion = [str(p) for p in fashion_mnist_examples().values()]
+    except FileNotFoundError:
+        fashion = []
+    return fashion[:6] + [str(p) for p in sample_photos().values()]
+
+
+def _check_settings(head_fusion: str, discard_ratio: float) -> tuple[str, float]:
+    if head_fusion not in HEAD_FUSIONS:
+        raise InputError(f"Head fusion must be one of {', '.join(HEAD_FUSIONS)}.")
+    discard_ratio = float(discard_ratio or 0.0)
+    if not 0.0 <= discard_ratio < 1.0:
+        raise InputError("The discard ratio must be at least 0 and below 1.")
+    return head_fusion, discard_ratio
+
+
+def build() -> gr.Blocks:
+    """The ViT page: classify with patches and rollout, [CLS] and positions, and a ViT beside a CNN."""
+    models = _services(store.resolve_choice(SLUG, TASK))
+    _, main_source, main = models[0]
+    compared = models + _services([store.resolve(CNN_REF, TASK, "the CNN to compare with")])
+    examples = _examples()
+    bar = dict(x="class", y="probability", y_lim=[0, 1], sort="-y", height=260)
+    with gr.Blocks(title="Vision Transformer") as page:
+        with gr.Tab("Patches and attention"):
+            with gr.Row():
+                with gr.Column():
+                    image = gr.Image(label="Image (upload, webcam or paste)", type="filepath",
+                                     sources=["upload", "webcam", "clipboard"], height=300, elem_id="vit-image")
+                    with gr.Row():
+                        fusion = gr.Radio(list(HEAD_FUSIONS), value="mean", label="Head fusion")
+                        discard = gr.Slider(0.0, 0.95, value=0.0, step=0.05, label="Discard ratio")
+                    run = gr.Button("Classify", variant="primary")
+                with gr.Column():
+                    badge = gr.Markdown(model_badge(main_source))
+                    top_class = gr.Markdown(elem_id="vit-top-class")
+                    top5 = gr.BarPlot(label=f"Top {VIT_TOP_K} classes", elem_id="vit-top5", **bar)
+            with gr.Row():
+                grid_plot = gr.Plot(label="The patch grid")
+                rollout_plot = gr.Plot(label="Attention rollout of [CLS]")
+            recipe = gr.Dataframe(label="The recipe, in numbers", interactive=False)
+            gr.Examples(examples, inputs=image, label="Examples: Fashion-MNIST test images and natural photos")
+            with gr.Accordion("The [CLS] token and position embeddings", open=False):
+                gr.Markdown(
+                    "The **[CLS] token** is a learned vector placed before the patch tokens. It is no patch: it "
+                    "starts the same for every image and, layer by layer, gathers what the classifier needs by "
+                    "attending to the patches; the head reads only its final state. **Position embeddings** are "
+                    "learned vectors added to the tokens so that the encoder, which treats its input as a set, "
+                    "knows where each patch was. After training, neighbouring positions end up with similar "
+                    "embeddings: each small map below shows one position's similarity to all the others.")
+                positions = gr.Button("Show the position embeddings")
+                position_plot = gr.Plot(label="Position-embedding similarity")
+        with gr.Tab("ViT vs CNN"):
+            gr.Markdown("The same photo through every configured ViT and the ImageNet CNN EfficientNet-Lite0. The "
+                        "embedded ViT only knows Fashion-MNIST's 10 clothing classes; add "
+                        f"`--model vit=embedded,{HUB_VIT}` when online for an ImageNet ViT.")
+            with gr.Row():
+                photo = gr.Image(label="Photo", type="filepath", sources=["upload", "webcam", "clipboard"],
+                                 height=260, elem_id="vit-compare-image")
+                compare = gr.Button("Compare", variant="primary")
+            badges, plots = [], []
+            with gr.Row():
+                for i, (name, source, _) in enumerate(compared):
+                    with gr.Column():
+                        badges.append(gr.Markdown(model_badge(source)))
+                        plots.append(gr.BarPlot(label=name, elem_id=f"vit-compare-{i}", **bar))
+            gr.Examples([str(p) for p in sample_photos().values()], inputs=photo, label="Natural photos")
+
+        @user_errors
+        def classify(path, head_fusion: str, discard_ratio: float):
+            head_fusion, discard_ratio = _check_settings(head_fusion, discard_ratio)
+            picture = np.asarray(load_image(path))
+            if main is None:
+                raise main_source
+            result = main.classify(picture, head_fusion, discard_ratio)
+            name, probability = result.top[0]
+            summary = f"### {name} · {probability:.1%}"
+            if result.geometry is None:
+                return main.describe(), summary, top_frame(result.top), None, None, None
+            title = f"rollout ({head_fusion} over heads, discard {discard_ratio:.0%})"
+            return (main.describe(), summary, top_frame(result.top), patch_grid_figure(result.seen, result.geometry),
+                    rollout_figure(result.seen, result.rollout, title), recipe_table(result.geometry))
+
+        @user_errors
+        def show_positions():
+            if main is None:
+                raise main_source
+            embeddings = main.position_embeddings()
+            if embeddings is None:
+                raise InputError("This model is a CNN: it has no position embeddings.")
+            side = int(round(len(embeddings) ** 0.5))
+            return position_figure(position_similarity(embeddings, (side, len(embeddings) // side)))
+
+        @user_errors
+        def compare_models(path):
+            picture = np.asarray(load_image(path))
+            outputs_badges, outputs_plots = [], []
+            for _, source, service in compared:
+                try:
+                    if service is None:
+                        raise source
+                    outputs_plots.append(top_frame(service.classify(picture).top))
+                    outputs_badges.append(service.describe())
+                except store.ModelLoadError as exc:
+                    outputs_badges.append(model_badge(exc))
+                    outputs_plots.append(None)
+            return [*outputs_badges, *outputs_plots]
+
+        gr.on([run.click, image.upload], classify, inputs=[image, fusion, discard],
+              outputs=[badge, top_class, top5, grid_plot, rollout_plot, recipe], api_name="vit_classify",
+              concurrency_id="vit")
+        positions.click(show_positions, outputs=position_plot, api_name="vit_positions", concurrency_id="vit")
+        gr.on([compare.click, photo.upload], compare_models, inputs=photo, outputs=[*badges, *plots],
+              api_name="vit_compare", concurrency_id="vit")
+    return page
+
+
+demo = Demo(
+    slug=SLUG,
+    title="Vision Transformer",
+    description="Classify images with a ViT: see its patches, position embeddings and attention rollout, beside a CNN.",
+    build=build,
+    tags=("vision", "ViT", "patches", "attention rollout", "CNN"),
+    topic="Vision Transformers: images as sequences of patches",
+    lesson=LESSON,
+    models=(ModelSlot(task=TASK, default="embedded", hub_example=HUB_VIT),),
+)
