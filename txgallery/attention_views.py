@@ -38,8 +38,13 @@ def attention_heatmap(matrix, row_tokens: Sequence[str], col_tokens: Sequence[st
     rows, cols = matrix.shape
     side = min(11.0, max(4.0, 0.16 * max(rows, cols) + 2.5))
     # a fixed layout: matplotlib's constrained layout costs seconds with 128 tick labels per axis
-    figure = Figure(figsize=(side * max(0.6, min(1.6, cols / max(rows, 1))) + 1.2, side), dpi=100)
-    figure.subplots_adjust(left=0.16, bottom=0.16, right=0.97, top=0.94)
+    fontsize = 9 if max(rows, cols) <= 32 else 7 if max(rows, cols) <= 64 else 5
+    width, height = side * max(0.6, min(1.6, cols / max(rows, 1))) + 1.6, side
+    figure = Figure(figsize=(width, height), dpi=100)
+    # margins that fit the longest token label (in inches: ~0.6 of the font size per character)
+    label_inches = lambda tokens: 0.75 + 0.6 * fontsize / 72 * max((len(str(t)) for t in tokens), default=1)  # noqa: E731
+    figure.subplots_adjust(left=label_inches(row_tokens) / width, bottom=label_inches(col_tokens) / height,
+                           right=1 - 1.3 / width, top=1 - 0.45 / height)
     axes = figure.add_subplot()
     shown = np.ma.masked_array(matrix, mask=masked) if masked is not None else matrix
     finite = matrix[np.isfinite(matrix)]
@@ -50,7 +55,6 @@ def attention_heatmap(matrix, row_tokens: Sequence[str], col_tokens: Sequence[st
         axes.set_facecolor("#d9d9d9")
         axes.patch.set_hatch("///")
         axes.patch.set_edgecolor("#9a9a9a")
-    fontsize = 9 if max(rows, cols) <= 32 else 7 if max(rows, cols) <= 64 else 5
     for setter, count, tokens in ((axes.set_yticks, rows, row_tokens), (axes.set_xticks, cols, col_tokens)):
         positions, labels = _tick_labels(tokens)
         setter(positions, labels, fontsize=fontsize)
@@ -59,7 +63,7 @@ def attention_heatmap(matrix, row_tokens: Sequence[str], col_tokens: Sequence[st
     axes.set_xlabel("key (attends to)")
     if title:
         axes.set_title(title, fontsize=11)
-    figure.colorbar(image, ax=axes, fraction=0.04, pad=0.02)
+    figure.colorbar(image, cax=figure.add_axes((1 - 1.1 / width, 0.2, 0.15 / width, 0.6)))
     return figure
 
 
@@ -111,11 +115,11 @@ def head_view_html(tokens: Sequence[str], attention: np.ndarray, heads: Sequence
     """One layer's attention as lines from each query token (left) to the key tokens (right), one colour per head,
     opacity = weight. Hovering a token isolates its lines (see HEAD_VIEW_JS); `segments` shades sentence A/B."""
     attention = np.asarray(attention)
-    size, width, left, right = len(tokens), 460, 170, 290
+    size, width, left, right = len(tokens), 620, 170, 450
     height = size * ROW + 28
     parts = [f'<div class="txa-headview" data-layer="{layer}" data-heads="{",".join(map(str, heads))}">',
              '<div class="txa-legend">' + f"Layer {layer} · " + " ".join(
-                 f'<span class="txa-chip" style="background:{head_color(h)}">head {h}</span>' for h in heads)
+                 f'<span class="txa-chip" style="background:{head_color(h)};color:#fff;padding:1px 4px;border-radius:3px">head {h}</span>' for h in heads)
              + (" · causal: a token only sees itself and earlier tokens" if causal else "") + "</div>",
              f'<svg class="txa-svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              f'xmlns="http://www.w3.org/2000/svg"><style>'
