@@ -1,0 +1,400 @@
+"""Generation studio: a decoder writes one token at a time; see every choice it makes and every knob that steers it.
+
+Reads top to bottom: the lesson, the model logic as plain functions and one service class (testable without
+Gradio), then `build()` that wires the UI. Run alone: `txgallery serve --demo generation` or
+`python -m txgallery_demos.generation`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterator
+
+import gradio as gr
+import torch
+
+from txgallery import settings as gallery_settings
+from txgallery import store
+from txgallery.generation import (GenerationUpdate, SamplingSettings, Step, check_settings, clean_prompt, fit_prompt,
+                                  interleave, stream_generation)
+from txgallery.limits import GENERATION_MAX_BEAMS, GENERATION_MAX_NEW_TOKENS, GENERATION_MAX_PROMPT_TOKENS, InputError
+from txgallery.plugin import Demo, ModelSlot
+from txgallery.serving import connect
+from txgallery.ui import model_badge, user_errors
+
+SLUG = "generation"
+TASK = "text-generation"
+SHAKESPEARE = "embedded:gpt2-shakespeare"
+
+LESSON = f"""
+**Decoder-only transformers (GPT) generate text one token at a time.** The model reads the text so far — attending
+only to the left, never to the future — and scores every token of its vocabulary as the next one. A *decoding
+strategy* picks one, appends it, and the loop repeats; the keys and values of earlier tokens are cached
+(the KV cache), so each new token costs one small forward pass.
+
+- **Greedy** always takes the most likely token: deterministic, often repetitive.
+- **Sampling** draws from the distribution after reshaping it: *temperature* sharpens (< 1) or flattens (> 1) it,
+  *top-k* keeps the k likeliest tokens, *top-p* (nucleus) the smallest set holding p of the probability, the
+  *repetition penalty* lowers tokens already in the text. The same seed gives the same draw.
+- **Beam search** keeps the few best partial texts by total log-probability and extends them all.
+
+Two models work offline: **SmolLM2-135M-Instruct** (a small Llama, pretrained on trillions of tokens, then tuned to
+follow instructions: tick *chat template*), and **a GPT-2 pre-trained by txgallery** on 34 Shakespeare plays in
+minutes (`txgallery train shakespeare-gpt2`) — the difference between web-scale pre-training and a small one is easy
+to see. Online, any causal-LM hub id works (`gpt2`, `distilgpt2`, …).
+
+**Try:** click a generated token to see the candidates it beat, before and after filtering; raise the temperature
+until the text falls apart; compare greedy with sampling on the *Side by side* tab; press *Stop* mid-way.
+Limits: at most {GENERATION_MAX_NEW_TOKENS} new tokens, prompts keep their last {GENERATION_MAX_PROMPT_TOKENS:,} tokens.
+"""
+
+EXAMPLES = [
+    "Once upon a time, there was a little",
+    "ROMEO:\nBut soft, what light",
+    "The three most important ideas in machine learning are",
+    "Write a haiku about the sea.",
+]
+
+
+# --- the model service ---------------------------------------------------------------------------------------------
+
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+def check_causal_lm(ref: str, config) -> None:
+    """Refuse models that cannot continue text left to right (encoder-only, encoder-decoder), with a clear message."""
+    architectures = list(getattr(config, "architectures", None) or [])
+    model_type = getattr(config, "model_type", "?")
+    if getattr(config, "is_encoder_decoder", False):
+        raise store.ModelLoadError(f"{ref!r} is an encoder-decoder model ({model_type}); this page needs a decoder-only "
+                                   f"(causal) language model such as gpt2 or distilgpt2. Text-to-text models have "
+                                   f"their own page.", ref=ref)
+    if architectures and not any(a.endswith(CAUSAL_SUFFIXES) for a in architectures):
+        raise store.ModelLoadError(f"{ref!r} is a {', '.join(architectures)} checkpoint ({model_type}), not a causal "
+                                   f"language model: it cannot generate text left to right. Try gpt2, distilgpt2 or "
+                                   f"'embedded'.", ref=ref)
+
+
+class TextGenerator:
+    """A causal language model from the model store, streaming its generations token by token."""
+
+    def __init__(self, source: store.ModelSource) -> None:
+        self.source = source
+        try:
+            self.loaded = store.get_store().load(source)
+        except store.ModelLoadError as exc:
+            if "Unrecognized configuration class" in str(exc):  # transformers' words for "no causal LM of this type"
+                raise store.ModelLoadError(f"{source.ref!r} is not a causal (decoder-only) language model, so it "
+                                           f"cannot generate text left to right. Try gpt2, distilgpt2 or 'embedded'.",
+                                           ref=source.ref) from exc
+            raise
+        self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
+        check_causal_lm(source.ref, self.model.config)
+        config = self.model.config
+        self.context = int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+                           or 2048)
+
+    def describe(self) -> str:
+        """The model badge for the UI, with the held-out figures of a model the project trained."""
+        badge = model_badge(self.source, self.loaded)
+        metrics = self.loaded.metrics
+        if "validation_perplexity" in metrics:
+            badge += (f" · **held-out plays:** loss {metrics['validation_loss']:.2f}, perplexity "
+                      f"{metrics['validation_perplexity']:.1f}")
+        return badge
+
+    def has_chat_template(self) -> bool:
+        """Whether the tokenizer knows how to wrap a prompt as a chat turn."""
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def encode(self, prompt: str, settings: SamplingSettings) -> tuple[torch.Tensor, list[str]]:
+        """Prompt text -> input ids (chat template when asked), cut from the left to fit the context; with notices."""
+        if settings.chat:
+            if not self.has_chat_template():
+                raise InputError(f"{self.source.ref} has no chat template (it is not an instruct model): untick "
+                                 f"'chat template'.")
+            ids = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                     tokenize=True, return_dict=True)["input_ids"]
+        else:
+            ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        if not ids:
+            raise InputError("The prompt encodes to no tokens; please type some text.")
+        ids, notice = fit_prompt(list(ids), self.context, settings.max_new_tokens)
+        return torch.tensor([ids], device=self.loaded.device), [notice] if notice else []
+
+    def generate(self, prompt: str, settings: SamplingSettings, notices: list[str] | None = None,
+                 ) -> Iterator[GenerationUpdate]:
+        """Stream one generation (a generator method: the serving seam streams it, and closing it stops it)."""
+        started = time.perf_counter()
+        input_ids, fit_notices = self.encode(prompt, settings)
+        yield from stream_generation(self.model, self.tokenizer, input_ids, settings, [*(notices or []), *fit_notices],
+                                     started)
+
+    def compare(self, prompt: str, first: SamplingSettings, second: SamplingSettings,
+                ) -> Iterator[tuple[int, GenerationUpdate]]:
+        """Two generations of the same prompt, advanced in turn so that both stream: yields (0 or 1, update)."""
+        yield from interleave(self.generate(prompt, first), self.generate(prompt, second))
+
+
+# --- pure helpers for the page ----------------------------------------------------------------------------------------
+
+
+def read_settings(strategy: str, max_new_tokens: float, temperature: float, top_k: float, top_p: float,
+                  repetition_penalty: float, num_beams: float, seed: float, chat: bool) -> tuple[SamplingSettings, list[str]]:
+    """The page's control values -> checked `SamplingSettings` and notices (raises `InputError`)."""
+    values = {"max new tokens": max_new_tokens, "temperature": temperature, "top-k": top_k, "top-p": top_p,
+              "repetition penalty": repetition_penalty, "beams": num_beams, "seed": seed}
+    missing = [name for name, value in values.items() if value is None]
+    if missing:
+        raise InputError(f"Please set {', '.join(missing)}.")
+    return check_settings(SamplingSettings(
+        strategy={"greedy": "greedy", "sampling": "sample", "beam search": "beam"}.get(strategy, strategy),
+        max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+        repetition_penalty=float(repetition_penalty), num_beams=int(num_beams), seed=int(seed), chat=bool(chat)))
+
+
+def visible(text: str) -> str:
+    """A token as it should be read in a table: spaces and line breaks made visible."""
+    return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
+
+
+def highlighted(steps: list[Step]) -> list[tuple[str, float]]:
+    """Generated tokens for `gr.HighlightedText`, each coloured by the model's probability of it."""
+    return [(step.text or step.token, round(math.exp(step.logprob), 3)) for step in steps]
+
+
+def stats_line(update: GenerationUpdate | None, stopped: bool = False) -> str:
+    """Prompt perplexity, time to first token, tokens/s and why the generation ended."""
+    if update is None:
+        return ""
+    parts = []
+    if update.prompt:
+        ppl = f", perplexity **{update.prompt.perplexity:.1f}**" if update.prompt.perplexity else ""
+        parts.append(f"prompt: {update.prompt.tokens} tokens{ppl}")
+    if update.status and not update.done:
+        parts.append(update.status)
+    if update.tokens:
+        parts.append(f"generated: **{update.tokens}** tokens")
+    if update.ttft_s is not None:
+        parts.append(f"first token after **{update.ttft_s * 1000:.0f} ms**")
+    if update.tokens_per_s:
+        parts.append(f"**{update.tokens_per_s:.1f} tokens/s**")
+    if update.beam_score is not None and update.done:
+        parts.append(f"beam score (mean log p) {update.beam_score:.3f}")
+    if stopped:
+        parts.append("⏹ stopped")
+    elif update.done:
+        parts.append(f"finished: {update.finish_reason}")
+    return " · ".join(parts)
+
+
+def step_markdown(step: Step) -> str:
+    """One step in words: the token, its log-probability, and how many candidates survived the filtering."""
+    p = math.exp(step.logprob)
+    text = (f"**Step {step.index + 1}:** `{visible(step.token)}` (id {step.token_id}) · log p = **{step.logprob:.3f}**"
+            f" (p = {p:.3f} under the model)")
+    if step.after:
+        text += (f" · chosen with p = {step.probability_after:.3f} from the {step.kept:,} token"
+                 f"{'s' if step.kept != 1 else ''} left after filtering")
+    else:
+        text += " · beam search: no per-step filtering, the beams with the best total log-probability won"
+    return text
+
+
+def step_table(step: Step) -> list[list]:
+    """Rows (token, probability before, probability after) for the top candidates of both distributions."""
+    after = {c.token_id: c.probability for c in step.after}
+    ids = [c.token_id for c in step.before] + [c.token_id for c in step.after if c.token_id not in
+                                                {b.token_id for b in step.before}]
+    before = {c.token_id: c.probability for c in step.before}
+    tokens = {c.token_id: c.token for c in [*step.before, *step.after]}
+    return [[("▶ " if i == step.token_id else "") + visible(tokens[i]), round(before.get(i, float("nan")), 4),
+             round(after.get(i, 0.0), 4) if step.after else None] for i in ids]
+
+
+def step_figure(step: Step):
+    """Bar chart of the top candidates before and after filtering (matplotlib, no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    rows = step_table(step)[:12]
+    fig = Figure(figsize=(7, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    y = range(len(rows))
+    ax.barh([i + 0.2 for i in y], [r[1] if r[1] == r[1] else 0 for r in rows], height=0.4, label="model (before)",
+            color="#9aa5b1")
+    if step.after:
+        ax.barh([i - 0.2 for i in y], [r[2] or 0 for r in rows], height=0.4, label="after filtering", color="#e4572e")
+    ax.set_yticks(list(y), [r[0] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("probability")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+# --- the UI ---------------------------------------------------------------------------------------------------------
+
+
+def _generators() -> list[tuple[str, store.ModelSource | store.ModelLoadError, object]]:
+    """(name, source or error, service or None) for every model on offer: the configured ones, else both embedded."""
+    sources = store.resolve_choice(SLUG, TASK)
+    if gallery_settings.current().models_for(SLUG) is None:
+        sources.append(store.resolve(SHAKESPEARE, TASK, "the demo's second embedded model (pre-trained by txgallery)"))
+    return [(source.ref, source, None) if isinstance(source, store.ModelLoadError)
+            else (source.ref, source, connect(TextGenerator, source)) for source in sources]
+
+
+def build() -> gr.Blocks:
+    """The generation page: streaming generation with every control, per-step view, side by side."""
+    generators = _generators()
+    names = [name for name, _, _ in generators]
+    by_name = {name: (source, service) for name, source, service in generators}
+
+    def service_for(name: str):
+        source, service = by_name.get(name, (None, None))
+        if service is None:
+            raise store.ModelLoadError(str(source) if source else f"No model named {name!r} is configured.")
+        return service
+
+    def controls(prefix: str, strategy: str = "greedy"):
+        with gr.Row():
+            choice = gr.Radio(["greedy", "sampling", "beam search"], value=strategy, label="Decoding",
+                              elem_id=f"{prefix}-strategy")
+        with gr.Row():
+            temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature")
+            top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k (0 = off)")
+            top_p = gr.Slider(0.05, 1, value=0.95, step=0.01, label="Top-p (1 = off)")
+        with gr.Row():
+            penalty = gr.Slider(0.5, 2, value=1.0, step=0.05, label="Repetition penalty (1 = off)")
+            beams = gr.Slider(1, GENERATION_MAX_BEAMS, value=4, step=1, label="Beams (beam search)")
+        return [choice, temperature, top_k, top_p, penalty, beams]
+
+    with gr.Blocks(title="Generation studio") as page:
+        with gr.Row():
+            model = gr.Dropdown(names, value=names[0], label="Model", scale=1, elem_id="generation-model")
+            badge = gr.Markdown(model_badge(generators[0][1]), elem_id="generation-badge")
+        with gr.Tab("Generate"):
+            prompt = gr.Textbox(label="Prompt", lines=3, value=EXAMPLES[0], elem_id="generation-prompt")
+            with gr.Row():
+                chat = gr.Checkbox(label="Chat template (instruct models)", value=False)
+                max_new = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens")
+                seed = gr.Number(value=0, precision=0, label="Seed")
+            knobs = controls("generation")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", elem_id="generation-run")
+                stop = gr.Button("Stop", variant="stop", elem_id="generation-stop")
+            notice = gr.Markdown(elem_id="generation-notice")
+            stats = gr.Markdown(elem_id="generation-stats")
+            output = gr.HighlightedText(label="Generated tokens — colour: the model's probability of each; click one",
+                                        show_legend=False, show_inline_category=False, combine_adjacent=False,
+                                        elem_id="generation-output")
+            step_info = gr.Markdown("Click a generated token to see its step.", elem_id="generation-step")
+            with gr.Row():
+                step_plot = gr.Plot(label="Top candidates at this step")
+                step_rows = gr.Dataframe(headers=["token", "p (model)", "p (after filtering)"], label="Candidates",
+                                         wrap=True)
+            steps_state = gr.State([])
+            gr.Examples(EXAMPLES, inputs=prompt)
+        with gr.Tab("Side by side"):
+            gr.Markdown("The same prompt, seed and length with two settings; both stream at once.")
+            prompt_b = gr.Textbox(label="Prompt", lines=2, value=EXAMPLES[1], elem_id="generation-compare-prompt")
+            with gr.Row():
+                chat_b = gr.Checkbox(label="Chat template", value=False)
+                max_new_b = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=40, step=1, label="Max new tokens")
+                seed_b = gr.Number(value=0, precision=0, label="Seed")
+            with gr.Row():
+                with gr.Column():
+                    gr.Markdown("**Setting A**")
+                    knobs_a = controls("generation-a", "greedy")
+                    stats_a = gr.Markdown(elem_id="generation-stats-a")
+                    output_a = gr.HighlightedText(label="A", show_legend=False, show_inline_category=False,
+                                                  elem_id="generation-output-a")
+                with gr.Column():
+                    gr.Markdown("**Setting B**")
+                    knobs_b = controls("generation-b", "sampling")
+                    stats_b = gr.Markdown(elem_id="generation-stats-b")
+                    output_b = gr.HighlightedText(label="B", show_legend=False, show_inline_category=False,
+                                                  elem_id="generation-output-b")
+            with gr.Row():
+                run_b = gr.Button("Generate both", variant="primary", elem_id="generation-compare-run")
+                stop_b = gr.Button("Stop", variant="stop")
+            notice_b = gr.Markdown()
+
+        def settings_from(max_new_tokens, seed_value, chat_value, knob_values):
+            strategy, temperature, top_k, top_p, penalty, beams = knob_values
+            return read_settings(strategy, max_new_tokens, temperature, top_k, top_p, penalty, beams, seed_value,
+                                 chat_value)
+
+        @user_errors
+        def show_model(name: str):
+            source, _ = by_name.get(name, (None, None))
+            return model_badge(source) if source is not None else ""
+
+        @user_errors
+        def generate(name, text, chat_value, max_new_tokens, seed_value, *knob_values):
+            service = service_for(name)
+            cleaned, notices = clean_prompt(text)
+            settings, more = settings_from(max_new_tokens, seed_value, chat_value, knob_values)
+            steps: list[Step] = []
+            stream = service.generate(cleaned, settings, notices + more)
+            try:
+                for update in stream:
+                    steps.extend(update.steps)
+                    yield (service.describe() if update.done else gr.skip(),
+                           "\n".join(f"ℹ️ {n}" for n in update.notices), stats_line(update), highlighted(steps),
+                           steps)
+            finally:
+                stream.close()  # a Stop (cancel) lands here: the service stops at its next token
+
+        @user_errors
+        def show_step(steps: list[Step], event: gr.SelectData):
+            index = event.index if isinstance(event.index, int) else event.index[0]
+            if not steps or not 0 <= index < len(steps):
+                raise InputError("Generate some text first, then click one of its tokens.")
+            step = steps[index]
+            return step_markdown(step), step_figure(step), step_table(step)
+
+        @user_errors
+        def compare(name, text, chat_value, max_new_tokens, seed_value, *knob_values):
+            service = service_for(name)
+            cleaned, notices = clean_prompt(text)
+            first, notes_a = settings_from(max_new_tokens, seed_value, chat_value, knob_values[:6])
+            second, notes_b = settings_from(max_new_tokens, seed_value, chat_value, knob_values[6:])
+            steps: tuple[list[Step], list[Step]] = ([], [])
+            last: list[GenerationUpdate | None] = [None, None]
+            notes = [*notices, *(f"A: {n}" for n in notes_a), *(f"B: {n}" for n in notes_b)]
+            stream = service.compare(cleaned, first, second)
+            try:
+                for which, update in stream:
+                    steps[which].extend(update.steps)
+                    last[which] = update
+                    notes += [n for n in update.notices if n not in notes]
+                    yield ("\n".join(f"ℹ️ {n}" for n in notes), stats_line(last[0]), highlighted(steps[0]),
+                           stats_line(last[1]), highlighted(steps[1]))
+            finally:
+                stream.close()
+
+        model.change(show_model, model, badge, api_name=False)
+        inputs = [model, prompt, chat, max_new, seed, *knobs]
+        event = gr.on([run.click, prompt.submit], generate, inputs=inputs,
+                      outputs=[badge, notice, stats, output, steps_state], api_name="generation_generate",
+                      concurrency_id="generation")
+        stop.click(None, cancels=[event])
+        output.select(show_step, steps_state, [step_info, step_plot, step_rows], api_name=False)
+        compared = run_b.click(compare, inputs=[model, prompt_b, chat_b, max_new_b, seed_b, *knobs_a, *knobs_b],
+                               outputs=[notice_b, stats_a, output_a, stats_b, output_b],
+                               api_name="generation_compare", concurrency_id="generation")
+        stop_b.click(None, cancels=[compared])
+    return page
+
+
+demo = Demo(
+    slug=SLUG,
+    title="Generation studio",
+    description="Watch a decoder write token by token: greedy, sampling, beam search, and every candidate it weighed.",
+    build=build,
+    tags=("decoder", "GPT", "generation", "sampling", "beam search", "KV cache", "pre-training"),
+    topic="Decoder-only transformers: GPT and text generation",
+    lesson=LESSON,
+    models=(ModelSlot(task=TASK, default="embedded", hub_example="gpt2"),),
+)
