@@ -84,6 +84,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"held-out Fashion-MNIST accuracy {metrics['test_accuracy']:.4f} ({metrics['test_size']} test images) "
               f"-> {args.out or VIT_FASHION_DIR}")
         return 0
+    if args.target == "clip":
+        from txgallery.clip_models import CONSE_DIR, train_conse
+
+        metrics = train_conse(args.out or CONSE_DIR)
+        print(f"zero-shot Fashion-MNIST accuracy {metrics['fashion_mnist_accuracy']:.4f} "
+              f"({metrics['fashion_mnist_size']} test images), logit scale {metrics['logit_scale']:g} "
+              f"-> {args.out or CONSE_DIR}")
+        return 0
     if args.target == "t5":
         from txgallery.seq2seq import T5_DIR, T5Recipe, train_embedded_t5
 
@@ -167,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="re-train an embedded model (deterministic)",
                                 description="Re-train the embedded sentiment LoRA adapter on Rotten Tomatoes, or "
                                               "the embedded ViT on Fashion-MNIST.")
-    train.add_argument("target", choices=["sentiment", "vit", "t5"])
+    train.add_argument("target", choices=["sentiment", "vit", "t5", "clip"])
     train.add_argument("--out", help="output directory (default: the package's shipped adapter)")
     train.add_argument("--epochs", type=int, default=None, help="default: 3 (sentiment), 8 (vit)")
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (for a quick check)")

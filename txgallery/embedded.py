@@ -39,7 +39,7 @@ _DEFAULT_FOR_TASK: dict[str, str] = {}
 
 # Modules of this package that register more embedded models. They are imported on first use of the registry, so
 # that importing this module stays cheap and free of import cycles. Add a module here when it registers models.
-PROVIDER_MODULES: tuple[str, ...] = ("txgallery.seq2seq", "txgallery.vision")
+PROVIDER_MODULES: tuple[str, ...] = ("txgallery.seq2seq", "txgallery.vision", "txgallery.shakespeare", "txgallery.clip_models")
 _providers_loaded = False
 
 

@@ -1,0 +1,113 @@
+"""The CLIP demo's logic, without Gradio: labels and templates, bad input, zero-shot results, search, the matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from txgallery import store
+from txgallery.limits import MAX_CLIP_GALLERY_UPLOADS, MAX_CLIP_LABELS, MAX_CLIP_TEXT_CHARS, InputError
+from txgallery.vision import sample_photos
+from txgallery_demos.clip.run import (ClipMatcher, apply_template, gallery_images, parse_labels, parse_query,
+                                      parse_texts, rank, read_images, similarity_figure)
+
+
+@pytest.fixture(scope="module")
+def matcher() -> ClipMatcher:
+    return ClipMatcher(store.resolve("embedded", "zero-shot-image-classification"))
+
+
+# --- bad input --------------------------------------------------------------------------------------------------------
+
+def test_labels_are_split_on_commas_or_lines():
+    assert parse_labels("cat, dog ,car,") == ["cat", "dog", "car"]
+    assert parse_labels("a cat, sitting\na car\n") == ["a cat, sitting", "a car"]
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "enter some labels"), ("  ,\n ", "enter some labels"), ("cat,,dog", "Label 2 is empty"),
+    ("cat, Dog, dog", "'dog' appears twice"), ("cat", "at least 2 labels"),
+    ("cat, " + "x" * (MAX_CLIP_TEXT_CHARS + 1), f"limit is {MAX_CLIP_TEXT_CHARS}"),
+    (", ".join(f"label {i}" for i in range(MAX_CLIP_LABELS + 1)), f"limit is {MAX_CLIP_LABELS} per request"),
+])
+def test_bad_labels_are_refused_with_a_message(text, message):
+    with pytest.raises(InputError, match=message):
+        parse_labels(text)
+
+
+def test_texts_and_queries():
+    assert parse_texts("a cat\n\n a dog \n") == ["a cat", "a dog"]
+    assert parse_query("  something   to drink ") == "something to drink"
+    with pytest.raises(InputError, match="describe what to look for"):
+        parse_query(" ")
+
+
+def test_templates():
+    assert apply_template("a photo of a {}", ["cat", "car"]) == ["a photo of a cat", "a photo of a car"]
+    assert apply_template("{} {style}", ["cat"]) == ["cat {style}"]  # other braces are left alone
+    for bad in ("a photo of a cat", "", None, "a photo of {0}"):
+        with pytest.raises(InputError, match=r'needs a "\{\}"'):
+            apply_template(bad, ["cat"])
+
+
+def test_uploads_are_validated_and_capped(tmp_path):
+    good = tmp_path / "chelsea.png"
+    Image.fromarray(skimage.data.chelsea()).save(good)
+    ((name, array),) = read_images([good])
+    assert name == "chelsea.png" and array.ndim == 3 and array.shape[2] == 3
+    text = tmp_path / "notes.png"
+    text.write_text("not an image at all")
+    with pytest.raises(InputError):
+        read_images([text])
+    with pytest.raises(InputError, match=f"at most {MAX_CLIP_GALLERY_UPLOADS}"):
+        read_images([good] * (MAX_CLIP_GALLERY_UPLOADS + 1))
+
+
+# --- model logic ----------------------------------------------------------------------------------------------------
+
+def test_zero_shot_on_chelsea_prefers_cat(matcher):
+    labels = parse_labels("cat, car, rocket")
+    result = matcher.classify(skimage.data.chelsea(), apply_template("a photo of a {}", labels))
+    assert labels[int(np.argmax(result.probabilities))] == "cat"
+    assert sum(result.probabilities) == pytest.approx(1.0)
+    assert np.argmax(result.similarities) == np.argmax(result.probabilities)
+
+
+def test_similarity_matrix_has_n_by_m_entries(matcher, tmp_path):
+    upload = tmp_path / "upload.jpg"
+    Image.fromarray(skimage.data.coffee()).save(upload)
+    images = gallery_images([upload])
+    assert len(images) == len(sample_photos()) + 1
+    texts = parse_texts("a cat\na cup of coffee\na rocket")
+    matrix = matcher.similarity([array for _, array in images], texts)
+    assert matrix.shape == (len(images), 3)
+    figure = similarity_figure(matrix, [name for name, _ in images], texts)
+    assert len(figure.axes[0].texts) == matrix.size  # one printed value per cell
+
+
+def test_text_to_image_search_finds_the_coffee(matcher):
+    images = gallery_images(None)
+    scores = matcher.similarity([array for _, array in images], [parse_query("a cup of coffee")])[:, 0]
+    best, _ = rank(scores, [name for name, _ in images])[0]
+    assert "coffee" in best
+
+
+def test_repeated_images_are_embedded_once(matcher):
+    picture = skimage.data.rocket()
+    first = matcher.embed_images([picture])
+    cached = len(matcher._image_cache)
+    again = matcher.embed_images([picture, picture])
+    assert len(matcher._image_cache) == cached
+    np.testing.assert_array_equal(again[1], first[0])
+
+
+def test_badge_names_the_standin_honestly(matcher):
+    badge = matcher.describe()
+    assert "not CLIP" in badge and "embedded" in badge
+
+
+def test_rank_is_best_first():
+    assert rank(np.array([0.1, 0.7, 0.3]), ["a", "b", "c"]) == [("b", 0.7), ("c", pytest.approx(0.3)),
+                                                              ("a", pytest.approx(0.1))]

@@ -1,0 +1,29 @@
+"""The CLIP page in a real browser: upload a photo, read the zero-shot top class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import skimage.data
+from PIL import Image
+from playwright.sync_api import expect
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "clip.png"
+
+
+def test_upload_a_photo_and_read_the_top_class(page, gallery, tmp_path):
+    photo = tmp_path / "my_cat.jpg"
+    Image.fromarray(skimage.data.chelsea()).save(photo)
+    page.goto(gallery + "/clip", wait_until="networkidle")
+    page.get_by_label("Labels (comma or line separated)").fill("car, cat, rocket")
+    page.locator("#clip-image input[type=file]").set_input_files(str(photo))  # the upload runs the classifier
+    label = page.locator("#clip-label")
+    expect(label).to_contain_text("%", timeout=120_000)
+    # "Zero-shot prediction", then the winning label, then each label with its probability
+    assert label.inner_text().splitlines()[1] == "cat"
+    expect(page.locator("#clip-badge")).to_contain_text("not CLIP")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
