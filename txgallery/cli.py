@@ -92,6 +92,14 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"({metrics['fashion_mnist_size']} test images), logit scale {metrics['logit_scale']:g} "
               f"-> {args.out or CONSE_DIR}")
         return 0
+    if args.target == "shakespeare-gpt2":
+        from txgallery.shakespeare import WEIGHTS, PretrainRecipe, train_shakespeare_gpt2
+
+        metrics = train_shakespeare_gpt2(args.out or WEIGHTS, PretrainRecipe(steps=args.max_steps or PretrainRecipe.steps,
+                                                                             seed=args.seed))
+        print(f"held-out plays: validation loss {metrics['validation_loss']:.4f}, perplexity "
+              f"{metrics['validation_perplexity']:.2f} -> {args.out or WEIGHTS}")
+        return 0
     if args.target == "t5":
         from txgallery.seq2seq import T5_DIR, T5Recipe, train_embedded_t5
 
@@ -175,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="re-train an embedded model (deterministic)",
                                 description="Re-train the embedded sentiment LoRA adapter on Rotten Tomatoes, or "
                                               "the embedded ViT on Fashion-MNIST.")
-    train.add_argument("target", choices=["sentiment", "vit", "t5", "clip"])
+    train.add_argument("target", choices=["sentiment", "vit", "t5", "clip", "shakespeare-gpt2"])
     train.add_argument("--out", help="output directory (default: the package's shipped adapter)")
     train.add_argument("--epochs", type=int, default=None, help="default: 3 (sentiment), 8 (vit)")
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (for a quick check)")
