@@ -225,6 +225,28 @@ class ModelService:
         yield ("result", self.replica, job.result())
 
 
+class EchoService:
+    """A model-free service: the floor of a call through a deployment (benchmarks, checks of the serving path)."""
+
+    batched_methods = ("echo",)
+
+    def echo(self, items: list) -> list:
+        """The items, unchanged (batchable)."""
+        return list(items)
+
+    def countdown(self, n: int) -> Iterator[int]:
+        """n, n-1, …, 1, one at a time (streamed)."""
+        for i in range(n, 0, -1):
+            yield i
+
+    def work(self, steps: int, progress=None) -> int:
+        """Reports each step to `progress(step, steps)` (a callback relayed to the caller) and returns `steps`."""
+        for step in range(1, steps + 1):
+            if progress:
+                progress(step, steps)
+        return steps
+
+
 # --- the backend the UI replica calls through -------------------------------------------------------------------------
 
 
@@ -362,10 +384,16 @@ def build_app(args: dict | GalleryArgs | None = None):
     from txgallery.gallery import build_gallery
     from txgallery.plugin import discover_demos
 
+    from txgallery import settings
+
     args = GalleryArgs.model_validate(args or {}) if not isinstance(args, GalleryArgs) else args
+    previous = settings.current()
     _configure(args)
-    with collecting_services() as keys:
-        build_gallery(discover_demos(only=args.demos or None))  # builds every page: no model is loaded
+    try:
+        with collecting_services() as keys:
+            build_gallery(discover_demos(only=args.demos or None))  # builds every page: no model is loaded
+    finally:
+        settings.configure(previous)  # the settings travel to the UI replica as args; this process keeps its own
     names = deployment_names(keys)
     handles = {}
     for key, name in names.items():
