@@ -9,7 +9,7 @@ from txgallery import store
 from txgallery.datasets import rotten_tomatoes_splits
 from txgallery.limits import InputError
 from txgallery.onnx_model import OnnxExportError, export_classifier
-from txgallery_demos.efficiency.run import (EfficiencyLab, distil, int8_variant, measured_sparsity, onnx_int8_variant,
+from txgallery_demos.efficiency.run import (EfficiencyLab, compiled_variant, distil, int8_variant, measured_sparsity, onnx_int8_variant,
                                             onnx_variant, predictions, prune_model, pruned_variant)
 from txgallery_demos.sentiment.run import SentimentClassifier
 
@@ -106,6 +106,20 @@ def test_model_that_cannot_be_exported_gets_a_message(tmp_path, base):
 
     with pytest.raises(OnnxExportError, match="cannot be exported to ONNX"):
         export_classifier(Unexportable(), base.tokenizer, tmp_path / "bad")
+
+
+def test_compiled_variant_gives_the_same_logits(tiny_classifier_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_classifier_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_classifier_dir))
+    texts = ["a fine film", "dull, long and loud, with a plot that goes nowhere at all", "ok"]
+    variant = compiled_variant(model, tokenizer, tmp_path / "fp32", texts)
+    assert variant.name == "torch.compile (inductor)" and variant.saved == tmp_path / "fp32"
+    with torch.inference_mode():
+        for batch_size in (1, 3):  # other shapes than those it was compiled on
+            batch = tokenizer(texts[:batch_size], padding=True, return_tensors="pt")
+            torch.testing.assert_close(variant.model(**batch).logits, model(**batch).logits, atol=1e-4, rtol=1e-4)
 
 
 def test_one_run_at_a_time(base):
