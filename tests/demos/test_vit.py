@@ -1,0 +1,86 @@
+"""The ViT demo's logic, without Gradio: the recipe's numbers, the patch grid, rollout, positions, ViT vs CNN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from txgallery import store
+from txgallery.limits import VIT_TOP_K, InputError
+from txgallery.vision import FASHION_MNIST_LABELS, VitGeometry, fashion_mnist_examples, load_image, sample_photos
+from txgallery_demos.vit.run import (CNN_REF, SEED_RECIPE, TASK, ImageService, _check_settings, patch_grid_figure,
+                                     position_similarity, recipe_table, top_frame)
+
+
+@pytest.fixture(scope="module")
+def vit() -> ImageService:
+    return ImageService(store.resolve("embedded", TASK))
+
+
+@pytest.fixture(scope="module")
+def cnn() -> ImageService:
+    return ImageService(store.resolve(CNN_REF, TASK))
+
+
+def test_recipe_table_has_this_models_and_the_seeds_numbers(vit):
+    geometry = vit.classifier.geometry()
+    table = recipe_table(geometry).set_index("step")
+    assert table.loc["patches (tokens)", "this model"] == "4×4 = 16"
+    assert table.loc["numbers per patch", "this model"] == "7·7·1 = 49"
+    assert table.loc["sequence length with [CLS]", "this model"] == "17"
+    assert table.loc["patches (tokens)", "ViT-B/16 (the seed's numbers)"] == "14×14 = 196"
+    assert table.loc["numbers per patch", "ViT-B/16 (the seed's numbers)"] == "16·16·3 = 768"
+    assert SEED_RECIPE.num_patches == 196
+
+
+def test_patch_grid_draws_one_cell_and_number_per_patch():
+    geometry = VitGeometry(image_size=28, patch_size=7, grid=(4, 4), channels=1, embed_dim=96, depth=4, heads=4,
+                           prefix_tokens=1)
+    axes = patch_grid_figure(np.zeros((28, 28), dtype=np.uint8), geometry).axes[0]
+    assert len(axes.lines) == 3 + 3  # inner grid lines: columns, then rows
+    assert sorted(int(t.get_text()) for t in axes.texts) == list(range(1, 17))
+    assert "16 patches of 7×7" in axes.get_title() and "size 96" in axes.get_title()
+
+
+def test_fashion_examples_are_classified_with_rollout(vit):
+    examples = fashion_mnist_examples()
+    correct = 0
+    for name, path in examples.items():
+        result = vit.classify(np.asarray(load_image(path)), "mean", 0.0)
+        assert len(result.top) == VIT_TOP_K and result.top[0][1] >= result.top[-1][1]
+        assert result.seen.shape == (28, 28) and result.rollout.shape == (4, 4)
+        assert np.isclose(result.rollout.sum(), 1.0)
+        correct += result.top[0][0] == name
+    assert correct >= 8  # one test image per class; the model's held-out accuracy is above 0.85
+    picture = np.asarray(load_image(examples["Sneaker"]))
+    assert not np.allclose(vit.classify(picture, "max", 0.9).rollout, vit.classify(picture, "mean", 0.0).rollout)
+
+
+def test_position_embeddings_and_their_similarity(vit):
+    embeddings = vit.position_embeddings()
+    assert embeddings.shape == (16, 96)
+    similarity = position_similarity(embeddings, (4, 4))
+    assert similarity.shape == (4, 4, 4, 4)
+    assert np.allclose([similarity[r, c, r, c] for r in range(4) for c in range(4)], 1.0, atol=1e-5)
+    assert np.allclose(similarity.reshape(16, 16), similarity.reshape(16, 16).T, atol=1e-6)
+
+
+def test_badges_say_which_model_and_how_good(vit, cnn):
+    assert "vit-fashion-mnist" in vit.describe() and "held-out accuracy" in vit.describe()
+    assert "ViT" in vit.describe() and "CNN" in cnn.describe()
+
+
+def test_vit_and_cnn_on_the_same_photo(vit, cnn):
+    photo = np.asarray(load_image(sample_photos()["coffee"]))
+    cnn_result, vit_result = cnn.classify(photo), vit.classify(photo)
+    assert cnn_result.top[0][0] == "espresso" and cnn_result.rollout is None and cnn_result.geometry is None
+    assert vit_result.top[0][0] in FASHION_MNIST_LABELS  # the embedded ViT only knows clothes
+    assert vit.predict([photo, photo]).shape == (2, 10)
+    assert list(top_frame(cnn_result.top).columns) == ["class", "probability"]
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(InputError, match="Head fusion"):
+        _check_settings("median", 0.0)
+    with pytest.raises(InputError, match="discard ratio"):
+        _check_settings("mean", 1.0)

@@ -1,0 +1,30 @@
+"""The ViT page in a real browser: upload a Fashion-MNIST test image, read the top class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+from txgallery.vision import load_fashion_mnist
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "vit.png"
+
+
+def test_upload_an_image_and_read_the_top_class(page, gallery, tmp_path):
+    images, labels = load_fashion_mnist("test")
+    trousers = tmp_path / "trousers.png"
+    Image.fromarray(images[2]).resize((112, 112), Image.Resampling.NEAREST).save(trousers)
+    assert labels[2] == 1  # "Trouser"
+    page.goto(gallery + "/vit", wait_until="networkidle")
+    page.locator("#vit-image input[type=file]").set_input_files(str(trousers))  # the upload runs the classifier
+    top = page.locator("#vit-top-class")
+    expect(top).to_contain_text("%", timeout=120_000)
+    assert top.inner_text().split("·")[0].strip() == "Trouser"
+    expect(page.get_by_text("held-out accuracy")).to_be_visible()
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
