@@ -1,0 +1,185 @@
+"""The attention explorer's logic, without Gradio: real MiniLM and SmolLM2 attention, recomputation, pairs, limits,
+exports, positional encodings, the ViT view, and a GPT-2 served from a local directory through the store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from txgallery import store
+from txgallery.limits import MAX_ATTENTION_TOKENS_DECODER, MAX_ATTENTION_TOKENS_ENCODER, InputError
+from txgallery_demos.attention.run import (AttentionExplorer, VitResult, check_index, clean_text, export_figure,
+                                           export_tensors, head_view, heatmap_figure, load_picture, positional_figures,
+                                           rollout_maps, statistics_table)
+
+SENTENCE = "The animal didn't cross the street because it was too tired."
+
+
+@pytest.fixture(scope="module")
+def encoder() -> AttentionExplorer:
+    return AttentionExplorer(store.resolve("embedded", "feature-extraction"))
+
+
+@pytest.fixture(scope="module")
+def decoder() -> AttentionExplorer:
+    return AttentionExplorer(store.resolve("embedded:smollm2-135m", "text-generation"))
+
+
+# --- bad input --------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", [None, "", "   \n\t "])
+def test_empty_text_is_refused(text):
+    with pytest.raises(InputError, match="empty"):
+        clean_text(text)
+
+
+def test_emoji_only_text_is_refused():
+    with pytest.raises(InputError, match="no letters or digits"):
+        clean_text("😀 🎉 🙈")
+
+
+@pytest.mark.parametrize("value,count", [(6, 6), (-1, 6), ("x", 12), (None, 12)])
+def test_out_of_range_indices_are_refused(value, count):
+    with pytest.raises(InputError, match="layer"):
+        check_index(value, count, "layer")
+
+
+def test_non_image_upload_is_refused(tmp_path):
+    fake = tmp_path / "photo.png"
+    fake.write_text("this is not a picture")
+    with pytest.raises(InputError, match="not an image"):
+        load_picture(fake)
+    with pytest.raises(InputError, match="upload an image"):
+        load_picture(None)
+
+
+# --- the encoder (MiniLM-L6) -----------------------------------------------------------------------------------------
+
+def test_encoder_rows_sum_to_one_and_recomputation_matches_every_layer(encoder):
+    result = encoder.analyse(SENTENCE)
+    assert result.attentions.shape[:2] == (6, 12) and not result.causal
+    assert result.tokens[0] == "[CLS]" and result.tokens[-1] == "[SEP]"
+    assert np.allclose(result.attentions.sum(-1), 1.0, atol=1e-5)
+    errors = encoder.recomputation_errors(SENTENCE)
+    assert len(errors) == 6 and max(errors) <= 1e-5
+    steps = encoder.steps(SENTENCE, "", 5, 11)
+    assert steps.extras["max_abs_diff"] <= 1e-5 and steps.query.shape == (len(result.tokens), 32)
+    assert np.allclose(steps.weights, result.attentions[5, 11], atol=1e-5)
+
+
+def test_statistics_find_a_previous_token_head_and_a_cls_sink_in_minilm(encoder):
+    table = statistics_table(encoder.analyse(SENTENCE))
+    assert len(table) == 6 * 12
+    previous = table.sort_values("to previous token", ascending=False).iloc[0]
+    sink = table.sort_values("to first token ([CLS]/BOS)", ascending=False).iloc[0]
+    assert previous["to previous token"] > 0.9  # measured: layer 0, head 2
+    assert sink["to first token ([CLS]/BOS)"] > 0.8  # measured: layer 4, head 5
+    assert (previous["layer"], previous["head"]) != (sink["layer"], sink["head"])
+
+
+def test_pair_mode_marks_segments(encoder):
+    result = encoder.analyse("The cat sat on the mat.", "The dog lay on the rug.")
+    first_sep = result.tokens.index("[SEP]")
+    assert result.segments[: first_sep + 1] == [0] * (first_sep + 1)
+    assert result.segments[first_sep + 1:] == [1] * (len(result.tokens) - first_sep - 1)
+    assert result.tokens.count("[SEP]") == 2
+    html = head_view(result, 0, [0])
+    assert html.count("#fdeee0") == 2 * (len(result.tokens) - first_sep - 1)  # segment B shaded on both sides
+
+
+def test_encoder_input_beyond_the_cap_is_cut_with_a_notice(encoder):
+    result = encoder.analyse("word " * 300)
+    assert len(result.tokens) == MAX_ATTENTION_TOKENS_ENCODER
+    assert "302 tokens" in result.notice and str(MAX_ATTENTION_TOKENS_ENCODER) in result.notice
+
+
+def test_steps_refuse_out_of_range_layer_and_head(encoder):
+    with pytest.raises(InputError, match="6 layers"):
+        encoder.steps(SENTENCE, "", 6, 0)
+    with pytest.raises(InputError, match="12 heads"):
+        encoder.steps(SENTENCE, "", 0, 12)
+    with pytest.raises(InputError, match="layer"):
+        heatmap_figure(encoder.analyse(SENTENCE), 9, 0)
+
+
+def test_learned_positions_and_figures(encoder):
+    info = encoder.position_info()
+    assert info["learned"].shape == (512, 384) and info["inv_freq"] is None
+    figures = positional_figures(info["dim"], 64, info["learned"], info["inv_freq"], "minilm-l6")
+    assert len(figures) == 2
+
+
+def test_exports_round_trip(encoder, tmp_path):
+    result = encoder.analyse("A short sentence.")
+    npz = np.load(export_tensors(result, "npz", tmp_path))
+    assert np.array_equal(npz["attentions"], result.attentions) and list(npz["tokens"]) == result.tokens
+    data = json.loads(export_tensors(result, "json", tmp_path).read_text())
+    assert data["shape"] == list(result.attentions.shape) and data["tokens"] == result.tokens
+    assert np.allclose(np.array(data["attentions"]), result.attentions, atol=1e-4)
+    figure = heatmap_figure(result, 1, 2)
+    assert export_figure(figure, "png", "h", tmp_path).read_bytes().startswith(b"\x89PNG")
+    assert b"<svg" in export_figure(figure, "svg", "h", tmp_path).read_bytes()[:500]
+    with pytest.raises(InputError, match="npz or json"):
+        export_tensors(result, "csv", tmp_path)
+
+
+# --- a GPT-2 (Conv1D attention) from a local directory, through the store ------------------------------------------
+
+def test_local_gpt2_directory_is_causal_and_recomputed(tmp_path, tiny_classifier_dir):
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=30522, n_embd=32, n_layer=2, n_head=4, n_positions=128)).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(str(tiny_classifier_dir)).save_pretrained(tmp_path)
+    explorer = AttentionExplorer(store.resolve(str(tmp_path), "feature-extraction"))
+    result = explorer.analyse(SENTENCE)
+    assert result.causal and result.attentions.shape[:2] == (2, 4)
+    upper = np.triu_indices(len(result.tokens), 1)
+    assert (result.attentions[:, :, upper[0], upper[1]] == 0).all()
+    assert max(explorer.recomputation_errors(SENTENCE)) <= 1e-5
+    assert explorer.position_info()["learned"].shape == (128, 32)  # GPT-2's wpe
+
+
+# --- the decoder (SmolLM2-135M; converted from GGUF once per cache, hence slow) -------------------------------------
+
+@pytest.mark.slow
+def test_decoder_is_causal_and_recomputation_matches_every_layer(decoder):
+    result = decoder.analyse(SENTENCE)
+    assert result.causal and result.attentions.shape[:2] == (30, 9)
+    upper = np.triu_indices(len(result.tokens), 1)
+    assert (result.attentions[:, :, upper[0], upper[1]] == 0).all()
+    assert np.allclose(result.attentions.sum(-1), 1.0, atol=1e-5)
+    errors = decoder.recomputation_errors(SENTENCE)
+    assert len(errors) == 30 and max(errors) <= 1e-5
+    steps = decoder.steps(SENTENCE, "", 29, 8)  # grouped-query: query head 8 uses key/value head 2
+    assert steps.extras["max_abs_diff"] <= 1e-5 and steps.query_before_rotation is not None
+    assert len(decoder.position_info()["inv_freq"]) == 32  # RoPE: one frequency per pair of the 64 head dims
+
+
+@pytest.mark.slow
+def test_decoder_limits(decoder):
+    assert len(decoder.analyse("word " * 200).tokens) == MAX_ATTENTION_TOKENS_DECODER
+    with pytest.raises(InputError, match="pairs are for encoders"):
+        decoder.analyse("first", "second")
+
+
+# --- the ViT view (a tiny random timm ViT until the gallery's ViT is trained) -------------------------------------
+
+def test_vit_rollout_maps_one_normalised_value_per_patch():
+    from timm.models.vision_transformer import VisionTransformer
+
+    from txgallery.attention import vit_attentions
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=28, patch_size=7, in_chans=1, embed_dim=32, depth=3, num_heads=4,
+                            num_classes=10).eval()
+    run = vit_attentions(vit, torch.randn(1, 1, 28, 28))
+    result = VitResult(run.attentions, run.grid, run.prefix_tokens, np.zeros((28, 28)), {})
+    rollout, per_layer = rollout_maps(result, "max", 0.3)
+    assert rollout.shape == (4, 4) and rollout.sum() == pytest.approx(1.0)
+    assert len(per_layer) == 3 and all(m.shape == (4, 4) and m.sum() == pytest.approx(1.0) for m in per_layer)
+    with pytest.raises(InputError, match="discard ratio"):
+        rollout_maps(result, "mean", 1.5)
