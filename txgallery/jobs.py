@@ -96,7 +96,7 @@ class JobContext:
                 status.metrics.append((status.step, float(event["metric"])))
             per_step = status.elapsed / max(status.step, 1)
             status.eta = per_step * max(status.total - status.step, 0)
-            status.message = str(event.get("message", status.message))
+            status.message = str(event.get("message", ""))
 
     def should_stop(self) -> str:
         """The reason to stop now ("" to go on): Cancel, or a cap on steps, time or memory."""

@@ -1,0 +1,126 @@
+"""The training job runner: Cancel, the bounded queue, one job per owner, hard caps, failures, two users at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from txgallery import finetune
+from txgallery.datasets import rotten_tomatoes_splits
+from txgallery.jobs import Caps, JobRunner
+from txgallery.limits import InputError
+
+
+def counting_job(steps: int = 100_000, pause: float = 0.005):
+    """A job that reports a step at a time until it is told to stop; returns the steps it made."""
+
+    def job(context) -> int:
+        for step in range(1, steps + 1):
+            if context.should_stop():
+                return step - 1
+            context.report({"step": step, "total": steps, "loss": 1.0 / step})
+            time.sleep(pause)
+        return steps
+
+    return job
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
+def test_cancel_stops_a_running_job():
+    runner = JobRunner(max_concurrent=1)
+    job_id = runner.submit("count", counting_job())
+    wait_for(lambda: runner.status(job_id).step >= 3)
+    assert runner.cancel(job_id)
+    status = runner.wait(job_id, timeout=30)
+    assert status.state == "cancelled" and status.message.startswith("cancelled at step")
+    assert 3 <= status.result < 100_000 and status.losses[-1][0] == status.result
+    assert not runner.cancel(job_id)  # already finished
+
+
+def test_cancel_stops_a_real_training_run(tiny_classifier_dir, tmp_path):
+    splits = rotten_tomatoes_splits()
+    data = finetune.ClassificationData(splits.train.head(32), splits.test.head(8))
+    spec = finetune.RunSpec(str(tiny_classifier_dir), finetune.FinetuneConfig(method="lora", steps=1000, batch_size=4),
+                            data, str(tmp_path / "run"))
+    runner = JobRunner()
+    job_id = runner.submit("lora", lambda ctx: finetune.run_local(spec, ctx.report, ctx.should_stop))
+    wait_for(lambda: runner.status(job_id).step >= 2)
+    runner.cancel(job_id)
+    status = runner.wait(job_id, timeout=60)
+    assert status.state == "cancelled"
+    assert status.result.result.stopped == "cancelled" and status.result.result.steps < 1000
+    assert (tmp_path / "run" / "adapter_model.safetensors").exists()  # what it learned so far is kept
+
+
+def test_queue_is_bounded_and_reports_positions():
+    runner = JobRunner(max_concurrent=1, max_queued=2)
+    release = threading.Event()
+    first = runner.submit("blocker", lambda ctx: release.wait(30))
+    wait_for(lambda: runner.status(first).state == "running")
+    second, third = runner.submit("a", counting_job(1)), runner.submit("b", counting_job(1))
+    assert runner.status(second).queue_position == 1 and runner.status(third).queue_position == 2
+    with pytest.raises(InputError, match="queue is full"):
+        runner.submit("c", counting_job(1))
+    assert runner.cancel(third)  # a queued job cancelled never starts
+    release.set()
+    assert runner.wait(second, timeout=30).state == "done"
+    assert runner.wait(third, timeout=30).state == "cancelled"
+
+
+def test_two_users_train_one_after_the_other_and_each_one_at_a_time():
+    runner = JobRunner(max_concurrent=1, max_queued=4)
+    alice = runner.submit("alice", counting_job(20), owner="alice")
+    bob = runner.submit("bob", counting_job(20), owner="bob")
+    with pytest.raises(InputError, match="already have a training run"):
+        runner.submit("alice again", counting_job(1), owner="alice")
+    assert runner.wait(alice, timeout=30).result == 20
+    assert runner.wait(bob, timeout=30).result == 20
+    runner.submit("alice again", counting_job(1), owner="alice")  # allowed once her first run finished
+
+
+@pytest.mark.parametrize("caps, message", [
+    (Caps(max_steps=5), "cap of 5 steps"),
+    (Caps(max_seconds=0.2), "time cap of 0 s"),
+    (Caps(max_memory_mb=-1), "memory grew"),  # any growth at all is above a negative cap
+])
+def test_hard_caps_stop_a_job(caps, message):
+    runner = JobRunner(caps=caps)
+    status = runner.wait(runner.submit("count", counting_job(steps=2000, pause=0.01)), timeout=60)
+    assert status.state == "done" and message in status.message and status.result < 2000
+
+
+def test_failures_are_messages_and_the_queue_moves_on():
+    runner = JobRunner(max_concurrent=1)
+
+    def bad_input(context):
+        raise InputError("The learning rate 1e9 is too high.")
+
+    def bug(context):
+        raise ZeroDivisionError("division by zero")
+
+    first, second = runner.submit("bad", bad_input), runner.submit("bug", bug)
+    third = runner.submit("fine", counting_job(3))
+    assert runner.wait(first, timeout=30).message == "The learning rate 1e9 is too high."
+    failed = runner.wait(second, timeout=30)
+    assert failed.state == "failed" and "ZeroDivisionError" in failed.message
+    assert runner.wait(third, timeout=30).result == 3
+
+
+def test_eta_and_forget():
+    runner = JobRunner()
+    job_id = runner.submit("count", counting_job(40, pause=0.01))
+    wait_for(lambda: runner.status(job_id).step >= 10)
+    status = runner.status(job_id)
+    assert status.eta is not None and status.eta > 0
+    runner.wait(job_id, timeout=30)
+    runner.forget(job_id)
+    with pytest.raises(InputError, match="no training job"):
+        runner.status(job_id)
