@@ -1,0 +1,276 @@
+"""Encoder–decoder text-to-text (T5/BART): a prefixed text in, generated text out, and where the decoder looked.
+
+Reads top to bottom: the lesson, the input handling and attention maths as plain functions, one service class
+(testable without Gradio), then `build()` that wires the UI. Run alone: `txgallery serve --demo seq2seq` or
+`python -m txgallery_demos.seq2seq`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+import torch
+
+from txgallery import store
+from txgallery.attention_views import attention_heatmap
+from txgallery.limits import (MAX_SEQ2SEQ_BEAMS, MAX_SEQ2SEQ_NEW_TOKENS, MAX_SEQ2SEQ_SOURCE_TOKENS, InputError,
+                              truncate_text)
+from txgallery.plugin import Demo, ModelSlot
+from txgallery.serving import connect
+from txgallery.ui import model_badge, user_errors
+
+SLUG = "seq2seq"
+TASK = "text2text-generation"
+
+LESSON = f"""
+**Encoder–decoder transformers (T5, BART): every task is text in, text out.** The *encoder* reads the whole input
+at once, in both directions, like BERT. The *decoder* writes the output one token at a time, like GPT, but each of
+its layers also has **cross-attention**: its queries come from the output written so far, its keys and values from
+the encoder's final states. The heatmap below shows it — one row per generated token, one column per input token.
+
+T5 names the task in the input with a prefix: `sst2 sentence: …` (sentiment, GLUE's SST-2), `summarize: …`,
+`translate English to German: …`. BART is the same shape with a different pre-training (denoising whole
+documents); `facebook/bart-large-cnn` summarises news.
+
+The embedded model is a small T5 (3 encoder + 2 decoder layers, 1.6M weights) that txgallery trains from scratch
+(`txgallery train t5`) on Rotten Tomatoes sentences, with two prefixes built from the same data: `sst2 sentence:`
+→ `positive`/`negative`, and `fill:` — a span cut out and replaced by `<extra_id_0>` → the missing words, which
+is T5's own pre-training objective. It knows nothing else: summaries and translations need a hub model
+(`t5-small`, `google/flan-t5-small`, `facebook/bart-large-cnn`) when you are online.
+
+**Try:** a review with `sst2 sentence:` and look at which words the `positive`/`negative` row attends to; the
+`fill:` task with `___` where a word is missing; *beam search* against *greedy*; layers and heads one by one
+(some heads look at the sentinel, some at the neighbours of the gap). Limits: {MAX_SEQ2SEQ_SOURCE_TOKENS} input
+tokens, {MAX_SEQ2SEQ_NEW_TOKENS} new tokens, {MAX_SEQ2SEQ_BEAMS} beams.
+"""
+
+# what each prefix asks for; the embedded model knows the first two
+TASK_PREFIXES = {
+    "sentiment (sst2 sentence:)": "sst2 sentence: ",
+    "fill in the blank (fill:)": "fill: ",
+    "summarize (summarize:)": "summarize: ",
+    "translate to German (translate English to German:)": "translate English to German: ",
+    "no prefix (the text as it is)": "",
+}
+SENTINEL = "<extra_id_0>"
+BLANK = "___"
+
+EXAMPLES = [
+    ["A gripping, beautifully acted film that stays with you long after the credits.", "sentiment (sst2 sentence:)"],
+    ["The plot is a mess and the jokes fall flat; I checked my watch twice.", "sentiment (sst2 sentence:)"],
+    ["a ___ film about love , loss and the people we leave behind .", "fill in the blank (fill:)"],
+    ["the performances are ___ but the script lets everyone down .", "fill in the blank (fill:)"],
+]
+
+
+# --- input handling (pure functions) -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to decode: greedy (one beam) or beam search, and how many tokens at most."""
+
+    max_new_tokens: int = 16
+    num_beams: int = 1
+
+
+def check_settings(max_new_tokens: float | None, num_beams: float | None) -> GenerationSettings:
+    """Validate the decoding controls; raises `InputError` beyond the caps."""
+    if max_new_tokens is None or int(max_new_tokens) != max_new_tokens or not 1 <= max_new_tokens <= MAX_SEQ2SEQ_NEW_TOKENS:
+        raise InputError(f"Max new tokens must be a whole number from 1 to {MAX_SEQ2SEQ_NEW_TOKENS}; got {max_new_tokens}.")
+    if num_beams is None or int(num_beams) != num_beams or not 1 <= num_beams <= MAX_SEQ2SEQ_BEAMS:
+        raise InputError(f"Beams must be a whole number from 1 to {MAX_SEQ2SEQ_BEAMS}; got {num_beams}.")
+    return GenerationSettings(int(max_new_tokens), int(num_beams))
+
+
+def task_input(text: str | None, prefix: str) -> tuple[str, str | None]:
+    """The model's input: prefix + text (huge text cut, with a notice); `___` becomes T5's span sentinel."""
+    if text is None or not text.strip():
+        raise InputError("Please enter some text: the input is empty.")
+    text, notice = truncate_text(text.strip())
+    text = text.replace(BLANK, SENTINEL)
+    if prefix == TASK_PREFIXES["fill in the blank (fill:)"] and SENTINEL not in text:
+        raise InputError(f"The fill task needs a gap: write {BLANK} (or {SENTINEL}) where words are missing.")
+    return prefix + text, notice
+
+
+def fuse_heads(attention: np.ndarray, layer: int | None, head: int | None) -> np.ndarray:
+    """One (target × source) matrix from (layers, heads, target, source): a layer's head, or averages."""
+    chosen = attention if layer is None else attention[layer : layer + 1]
+    chosen = chosen.mean(axis=0)
+    return chosen.mean(axis=0) if head is None else chosen[head]
+
+
+# --- the model service ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seq2SeqResult:
+    """One generation: the text, its token ids, the tokens on both sides, and the attention maps (numpy)."""
+
+    text: str
+    output_ids: list[int]  # generated ids, without the decoder's start token
+    source_tokens: list[str]
+    target_tokens: list[str]
+    cross_attention: np.ndarray  # (layers, heads, target tokens, source tokens)
+    encoder_attention: np.ndarray  # (layers, heads, source tokens, source tokens)
+    truncated: bool
+    seconds: float
+
+
+class TextToText:
+    """An encoder–decoder from the model store: generation, then one teacher-forced pass for the attention maps."""
+
+    def __init__(self, source: store.ModelSource) -> None:
+        self.source = source
+        self.loaded = store.get_store().load(source, attentions=True)
+        self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
+        if not getattr(self.model.config, "is_encoder_decoder", False):
+            raise store.ModelLoadError(f"{source.ref} is not an encoder–decoder model (T5, BART, …); this page "
+                                       "needs one with cross-attention.")
+
+    def describe(self) -> str:
+        """The model badge for the UI, with the embedded model's held-out scores."""
+        badge = model_badge(self.source, self.loaded)
+        fill = self.loaded.metrics.get("test", {}).get("fill_exact_match")
+        if fill is not None:
+            badge += f" (task `sst2 sentence:`) · **fill exact match:** {fill:.3f} (task `fill:`)"
+        return badge
+
+    def _encode(self, source_text: str):
+        return self.tokenizer([source_text], truncation=True, max_length=MAX_SEQ2SEQ_SOURCE_TOKENS,
+                              return_tensors="pt").to(self.loaded.device)
+
+    @torch.inference_mode()
+    def generate(self, source_text: str, settings: GenerationSettings = GenerationSettings()) -> Seq2SeqResult:
+        """Generate (greedy or beam search), then read the cross- and encoder attention of the chosen output."""
+        started = time.perf_counter()
+        batch = self._encode(source_text)
+        full_length = len(self.tokenizer(source_text)["input_ids"])
+        generated = self.model.generate(**batch, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
+                                        do_sample=False)
+        seconds = time.perf_counter() - started
+        sequence = generated[:1]
+        start_id = self.model.config.decoder_start_token_id
+        if sequence.shape[1] < 2 or int(sequence[0, 0]) != start_id:  # generate() always starts with it; be explicit
+            sequence = torch.cat([torch.full((1, 1), start_id, device=sequence.device), sequence], dim=1)
+        # row i of the cross-attention is the step that produced token i + 1: feed the output shifted right
+        outputs = self.model(**batch, decoder_input_ids=sequence[:, :-1], output_attentions=True)
+        output_ids = [int(i) for i in sequence[0, 1:]]
+        return Seq2SeqResult(
+            text=self.tokenizer.decode(output_ids, skip_special_tokens=True).strip(),
+            output_ids=output_ids,
+            source_tokens=self.tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist()),
+            target_tokens=self.tokenizer.convert_ids_to_tokens(output_ids),
+            cross_attention=torch.stack(outputs.cross_attentions)[:, 0].float().cpu().numpy(),
+            encoder_attention=torch.stack(outputs.encoder_attentions)[:, 0].float().cpu().numpy(),
+            truncated=full_length > MAX_SEQ2SEQ_SOURCE_TOKENS,
+            seconds=seconds,
+        )
+
+
+# --- the UI ---------------------------------------------------------------------------------------------------------
+
+
+def _services() -> dict[str, tuple[store.ModelSource | store.ModelLoadError, object]]:
+    """Every configured model by name: (source or error, service or None)."""
+    named = {}
+    for source in store.resolve_choice(SLUG, TASK):
+        if isinstance(source, store.ModelLoadError):
+            named[source.ref] = (source, None)
+        else:
+            named[source.ref] = (source, connect(TextToText, source))
+    return named
+
+
+def _layer_head(layer: str, head: str) -> tuple[int | None, int | None]:
+    return (None if layer == "average" else int(layer)), (None if head == "average" else int(head))
+
+
+def attention_figures(result: Seq2SeqResult | None, layer: str, head: str):
+    """The cross-attention and encoder self-attention heatmaps for the chosen layer and head."""
+    if result is None:
+        return None, None
+    layer_index, head_index = _layer_head(layer, head)
+    where = f"layer {layer}, head {head}".replace("layer average", "all layers").replace("head average", "mean of heads")
+    cross = attention_heatmap(fuse_heads(result.cross_attention, layer_index, head_index), result.target_tokens,
+                              result.source_tokens, f"Cross-attention: output (rows) × input (columns) — {where}")
+    encoder_layer = None if layer_index is None else min(layer_index, result.encoder_attention.shape[0] - 1)
+    encoder_head = None if head_index is None else min(head_index, result.encoder_attention.shape[1] - 1)
+    encoder = attention_heatmap(fuse_heads(result.encoder_attention, encoder_layer, encoder_head),
+                                result.source_tokens, result.source_tokens, f"Encoder self-attention — {where}")
+    return cross, encoder
+
+
+def build() -> gr.Blocks:
+    """The text-to-text page: input and task prefix, decoding controls, output, cross- and encoder attention."""
+    services = _services()
+    names = list(services)
+    with gr.Blocks(title="Encoder–decoder text-to-text") as page:
+        first_source, _ = services[names[0]]
+        badge = gr.Markdown(model_badge(first_source), elem_id="seq2seq-badge")
+        with gr.Row():
+            with gr.Column(scale=3):
+                text = gr.Textbox(label="Text", lines=4, placeholder="Type a review, or a sentence with ___ for fill…",
+                                  max_length=None, elem_id="seq2seq-text")
+                prefix = gr.Dropdown(list(TASK_PREFIXES), value=list(TASK_PREFIXES)[0], label="Task prefix")
+            with gr.Column(scale=2):
+                model_name = gr.Dropdown(names, value=names[0], label="Model", visible=len(names) > 1)
+                decoding = gr.Radio(["greedy", "beam search"], value="greedy", label="Decoding")
+                beams = gr.Slider(2, MAX_SEQ2SEQ_BEAMS, value=4, step=1, label="Beams (beam search)")
+                max_new = gr.Slider(1, MAX_SEQ2SEQ_NEW_TOKENS, value=16, step=1, label="Max new tokens")
+        run = gr.Button("Generate", variant="primary")
+        notice = gr.Markdown(elem_id="seq2seq-notice")
+        output = gr.Textbox(label="Output", interactive=False, elem_id="seq2seq-output")
+        with gr.Row():
+            layer = gr.Dropdown(["average"], value="average", label="Layer")
+            head = gr.Dropdown(["average"], value="average", label="Head")
+        with gr.Tab("Cross-attention (decoder × encoder)"):
+            cross_plot = gr.Plot(label="Cross-attention", elem_id="seq2seq-cross")
+        with gr.Tab("Encoder self-attention"):
+            encoder_plot = gr.Plot(label="Encoder self-attention", elem_id="seq2seq-encoder")
+        state = gr.State(None)
+        gr.Examples(EXAMPLES, inputs=[text, prefix])
+
+        @user_errors
+        def generate(value: str, task: str, chosen: str, how: str, beam_count: float, new_tokens: float):
+            settings = check_settings(new_tokens, 1 if how == "greedy" else beam_count)
+            source_text, message = task_input(value, TASK_PREFIXES.get(task, ""))
+            source, service = services[chosen]
+            if service is None:
+                raise source
+            result = service.generate(source_text, settings)
+            if result.truncated:
+                message = f"{message or ''} Only the first {MAX_SEQ2SEQ_SOURCE_TOKENS} tokens were read.".strip()
+            cross, encoder = attention_figures(result, "average", "average")
+            layers, heads = result.cross_attention.shape[:2]
+            timing = f"{len(result.output_ids)} tokens in {result.seconds * 1000:.0f} ms ({how})"
+            return (service.describe(), f"ℹ️ {message} · {timing}" if message else timing, result.text or "(empty)",
+                    gr.Dropdown(["average", *map(str, range(layers))], value="average"),
+                    gr.Dropdown(["average", *map(str, range(heads))], value="average"), cross, encoder, result)
+
+        @user_errors
+        def redraw(result: Seq2SeqResult | None, chosen_layer: str, chosen_head: str):
+            return attention_figures(result, chosen_layer, chosen_head)
+
+        gr.on([run.click, text.submit], generate, inputs=[text, prefix, model_name, decoding, beams, max_new],
+              outputs=[badge, notice, output, layer, head, cross_plot, encoder_plot, state],
+              api_name="seq2seq_generate", concurrency_id="seq2seq")
+        gr.on([layer.input, head.input], redraw, inputs=[state, layer, head], outputs=[cross_plot, encoder_plot],
+              api_name="seq2seq_attention", concurrency_id="seq2seq")
+    return page
+
+
+demo = Demo(
+    slug=SLUG,
+    title="Encoder–decoder text-to-text",
+    description="T5/BART: a prefixed text in, generated text out, and the decoder's cross-attention over the input.",
+    build=build,
+    tags=("encoder-decoder", "T5", "BART", "text-to-text", "cross-attention", "generation"),
+    topic="Encoder–decoder transformers: T5 and BART for text-to-text",
+    lesson=LESSON,
+    models=(ModelSlot(task=TASK, default="embedded", hub_example="t5-small"),),
+)
