@@ -35,3 +35,16 @@ def test_embedded_model_loads_from_the_cli():
 def test_bad_model_flag_is_a_usage_error():
     done = run("list", "--models", "--model", "sentiment")
     assert done.returncode == 2 and "expected SLUG=MODEL" in done.stderr
+
+
+def test_limits_command_prints_every_limit_and_the_readme_has_them(capsys):
+    from pathlib import Path
+
+    from txgallery.cli import main
+    from txgallery.limits import limits_markdown, limits_table
+
+    assert main(["limits"]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"`{name}`" in printed for _, name, _, _ in limits_table())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert limits_markdown() in readme, "README's limits table is out of date: paste `txgallery limits` into it"

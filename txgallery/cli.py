@@ -150,6 +150,14 @@ def cmd_spaces(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_limits(args: argparse.Namespace) -> int:
+    """Print every limit of the gallery as a Markdown table (the README's table is this output)."""
+    from txgallery.limits import limits_markdown
+
+    print(limits_markdown())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every command has --help)."""
     parser = argparse.ArgumentParser(prog="txgallery", description=__doc__)
@@ -179,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--model", action="append", metavar="SLUG=MODEL[,MODEL]", help="as for serve")
     listing.add_argument("--config", metavar="FILE", help="as for serve")
     listing.set_defaults(func=cmd_list)
+
+    limits_cmd = commands.add_parser("limits", help="print every limit (tokens, uploads, steps …) as a table",
+                                     description="Print every limit of the gallery as a Markdown table.")
+    limits_cmd.set_defaults(func=cmd_limits)
 
     train = commands.add_parser("train", help="re-train an embedded model (deterministic)",
                                 description="Re-train the embedded sentiment LoRA adapter on Rotten Tomatoes, or "

@@ -12,6 +12,28 @@ QUEUE_SIZE = 64  # requests waiting per app before new ones are turned away
 DEFAULT_CONCURRENCY = 2  # events of one demo running at once (one model thread serves them in turn)
 
 
+def limits_table() -> list[tuple[str, str, str, str]]:
+    """(section, NAME, value, what it limits) for every limit in this module, read from its source and comments."""
+    import inspect
+    import re
+    import sys
+
+    rows, section = [], "gallery"
+    for line in inspect.getsource(sys.modules[__name__]).splitlines():
+        if header := re.match(r"^# --- (.+?) ---", line):
+            section = header.group(1)
+        elif match := re.match(r"^([A-Z][A-Z0-9_]+) = (.+?)\s+# (.+)$", line):
+            rows.append((section, match.group(1), match.group(2), match.group(3)))
+    return rows
+
+
+def limits_markdown() -> str:
+    """Every limit as a Markdown table (what `txgallery limits` prints and the README shows)."""
+    lines = ["| demo | limit | value | what it limits, and what happens beyond it |", "|---|---|---|---|"]
+    lines += [f"| {section} | `{name}` | `{value}` | {text} |" for section, name, value, text in limits_table()]
+    return "\n".join(lines)
+
+
 class InputError(ValueError):
     """Bad user input; the message says what was wrong and what is allowed."""
 
