@@ -307,9 +307,10 @@ def train_vit(out_dir: Path | None = None, recipe: VitRecipe | None = None, prog
     model = make_vit(recipe.architecture(), len(FASHION_MNIST_LABELS))
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     steps_per_epoch = math.ceil(len(train_images) / recipe.batch_size)
-    total = steps_per_epoch * recipe.epochs if recipe.max_steps is None else min(recipe.max_steps,
-                                                                                  steps_per_epoch * recipe.epochs)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.learning_rate, total_steps=total)
+    # max_steps stops early without changing the schedule: `--max-steps N` reproduces the first N steps of a full run
+    planned = steps_per_epoch * recipe.epochs
+    total = planned if recipe.max_steps is None else min(recipe.max_steps, planned)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.learning_rate, total_steps=planned)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     x_all, y_all = _fashion_tensor(train_images), torch.from_numpy(train_labels.astype(np.int64))
     generator = torch.Generator().manual_seed(recipe.seed)  # data order and flips come from this alone

@@ -178,14 +178,17 @@ class ImageService:
     def classify(self, picture: np.ndarray, head_fusion: str = "mean", discard_ratio: float = 0.0) -> VitResult:
         """Top classes of one RGB picture and, for a ViT, its attention rollout over the patches."""
         image = Image.fromarray(picture)
-        top = self.classifier.top_k(self.classifier.predict([image])[0], VIT_TOP_K)
         seen = np.asarray(self.classifier.processor.fit(image))
-        geometry, rollout = self.classifier.geometry(), None
-        if geometry is not None:
-            attention = self.classifier.attentions(image)
-            matrix = attention_rollout(attention.attentions, head_fusion, discard_ratio)
-            rollout = cls_patch_map(matrix, attention.grid, attention.prefix_tokens)
-        return VitResult(top=top, seen=seen, geometry=geometry, rollout=rollout)
+        geometry = self.classifier.geometry()
+        if geometry is None:
+            return VitResult(top=self.classifier.top_k(self.classifier.predict([image])[0], VIT_TOP_K), seen=seen,
+                             geometry=None, rollout=None)
+        attention = self.classifier.attentions(image)  # one forward gives both the attentions and the logits
+        logits = attention.logits.astype(np.float64)
+        probabilities = np.exp(logits - logits.max())
+        matrix = attention_rollout(attention.attentions, head_fusion, discard_ratio)
+        return VitResult(top=self.classifier.top_k(probabilities / probabilities.sum(), VIT_TOP_K), seen=seen,
+                         geometry=geometry, rollout=cls_patch_map(matrix, attention.grid, attention.prefix_tokens))
 
     def position_embeddings(self) -> np.ndarray | None:
         """The learned position embedding of each patch, (patches, embed_dim); None for a CNN."""
