@@ -22,16 +22,22 @@ from gradio_client.exceptions import AppError
 pytestmark = pytest.mark.slow
 
 APP = "txgallery"
+# The demos on the test cluster. Every model replica is a process with its own torch and model, so on 2 cores the
+# module keeps to the two demos whose endpoints it knows; TXGALLERY_RAY_TEST_DEMOS=all (or a comma list) serves
+# more, and then every endpoint they expose is called too (discovered from the app).
+_CHOSEN = os.environ.get("TXGALLERY_RAY_TEST_DEMOS", "sentiment,efficiency")
+DEMOS = [] if _CHOSEN == "all" else _CHOSEN.split(",")
 SENTIMENT = "SentimentClassifier-minilm-rt-sentiment"
 
-# Endpoints whose example inputs would start minutes of work on 2 cores get an input the service itself refuses:
-# the call still crosses the proxy, the UI replica and the model deployment, and the message must come back clean.
-REFUSED_INPUTS = {
-    "efficiency_measure": ((["pruning"], 1.0, False), "sparsity"),
-    "efficiency_distil": ((9, 20, 2.0, 0.7), "layers"),
+# Endpoints whose defaults would start minutes of work on 2 cores get the cheapest real run the UI allows (Gradio
+# itself refuses values outside a slider's range, so a refusal would never reach the service): the call crosses the
+# proxy, the UI replica and the model deployment, with progress callbacks relayed back; the output must say so.
+CHEAP_INPUTS = {
+    "efficiency_measure": (([], 0.5, False), "fp32"),  # only the fp32 baseline, measured
+    "efficiency_distil": ((1, 20, 2.0, 0.7), "Teacher"),  # a 1-layer student, 20 steps, with and without teacher
 }
-# Measures BERT-base latency (minutes on 2 cores) and takes no input to refuse; its code path (a plain call on
-# the EfficiencyLab deployment) is the one `efficiency_distil` and `efficiency_measure` take.
+# Measures BERT-base latency (minutes on 2 cores) and takes no input; its code path (a plain call on the
+# EfficiencyLab deployment) is the one `efficiency_measure` takes.
 NOT_CALLED = {"efficiency_sizes"}
 
 
@@ -42,8 +48,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """Ray with 2 CPUs on 127.0.0.1 and the gallery app: SentimentClassifier with 2 replicas, the rest with 1."""
+def cluster(tiny_classifier_dir):
+    """Ray with 2 CPUs on 127.0.0.1 and the gallery app: sentiment with the embedded model (2 replicas) beside a
+    local directory (its own deployment), the other services with 1 replica each."""
     os.environ["RAY_AUTH_MODE"] = "disabled"  # set explicitly (2.60 turns tokens on for new local clusters)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     import ray
@@ -53,10 +60,15 @@ def cluster():
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="txgallery-tests")
     port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"num_cpus": 0.25, "ui_num_cpus": 0.25, "max_batch_size": 8,
-                         "deployments": {"SentimentClassifier": {"num_replicas": 2}}}),
-              name=APP, route_prefix="/")
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app({"demos": DEMOS, "models": [f"sentiment=embedded,{tiny_classifier_dir}"], "num_cpus": 0.1, "ui_num_cpus": 0.1, "max_batch_size": 8,
+                             "deployments": {"SentimentClassifier": {"num_replicas": 2}}}),
+                  name=APP, route_prefix="/")
+    except BaseException:
+        serve.shutdown()
+        ray.shutdown()
+        raise
     ray_processes = psutil.Process().children(recursive=True)
     state = {"url": f"http://127.0.0.1:{port}", "processes": ray_processes, "up": True}
     yield state
@@ -112,6 +124,7 @@ def test_app_is_running_with_a_deployment_per_model_service(cluster):
     assert {"GalleryIngress", SENTIMENT, "EfficiencyLab-minilm-rt-sentiment"} <= set(deployments)
     assert all(d.status == "HEALTHY" for d in deployments.values())
     assert deployments[SENTIMENT].replica_states.get("RUNNING") == 2
+    assert len([name for name in deployments if name.startswith("SentimentClassifier-")]) == 2  # one per model
     assert deployments["GalleryIngress"].replica_states.get("RUNNING") == 1
 
 
@@ -129,20 +142,19 @@ def _outcome(client: Client, name: str, arguments: list) -> str:
         return "crashed" if "Something went wrong" in str(exc) else f"refused: {exc}"
 
 
-def test_every_demo_endpoint_answers_through_the_proxy(cluster, client, gallery):
+def test_every_demo_endpoint_answers_through_the_proxy(cluster, client, request):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     names = {name.lstrip("/") for name in endpoints}
     assert {"sentiment_predict", "sentiment_explain", "sentiment_batch", "efficiency_measure"} <= names
-    in_process = Client(gallery, verbose=False)  # the same demos in one process: what Ray must not change
+    in_process = None  # the same demos in one process (conftest's gallery): what Ray must not change
     called = set()
     for name, endpoint in endpoints.items():
         api = name.lstrip("/")
         if api in NOT_CALLED:
             continue
-        if api in REFUSED_INPUTS:
-            arguments, word = REFUSED_INPUTS[api]
-            with pytest.raises(AppError, match=word):
-                client.predict(*arguments, api_name=name)
+        if api in CHEAP_INPUTS:
+            arguments, word = CHEAP_INPUTS[api]
+            assert word in str(client.predict(*arguments, api_name=name)), api
         elif api.startswith("sentiment"):
             texts = "A warm, funny and moving film." if api != "sentiment_batch" else "Loved it.\nHated it."
             result = client.predict(*([texts] if api != "sentiment_batch" else [texts, None]), api_name=name)
@@ -150,11 +162,14 @@ def test_every_demo_endpoint_answers_through_the_proxy(cluster, client, gallery)
         else:  # endpoints of demos that landed after this test was written: their own example inputs, and the
             # same outcome as in one process (a demo's own bug shows in both; a serving bug only on Ray)
             arguments = _arguments(endpoint)
+            in_process = in_process or Client(request.getfixturevalue("gallery"), verbose=False)
             assert _outcome(client, name, arguments) == _outcome(in_process, name, arguments), api
         called.add(api)
     assert called == names - NOT_CALLED
-    notice, badge, label = client.predict("A warm, funny and moving film.", api_name="/sentiment_predict")
+    notice, badge, badge_local, label, label_local = client.predict("A warm, funny and moving film.",
+                                                                    api_name="/sentiment_predict")
     assert label["label"] == "positive" and "minilm-rt-sentiment" in badge
+    assert "local directory" in badge_local and label_local["label"] in {"NEG", "POS"}
     with pytest.raises(AppError, match="input is empty"):  # InputError raised in the replica, shown as a message
         client.predict("   ", api_name="/sentiment_predict")
 
@@ -164,10 +179,10 @@ def test_two_replicas_both_serve_requests(cluster, client):
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda i: client.predict(f"Review number {i}: great.", api_name="/sentiment_predict"),
                                 range(32)))
-    assert all(label["label"] in {"positive", "negative"} for _, _, label in results)
+    assert all(label["label"] in {"positive", "negative"} for _, _, _, label, _ in results)
     after = _served(cluster)["replicas"][SENTIMENT]
     grown = {replica: count - before.get(replica, 0) for replica, count in after.items()}
-    assert sum(grown.values()) == 32
+    assert sum(grown.values()) >= 32  # the predictions, and the attributions Gradio chains after them
     assert len([n for n in grown.values() if n > 0]) == 2, grown
 
 
@@ -225,14 +240,17 @@ def test_killing_a_replica_under_load_fails_no_request(cluster, client):
                       if a["name"].startswith(f"SERVE_REPLICA::{APP}#{SENTIMENT}#"))
         ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
         killed_at = time.monotonic()
-        deadline = killed_at + 240
-        while time.monotonic() < deadline:  # until Serve has replaced it
+        deadline = killed_at + 300
+        while time.monotonic() < deadline:  # until Serve has noticed and replaced it with a new replica
             replicas = serve.status().applications[APP].deployments[SENTIMENT].replica_states
-            if replicas.get("RUNNING") == 2 and sum(replicas.values()) == 2:
+            alive = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                     if a["name"].startswith(f"SERVE_REPLICA::{APP}#{SENTIMENT}#")]
+            if victim["name"] not in alive and len(alive) == 2 and replicas == {"RUNNING": 2}:
                 break
             time.sleep(1)
         else:
             pytest.fail(f"the killed replica was not replaced: {replicas}")
+        replaced_after = time.monotonic() - killed_at
         settled = len(answered)
         while len(answered) < settled + 8:
             time.sleep(0.2)
@@ -241,8 +259,8 @@ def test_killing_a_replica_under_load_fails_no_request(cluster, client):
         for worker in workers:
             worker.join()
     retried = _served(cluster)["retried"] - retried_before
-    print(f"answered {len(answered)}, failed {len(failures)}, retried after the kill {retried} "
-          f"(at most 4 were in flight)")
+    print(f"answered {len(answered)} ({sum(t > killed_at for t in answered)} after the kill), failed "
+          f"{len(failures)}, retried {retried} (at most 4 were in flight); replaced after {replaced_after:.0f} s")
     assert failures == []
     assert retried <= 4  # only the calls that were on the killed replica
     assert any(t > killed_at for t in answered)

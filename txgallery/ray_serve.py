@@ -47,6 +47,8 @@ SERVED_ROUTE = "/txgallery/served"  # JSON: which replica of which deployment an
 # A service class may instead declare `batched_methods = ("predict",)`; a config's `user_config` overrides both.
 BATCHED_METHODS: dict[str, tuple[str, ...]] = {
     "txgallery_demos.sentiment.run:SentimentClassifier": ("predict",),
+    "txgallery_demos.vit.run:ImageService": ("predict",),
+    "txgallery_demos.clip.run:ClipMatcher": ("embed_images", "embed_texts"),
 }
 
 
