@@ -91,7 +91,7 @@ def png_data_uri(matrix: np.ndarray, size: int = 96) -> str:
     rgba = (colormaps[CMAP](matrix / peak)[..., :3] * 255).astype(np.uint8)
     image = Image.fromarray(rgba).resize((size, size), Image.NEAREST)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    image.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -206,8 +206,9 @@ def steps_figure(steps, tokens: Sequence[str], title: str = "") -> Figure:
               (f"2. × {steps.scale:.4f} (= 1/√d_k for most models)", steps.scaled, None),
               ("3. + mask (grey: −∞, never attended)", steps.scaled + steps.mask, np.isinf(steps.mask)),
               ("4. softmax (each row sums to 1)", steps.weights, None)]
-    size = len(tokens)
-    figure = Figure(figsize=(16, 4.6 if size <= 24 else 5.6), layout="constrained")
+    # fixed layout and one shared tick set: constrained layout with four colorbars costs seconds per figure
+    figure = Figure(figsize=(16, 4.8), dpi=100)
+    figure.subplots_adjust(left=0.06, right=0.98, bottom=0.2, top=0.86, wspace=0.45)
     axes = figure.subplots(1, 4)
     positions, labels = _tick_labels(tokens, limit=24)
     for ax, (name, matrix, masked) in zip(axes, panels):
@@ -219,7 +220,7 @@ def steps_figure(steps, tokens: Sequence[str], title: str = "") -> Figure:
         ax.set_title(name, fontsize=9)
         ax.set_xticks(positions, labels, fontsize=6, rotation=90)
         ax.set_yticks(positions, labels, fontsize=6)
-        figure.colorbar(image, ax=ax, shrink=0.7)
+        figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
     if title:
         figure.suptitle(title, fontsize=11)
     return figure
@@ -230,7 +231,8 @@ def vectors_figure(steps, tokens: Sequence[str], title: str = "") -> Figure:
     panels = [("Q", steps.query), ("K", steps.key), ("V", steps.value), ("output = softmax·V", steps.output)]
     if steps.query_before_rotation is not None:
         panels = [("Q before RoPE", steps.query_before_rotation), ("K before RoPE", steps.key_before_rotation)] + panels
-    figure = Figure(figsize=(3.2 * len(panels), 4.2), layout="constrained")
+    figure = Figure(figsize=(3.2 * len(panels), 4.2), dpi=100)
+    figure.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.86, wspace=0.5)
     axes = figure.subplots(1, len(panels))
     positions, labels = _tick_labels(tokens, limit=24)
     for ax, (name, matrix) in zip(axes, panels):
@@ -282,4 +284,75 @@ def patch_maps_figure(image: np.ndarray, maps: Sequence[np.ndarray], titles: Seq
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
+    return figure
+
+
+# --- interactive (plotly) versions for the page: the browser draws them, hover shows the values ------------------------
+
+
+def _plotly_axis(tokens: Sequence[str]) -> dict:
+    # numeric axes with token tick labels: a categorical axis would merge repeated tokens ("the", "the")
+    return {"tickmode": "array", "tickvals": list(range(len(tokens))), "ticktext": [str(t) for t in tokens],
+            "tickfont": {"size": 11 if len(tokens) <= 32 else 8 if len(tokens) <= 64 else 6}}
+
+
+def _plotly_trace(matrix: np.ndarray, masked: np.ndarray | None, colorscale: str, **kwargs):
+    import plotly.graph_objects as go
+
+    z = np.asarray(matrix, dtype=np.float32).copy()
+    if masked is not None:
+        z[masked] = np.nan  # masked cells show the grey background: the mask is visible, not just dark
+    z[~np.isfinite(z)] = np.nan
+    return go.Heatmap(z=z, colorscale=colorscale, hoverongaps=False,
+                      hovertemplate="query %{y} → key %{x}<br>%{z:.4f}<extra></extra>", **kwargs)
+
+
+def interactive_heatmap(matrix, row_tokens: Sequence[str], col_tokens: Sequence[str], title: str = "",
+                        masked: np.ndarray | None = None):
+    """`attention_heatmap` as a plotly figure for the page (queries as rows, keys as columns; hover for values)."""
+    import plotly.graph_objects as go
+
+    matrix = np.asarray(matrix)
+    if matrix.shape != (len(row_tokens), len(col_tokens)):
+        raise ValueError(f"matrix {matrix.shape} does not match {len(row_tokens)} row and {len(col_tokens)} column tokens")
+    figure = go.Figure(_plotly_trace(matrix, masked, "Viridis", zmin=0))
+    side = min(900, max(420, 14 * max(matrix.shape) + 160))
+    figure.update_layout(title=title, height=side, width=side + 80, plot_bgcolor="#d9d9d9",
+                         xaxis={**_plotly_axis(col_tokens), "title": "key (attends to)", "tickangle": -90},
+                         yaxis={**_plotly_axis(row_tokens), "title": "query (attends from)", "autorange": "reversed"},
+                         margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return figure
+
+
+def interactive_steps(steps, tokens: Sequence[str], title: str = ""):
+    """The step-by-step panels (Q·Kᵀ, scaled, masked, softmax) as one plotly figure."""
+    from plotly.subplots import make_subplots
+
+    masked = np.isinf(steps.mask)
+    panels = [("1. Q·Kᵀ", steps.scores, None, "RdBu_r"), (f"2. × {steps.scale:.4f}", steps.scaled, None, "RdBu_r"),
+              ("3. + mask (grey = −∞)", steps.scaled + steps.mask, masked, "RdBu_r"),
+              ("4. softmax (rows sum to 1)", steps.weights, None, "Viridis")]
+    figure = make_subplots(1, 4, subplot_titles=[p[0] for p in panels], horizontal_spacing=0.06)
+    for column, (_, matrix, mask, colorscale) in enumerate(panels, start=1):
+        figure.add_trace(_plotly_trace(matrix, mask, colorscale, showscale=column == 4), 1, column)
+        figure.update_xaxes(_plotly_axis(tokens) | {"tickangle": -90}, row=1, col=column)
+        figure.update_yaxes(_plotly_axis(tokens) | {"autorange": "reversed"}, row=1, col=column)
+    figure.update_layout(title=title, height=460, plot_bgcolor="#d9d9d9", margin={"l": 10, "r": 10, "t": 70, "b": 10})
+    return figure
+
+
+def interactive_vectors(steps, tokens: Sequence[str], title: str = ""):
+    """The head's Q, K, V (and, for RoPE, Q and K before the rotation) and its output as one plotly figure."""
+    from plotly.subplots import make_subplots
+
+    panels = [("Q", steps.query), ("K", steps.key), ("V", steps.value), ("output = softmax·V", steps.output)]
+    if steps.query_before_rotation is not None:
+        panels = [("Q before RoPE", steps.query_before_rotation), ("K before RoPE", steps.key_before_rotation)] + panels
+    figure = make_subplots(1, len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.04)
+    for column, (_, matrix) in enumerate(panels, start=1):
+        limit = float(np.abs(matrix).max()) or 1.0
+        figure.add_trace(_plotly_trace(matrix, None, "RdBu_r", zmin=-limit, zmax=limit, showscale=False), 1, column)
+        figure.update_yaxes(_plotly_axis(tokens) | {"autorange": "reversed", "showticklabels": column == 1},
+                            row=1, col=column)
+    figure.update_layout(title=title, height=420, margin={"l": 10, "r": 10, "t": 70, "b": 10})
     return figure

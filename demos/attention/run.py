@@ -171,13 +171,15 @@ def export_figure(figure, fmt: str, name: str, directory: Path | None = None) ->
     return path
 
 
-def heatmap_figure(result: AttentionResult, layer: int, head: int):
-    """One head's attention as a heatmap (the causal mask hatched for decoders)."""
+def heatmap_figure(result: AttentionResult, layer: int, head: int, interactive: bool = True):
+    """One head's attention as a heatmap, the causal mask greyed for decoders: plotly for the page (the browser
+    draws it, hover shows values), matplotlib for PNG/SVG downloads."""
     layer, head = check_index(layer, result.layers, "layer"), check_index(head, result.heads, "head")
     size = len(result.tokens)
     masked = np.isinf(att.causal_mask(size)) if result.causal else None
-    return views.attention_heatmap(result.attentions[layer, head], result.tokens, result.tokens,
-                                   f"{result.model} · layer {layer}, head {head}", masked=masked)
+    draw = views.interactive_heatmap if interactive else views.attention_heatmap
+    return draw(result.attentions[layer, head], result.tokens, result.tokens,
+                f"{result.model} · layer {layer}, head {head}", masked=masked)
 
 
 def head_view(result: AttentionResult, layer: int, heads: list[int] | None) -> str:
@@ -478,7 +480,8 @@ def build() -> gr.Blocks:
                     f"Recomputed from the model's own weights vs the attention the model returned: "
                     f"**max |difference| = {diff:.2e}** {'✅' if diff <= 1e-5 else '⚠️'}")
             title = f"{result.model} · layer {layer_index}, head {head_index}"
-            return note, views.steps_figure(steps, result.tokens, title), views.vectors_figure(steps, result.tokens, title)
+            return (note, views.interactive_steps(steps, result.tokens, title),
+                    views.interactive_vectors(steps, result.tokens, title))
 
         @user_errors
         def open_thumbnail(result, evt: gr.EventData):
@@ -513,7 +516,7 @@ def build() -> gr.Blocks:
         def download_figure(name, result, which, fmt, layer_index, head_index):
             result = _result(result)
             if which == "heatmap":
-                figure = heatmap_figure(result, layer_index, head_index)
+                figure = heatmap_figure(result, layer_index, head_index, interactive=False)
             else:
                 steps = explorer(name).steps(result.text, result.pair, layer_index, head_index)
                 figure = (views.steps_figure if which == "step by step" else views.vectors_figure)(steps, result.tokens)

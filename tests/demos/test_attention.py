@@ -119,7 +119,8 @@ def test_exports_round_trip(encoder, tmp_path):
     data = json.loads(export_tensors(result, "json", tmp_path).read_text())
     assert data["shape"] == list(result.attentions.shape) and data["tokens"] == result.tokens
     assert np.allclose(np.array(data["attentions"]), result.attentions, atol=1e-4)
-    figure = heatmap_figure(result, 1, 2)
+    assert heatmap_figure(result, 1, 2).data[0].type == "heatmap"  # plotly on the page
+    figure = heatmap_figure(result, 1, 2, interactive=False)
     assert export_figure(figure, "png", "h", tmp_path).read_bytes().startswith(b"\x89PNG")
     assert b"<svg" in export_figure(figure, "svg", "h", tmp_path).read_bytes()[:500]
     with pytest.raises(InputError, match="npz or json"):

@@ -18,7 +18,7 @@ def _pick(page, dropdown: str, option: str) -> None:
 
 
 def test_type_switch_layer_and_head_and_see_the_figures_change(page, gallery):
-    page.goto(gallery + "/attention", wait_until="networkidle")
+    page.goto(gallery + "/attention", wait_until="networkidle", timeout=120_000)
     page.locator("#attention-text textarea").fill("The quick brown fox jumps over the lazy dog.")
     page.locator("#attention-run").click()
     head_view = page.locator("#attention-headview .txa-headview")
@@ -33,17 +33,19 @@ def test_type_switch_layer_and_head_and_see_the_figures_change(page, gallery):
     assert 0 < shown < lines_layer_0
 
     page.get_by_role("tab", name="Heatmap").click()
-    heatmap = page.locator("#attention-heatmap img")
-    heatmap.wait_for(timeout=60_000)
-    before = heatmap.get_attribute("src")
+    heatmap = page.locator("#attention-heatmap")
+    expect(heatmap).to_contain_text("layer 0, head 0", timeout=60_000)
+    cells_before = heatmap.locator(".hm image, .heatmaplayer image").first.get_attribute("href")
 
     _pick(page, "#attention-layer", "layer 3")
     expect(head_view).to_have_attribute("data-layer", "3", timeout=60_000)
-    expect(heatmap).not_to_have_attribute("src", before, timeout=60_000)
-    after_layer = heatmap.get_attribute("src")
+    expect(heatmap).to_contain_text("layer 3, head 0", timeout=60_000)
+    cells_layer_3 = heatmap.locator(".hm image, .heatmaplayer image").first.get_attribute("href")
+    assert cells_layer_3 != cells_before  # the drawn matrix changed, not only its title
 
     _pick(page, "#attention-head", "head 7")
-    expect(heatmap).not_to_have_attribute("src", after_layer, timeout=60_000)
+    expect(heatmap).to_contain_text("layer 3, head 7", timeout=60_000)
+    assert heatmap.locator(".hm image, .heatmaplayer image").first.get_attribute("href") != cells_layer_3
 
     page.get_by_role("tab", name="Step by step").click()
     note = page.locator("#attention-steps-note")
