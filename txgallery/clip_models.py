@@ -282,7 +282,7 @@ def _fashion_embeddings(loaded: store.LoadedModel, images: np.ndarray, progress:
     return np.concatenate(chunks)
 
 
-def train_conse(out_dir: Path | None = None, calibration_size: int = 1000, test_size: int = 2000,
+def train_conse(out_dir: Path | None = None, calibration_size: int = 500, test_size: int = 1000,
                 progress: bool = True) -> dict:
     """Embed the 1,000 class prompts, calibrate the logit scale, measure zero-shot accuracy; write to `out_dir`.
 

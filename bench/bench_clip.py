@@ -1,0 +1,179 @@
+"""CLIP images/s: the gallery's path vs the raw model forward, at batch 1 and 32, for the stand-in and a ViT-B-32.
+
+    .venv/bin/python bench/bench_clip.py [--rounds 20] [--http --port 7872]
+
+For each model (the embedded ConSE stand-in; open_clip ViT-B-32 with random weights saved locally, which costs what
+the real laion2b checkpoint costs), interleaving the paths round by round in this process:
+  raw        PIL images -> the model's preprocessing -> encode_image, and encode_text of the prompts (the baseline)
+  gallery    what the page does: `load_image` of an uploaded PNG, RGB arrays through the serving seam
+             (`connect(ClipMatcher, source)`, the model's own thread), preprocessing, both encoders, softmax
+Batch 1 is one image against 6 prompts (`classify`); batch 32 is 32 images against 6 prompts (`similarity`, the
+search and matrix path). Every round uses pictures never seen before, so the page's embedding cache cannot help.
+With `--http`, batch 1 is also measured over HTTP against `txgallery serve --demo clip` (stand-in only) next to
+Gradio's `/ping` floor. Prints images/s and the ratio gallery / raw (target ≤ 1.15 at batch 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server does (txgallery.serving.prefer_passive_openmp)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from txgallery import clip_models, store  # noqa: E402
+from txgallery.serving import connect  # noqa: E402
+from txgallery.vision import load_image, sample_photos  # noqa: E402
+from txgallery_demos.clip.run import ClipMatcher, apply_template  # noqa: E402
+
+PROMPTS = apply_template("a photo of a {}", ["cat", "dog", "car", "cup of coffee", "rocket", "person"])
+
+
+def interleaved(paths: dict, n: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Time every path once per round, round after round, so that the machine's noise hits all paths alike."""
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    for i in range(warmup + n):
+        for name, fn in paths.items():
+            start = time.perf_counter()
+            fn(i)
+            if i >= warmup:
+                samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def fresh_pictures(folder: Path, rounds: int, per_round: int) -> list[list[Path]]:
+    """PNG files, `per_round` for each round, all different (one pixel changes), cycling through the sample photos."""
+    bases = [np.asarray(load_image(path)) for path in sample_photos().values()]
+    files = []
+    for r in range(rounds):
+        batch = []
+        for k in range(per_round):
+            picture = bases[(r * per_round + k) % len(bases)].copy()
+            picture[0, 0] = [(r * per_round + k) % 256, r % 256, k % 256]
+            path = folder / f"r{r}_{k}.png"
+            Image.fromarray(picture).save(path)
+            batch.append(path)
+        files.append(batch)
+    return files
+
+
+def measure(source: store.ModelSource, files: dict[int, list[list[Path]]], rounds: int) -> dict[int, dict]:
+    """Seconds per call of the raw and the gallery path, per batch size."""
+    loaded = store.get_store().load(source)
+    matcher = connect(ClipMatcher, source)
+    results = {}
+    for batch, per_round in files.items():
+        raw_images = [[Image.open(path).convert("RGB") for path in paths] for paths in per_round]
+
+        @torch.inference_mode()
+        def raw(i: int) -> None:
+            images = clip_models.embed_images(loaded, raw_images[i])
+            texts = clip_models.embed_texts(loaded, PROMPTS)
+            clip_models.zero_shot_probabilities(images @ texts.T, 100.0)
+
+        def gallery(i: int) -> None:
+            arrays = [np.asarray(load_image(path)) for path in per_round[i]]
+            if batch == 1:
+                matcher.classify(arrays[0], PROMPTS)
+            else:
+                matcher.similarity(arrays, PROMPTS)
+
+        results[batch] = interleaved({"raw": raw, "gallery": gallery}, n=rounds - 2)
+    return results
+
+
+def start_server(port: int) -> subprocess.Popen:
+    """`txgallery serve --demo clip` on 127.0.0.1:port, waiting until it answers."""
+    import httpx
+
+    server = subprocess.Popen([sys.executable, "-m", "txgallery.cli", "--log-level", "warning", "serve", "--demo",
+                               "clip", "--port", str(port), "--preload"], start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(1)
+    os.killpg(server.pid, signal.SIGTERM)
+    raise RuntimeError("server did not start")
+
+
+def http_batch1(port: int, paths: list[Path], rounds: int) -> dict[str, list[float]]:
+    """Batch 1 over HTTP: upload the file, call /clip_classify; the /ping echo is Gradio's floor."""
+    import json
+
+    import httpx
+
+    def call(http: httpx.Client, api: str, data: list) -> None:
+        event = http.post(f"/gradio_api/call/{api}", json={"data": data}).json()["event_id"]
+        with http.stream("GET", f"/gradio_api/call/{api}/{event}") as stream:
+            kind = None
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    kind = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and kind in ("complete", "error"):
+                    if kind == "error":
+                        raise RuntimeError(line)
+                    return json.loads(line[5:])
+
+    server = start_server(port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
+            def classify(i: int) -> None:
+                path = paths[i]
+                with path.open("rb") as handle:
+                    (uploaded,) = http.post("/gradio_api/upload", files={"files": (path.name, handle, "image/png")}).json()
+                call(http, "clip_classify", [{"path": uploaded, "meta": {"_type": "gradio.FileData"}},
+                                             "cat, dog, car, cup of coffee, rocket, person", "a photo of a {}"])
+
+            return interleaved({"echo /ping (floor)": lambda i: call(http, "ping", ["x"]),
+                                "gallery /clip_classify (upload + call)": classify}, n=rounds - 2)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--http", action="store_true", help="also measure batch 1 over HTTP (starts a server)")
+    parser.add_argument("--port", type=int, default=7872)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-clip-"))
+    files = {1: fresh_pictures(work, args.rounds, 1), 32: fresh_pictures(work, args.rounds, 32)}
+    import open_clip
+
+    torch.manual_seed(0)
+    clip_models.save_clip_directory(open_clip.create_model("ViT-B-32", pretrained=None), "ViT-B-32", work / "vit-b-32")
+    models = {"ConSE stand-in (embedded)": store.resolve("embedded", clip_models.TASK),
+              "open_clip ViT-B-32 (random weights)": store.resolve(str(work / "vit-b-32"), clip_models.TASK)}
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), python {platform.python_version()}; {args.rounds - 2} rounds\n")
+    print("| model | batch | raw images/s | gallery images/s | gallery / raw time (p50) |\n|---|---|---|---|---|")
+    for name, source in models.items():
+        for batch, samples in measure(source, files, args.rounds).items():
+            raw, gallery = statistics.median(samples["raw"]), statistics.median(samples["gallery"])
+            print(f"| {name} | {batch} | {batch / raw:.1f} | {batch / gallery:.1f} | {gallery / raw:.2f}× |",
+                  flush=True)
+    if args.http:
+        samples = http_batch1(args.port, [paths[0] for paths in files[1]], args.rounds)
+        print("\n| HTTP path, stand-in, batch 1 | p50 ms |\n|---|---|")
+        for name, values in samples.items():
+            print(f"| {name} | {statistics.median(values) * 1e3:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
