@@ -199,4 +199,5 @@ def test_head_view_draws_lines_by_weight_and_escapes_tokens():
 
 def test_model_view_has_a_thumbnail_per_layer_and_head():
     html = views.model_view_html(np.stack([np.stack(random_attention(1, 3, 5)[0])] * 2), selected=(1, 2))
-    assert html.count("<img") == 6 and 'data-layer="1" data-head="2"' in html
+    assert html.count("data-head=") == 6 and html.count("<img") == 1  # one sprite, one clickable cell per head
+    assert 'data-layer="1" data-head="2"' in html and html.count("outline:3px") == 1  # the opened one is ringed

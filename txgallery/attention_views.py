@@ -81,20 +81,6 @@ def escape(token: str) -> str:
     return html.escape(str(token), quote=True)
 
 
-def png_data_uri(matrix: np.ndarray, size: int = 96) -> str:
-    """A small PNG of a [0, 1] matrix (viridis), as a data URI for thumbnails."""
-    from matplotlib import colormaps
-    from PIL import Image
-
-    matrix = np.asarray(matrix, dtype=np.float64)
-    peak = matrix.max() if matrix.size and matrix.max() > 0 else 1.0
-    rgba = (colormaps[CMAP](matrix / peak)[..., :3] * 255).astype(np.uint8)
-    image = Image.fromarray(rgba).resize((size, size), Image.NEAREST)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 # --- head view and model view (HTML for gr.HTML; the JS that makes them interactive is HEAD_VIEW_JS) ---------------
 
 HEAD_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -170,28 +156,50 @@ element.addEventListener('mouseleave', () => isolate(null));
 
 
 def model_view_html(attentions: np.ndarray, thumbnail: int = 64, selected: tuple[int, int] | None = None) -> str:
-    """Every layer (rows) × head (columns) as a small attention-map thumbnail; clicking one opens it (MODEL_VIEW_JS)."""
-    attentions = np.asarray(attentions)
-    layers, heads = attentions.shape[:2]
-    cells = ['<div class="txa-modelview"><table style="border-collapse:collapse"><tr><th></th>']
-    cells.extend(f'<th style="font-size:11px">head {h}</th>' for h in range(heads))
-    cells.append("</tr>")
+    """Every layer (rows) × head (columns) as a small attention-map thumbnail; clicking one opens it (MODEL_VIEW_JS).
+
+    The thumbnails are one PNG (one encode instead of layers × heads) under a grid of clickable cells.
+    """
+    from matplotlib import colormaps
+    from PIL import Image
+
+    attentions = np.asarray(attentions, dtype=np.float32)
+    layers, heads, size = attentions.shape[:3]
+    gap, label_w, label_h = 4, 56, 18
+    cell = thumbnail + gap
+    # resample each map to thumbnail × thumbnail by nearest index (cheap, and every token keeps a visible band)
+    index = np.minimum((np.arange(thumbnail) * size) // thumbnail, size - 1)
+    maps = attentions[:, :, index][:, :, :, index]
+    peak = maps.max(axis=(2, 3), keepdims=True)
+    maps = maps / np.where(peak > 0, peak, 1.0)
+    sheet = np.ones((layers * cell, heads * cell, 3), dtype=np.uint8) * 255
+    colors = (colormaps[CMAP](maps)[..., :3] * 255).astype(np.uint8)  # (layers, heads, t, t, 3)
     for layer in range(layers):
-        cells.append(f'<tr><th style="font-size:11px;padding-right:4px">layer {layer}</th>')
         for head in range(heads):
-            border = "3px solid #d62728" if selected == (layer, head) else "1px solid #ccc"
-            cells.append(f'<td style="padding:2px"><img data-layer="{layer}" data-head="{head}" '
-                         f'title="layer {layer}, head {head}: click to open" width="{thumbnail}" height="{thumbnail}" '
-                         f'style="cursor:pointer;border:{border};image-rendering:pixelated" '
-                         f'src="{png_data_uri(attentions[layer, head], thumbnail)}"></td>')
-        cells.append("</tr>")
-    cells.append("</table></div>")
-    return "".join(cells)
+            sheet[layer * cell: layer * cell + thumbnail, head * cell: head * cell + thumbnail] = colors[layer, head]
+    buffer = io.BytesIO()
+    Image.fromarray(sheet).save(buffer, format="PNG", compress_level=3)
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    width, height = label_w + heads * cell, label_h + layers * cell
+    parts = [f'<div class="txa-modelview" style="position:relative;width:{width}px;height:{height}px;font-size:11px">',
+             f'<img alt="attention of every layer and head" src="{uri}" width="{heads * cell}" height="{layers * cell}" '
+             f'style="position:absolute;left:{label_w}px;top:{label_h}px;image-rendering:pixelated;max-width:none">']
+    parts.extend(f'<span style="position:absolute;left:{label_w + h * cell}px;top:0">head {h}</span>' for h in range(heads))
+    parts.extend(f'<span style="position:absolute;left:0;top:{label_h + l * cell + thumbnail // 2 - 7}px">layer {l}</span>'
+                 for l in range(layers))
+    for layer in range(layers):
+        for head in range(heads):
+            ring = "outline:3px solid #d62728;" if selected == (layer, head) else ""
+            parts.append(f'<div data-layer="{layer}" data-head="{head}" title="layer {layer}, head {head}: click to '
+                         f'open" style="position:absolute;left:{label_w + head * cell}px;top:{label_h + layer * cell}px;'
+                         f'width:{thumbnail}px;height:{thumbnail}px;cursor:pointer;{ring}"></div>')
+    parts.append("</div>")
+    return "".join(parts)
 
 
 MODEL_VIEW_JS = """
 element.addEventListener('click', (event) => {
-  const cell = event.target.closest('img[data-layer]');
+  const cell = event.target.closest('[data-layer]');
   if (cell) trigger('click', {layer: Number(cell.dataset.layer), head: Number(cell.dataset.head)});
 });
 """

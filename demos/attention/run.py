@@ -363,6 +363,16 @@ def vision_model() -> store.ModelSource | store.ModelLoadError:
     return store.resolve(f"embedded:{names[0]}", VISION_TASK, "the gallery's embedded ViT")
 
 
+def fashion_examples() -> list[str]:
+    """One Fashion-MNIST test image per class for the ViT tab (none when the Debian dataset is not installed)."""
+    from txgallery.vision import fashion_mnist_examples
+
+    try:
+        return [str(path) for path in fashion_mnist_examples().values()]
+    except FileNotFoundError:
+        return []
+
+
 def _choices(count: int, what: str) -> list[tuple[str, int]]:
     return [(f"{what} {i}", i) for i in range(count)]
 
@@ -381,6 +391,8 @@ def build() -> gr.Blocks:
             pair = gr.Textbox(label="Second sentence (optional, encoders: sentence-pair mode)", lines=2, scale=2,
                               elem_id="attention-pair")
         run = gr.Button("Show attention", variant="primary", elem_id="attention-run")
+        gr.Markdown(f"Limits: {MAX_ATTENTION_TOKENS_ENCODER} tokens for encoders (specials included), "
+                    f"{MAX_ATTENTION_TOKENS_DECODER} for the decoder; longer text is cut, with a notice.")
         notice = gr.Markdown(elem_id="attention-notice")
         with gr.Row():
             layer = gr.Dropdown(_choices(6, "layer"), value=0, label="Layer", elem_id="attention-layer")
@@ -422,6 +434,9 @@ def build() -> gr.Blocks:
                         discard = gr.Slider(0.0, 0.95, value=0.0, step=0.05, label="Discard ratio (weakest weights)")
                         run_vit = gr.Button("Show ViT attention", variant="primary")
                         vit_label = gr.Label(label="Prediction", num_top_classes=5)
+                examples = fashion_examples()
+                if examples:
+                    gr.Examples(examples, inputs=image, label="Fashion-MNIST test images")
                 vit_rollout = gr.Plot(label="Attention rollout ([CLS] → patches)")
                 vit_layers = gr.Plot(label="[CLS] attention of each layer")
             with gr.Tab("Export"):

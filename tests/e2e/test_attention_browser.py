@@ -18,7 +18,8 @@ def _pick(page, dropdown: str, option: str) -> None:
 
 
 def test_type_switch_layer_and_head_and_see_the_figures_change(page, gallery):
-    page.goto(gallery + "/attention", wait_until="networkidle", timeout=120_000)
+    page.goto(gallery + "/attention", wait_until="load", timeout=120_000)
+    page.locator("#attention-run").wait_for(timeout=120_000)
     page.locator("#attention-text textarea").fill("The quick brown fox jumps over the lazy dog.")
     page.locator("#attention-run").click()
     head_view = page.locator("#attention-headview .txa-headview")
