@@ -110,16 +110,17 @@ def test_rank_is_bounded_by_the_narrowest_target(tiny_llama_dir):
 # --- training -----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_short_lora_run_beats_the_untrained_head(minilm_dir):
-    """LoRA on a fixed 480-sentence slice of Rotten Tomatoes, measured on 200 held-out test sentences."""
+    """LoRA on a fixed 400-sentence slice of Rotten Tomatoes, measured on 150 held-out test sentences."""
     splits = rotten_tomatoes_splits()
-    data = finetune.ClassificationData(splits.train.head(480), splits.test.head(200))
-    config = FinetuneConfig(method="lora", steps=30, batch_size=16, max_length=32, learning_rate=3e-3, eval_every=100)
+    data = finetune.ClassificationData(splits.train.head(400), splits.test.head(150))
+    config = FinetuneConfig(method="lora", steps=25, batch_size=16, max_length=24, learning_rate=5e-3, eval_every=100)
     model, config, _ = finetune.build(minilm_dir, config)
     tokenizer = __import__("transformers").AutoTokenizer.from_pretrained(minilm_dir)
     untrained = finetune.evaluate(model, tokenizer, data, config.max_length)
     result = finetune.train(model, tokenizer, data, config)
-    assert result.steps == 30 and result.evaluations[-1] == (30, result.metric)
+    assert result.steps == 25 and result.evaluations[-1] == (25, result.metric)
     assert result.metric >= untrained + 0.08, (untrained, result.metric)
     assert sum(result.losses[-5:]) / 5 < sum(result.losses[:5]) / 5
 

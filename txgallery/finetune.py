@@ -422,6 +422,17 @@ def _broadcast_flag(flag: bool, world: int) -> bool:
     return bool(tensor.item())
 
 
+def _mean_over_workers(loss: torch.Tensor, world: int) -> float:
+    """The batch's loss as one process would see it: each worker's half-batch mean, averaged over workers."""
+    if world > 1:
+        import torch.distributed as dist
+
+        loss = loss.clone()
+        dist.all_reduce(loss)
+        loss /= world
+    return loss.item()
+
+
 def train(model: torch.nn.Module, tokenizer, data: ClassificationData | TextData, config: FinetuneConfig,
           on_event: Callable[[dict], None] | None = None, should_stop: Callable[[], str] | None = None,
           rank: int = 0, world: int = 1, evaluation_model: torch.nn.Module | None = None) -> TrainResult:
@@ -461,7 +472,7 @@ def train(model: torch.nn.Module, tokenizer, data: ClassificationData | TextData
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(_mean_over_workers(loss.detach(), world))
         if _broadcast_flag(rank == 0 and not math.isfinite(losses[-1]), world):
             raise TrainingDiverged(f"The loss became {losses[-1]} at step {step} and the run was stopped: the "
                                    f"learning rate {config.lr:g} is too high for {config.method}; try a smaller one.")

@@ -136,10 +136,10 @@ def read_labelled_csv(path: str | Path) -> tuple[finetune.ClassificationData, st
         raise InputError(f"Labels must be all integers or all class names; found the integer-less label {bad!r} "
                          f"among integer labels.")
     names = sorted(set(raw_labels), key=int if all(numeric) else str)
-    if all(numeric) and [int(n) for n in names] != list(range(len(names))):
-        raise InputError(f"Integer labels must be 0, 1, … with none missing; found {', '.join(names[:10])}.")
     if len(names) < 2:
         raise InputError(f"All rows have the label {names[0]!r}; a classifier needs at least 2 classes.")
+    if all(numeric) and [int(n) for n in names] != list(range(len(names))):
+        raise InputError(f"Integer labels must be 0, 1, … with none missing; found {', '.join(names[:10])}.")
     if len(names) > MAX_CSV_CLASSES:
         raise InputError(f"The CSV has {len(names)} distinct labels; at most {MAX_CSV_CLASSES} classes are allowed.")
     ids = [names.index(label) for label in raw_labels]
@@ -501,7 +501,7 @@ def build() -> gr.Blocks:
             figure = curves_figure(status, metric_name) if status.losses else gr.skip()
             if not status.finished:
                 return progress_text(status), figure, gr.skip(), gr.skip(), gr.skip(), gr.skip(), state
-            if status.state == "done":
+            if status.result is not None:  # finished, or cancelled/capped after some steps: keep what it learned
                 state.run_ids.append(status.result.run_id)
                 if len(state.run_ids) > MAX_FINETUNE_RUNS_PER_SESSION:  # keep memory bounded: drop the oldest
                     playground.forget(state.run_ids[:1])

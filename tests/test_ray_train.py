@@ -1,0 +1,68 @@
+"""The same training function on Ray Train: a `TorchTrainer` with 2 CPU workers matches the local run.
+
+Ray is started by the fixture on 127.0.0.1 (the suite runs in a loopback-only network namespace) with token
+authentication disabled explicitly (Ray 2.60 turns it on by default for new local clusters), and shut down after.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from txgallery import finetune
+from txgallery.datasets import rotten_tomatoes_splits
+from txgallery.jobs import ray_is_running
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RAY_AUTH_MODE", "disabled")
+    patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="txgallery-train-tests")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        patch.undo()
+
+
+class Collector:
+    """Stands in for a `JobContext`: keeps the relayed events, never asks to stop."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def report(self, event: dict) -> None:
+        self.events.append(event)
+
+    def should_stop(self) -> str:
+        return ""
+
+
+def test_two_ray_train_workers_match_the_local_run(ray_cluster, tiny_classifier_dir, tmp_path):
+    splits = rotten_tomatoes_splits()
+    data = finetune.ClassificationData(splits.train.head(64), splits.test.head(32))
+    # no dropout anywhere: then two workers on half-batches with averaged gradients are the local run, up to rounding
+    config = finetune.FinetuneConfig(method="lora", steps=4, batch_size=8, max_length=24, dropout=0.0,
+                                     model_dropout=0.0, learning_rate=0.02, eval_every=2)
+    local = finetune.run_local(finetune.RunSpec(str(tiny_classifier_dir), config, data, str(tmp_path / "local")))
+    assert ray_is_running()
+    collector = Collector()
+    distributed = finetune.run_on_ray(finetune.RunSpec(str(tiny_classifier_dir), config, data, str(tmp_path / "ray")),
+                                      num_workers=2, context=collector)
+
+    assert distributed.result.steps == local.result.steps == 4
+    assert distributed.result.losses == pytest.approx(local.result.losses, rel=1e-4)
+    assert distributed.result.metric == pytest.approx(local.result.metric, abs=1e-9)
+    assert distributed.count == local.count
+    assert [e["step"] for e in collector.events] == [1, 2, 3, 4]  # progress reached the driver
+    batch = local.tokenizer(["a lovely film", "dreadful", "fine"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(distributed.model(**batch).logits, local.model(**batch).logits, atol=1e-4)
+        assert not torch.allclose(local.model(**batch).logits, finetune.build(str(tiny_classifier_dir), config)[0]
+                                  .eval()(**batch).logits, atol=1e-3)  # training changed something
