@@ -139,10 +139,10 @@ def test_standin_image_embedding_is_a_convex_combination_of_class_embeddings(sta
 
 @pytest.mark.slow
 def test_train_clip_rebuilds_a_loadable_standin(tmp_path, standin):
-    metrics = clip_models.train_conse(tmp_path, calibration_size=50, test_size=50, progress=False)
+    metrics = clip_models.train_conse(tmp_path, calibration_size=20, test_size=20, progress=False)
     assert metrics["logit_scale"] in clip_models.SCALE_GRID
     assert metrics["logit_scale"] == min(metrics["calibration_nll"], key=metrics["calibration_nll"].get)
-    assert 0.0 <= metrics["fashion_mnist_accuracy"] <= 1.0 and metrics["fashion_mnist_size"] == 50
+    assert 0.0 <= metrics["fashion_mnist_accuracy"] <= 1.0 and metrics["fashion_mnist_size"] == 20
     model, _ = clip_models.conse_effnet_minilm(directory=tmp_path)
     torch.testing.assert_close(model.class_embeddings, standin.model.class_embeddings)  # deterministic
     assert clip_models.logit_scale(model) == pytest.approx(metrics["logit_scale"])
