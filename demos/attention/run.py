@@ -440,6 +440,9 @@ def build() -> gr.Blocks:
                 vit_rollout = gr.Plot(label="Attention rollout ([CLS] → patches)")
                 vit_layers = gr.Plot(label="[CLS] attention of each layer")
             with gr.Tab("Export"):
+                gr.Markdown("Figures as PNG or SVG, and every layer's attention as NPZ (float32) or JSON. The "
+                            "interactive figures also download as PNG from the camera button in their toolbar; the "
+                            "positional and ViT figures are images (right-click to save).")
                 with gr.Row():
                     figure_choice = gr.Radio(["heatmap", "step by step", "Q, K, V"], value="heatmap", label="Figure")
                     figure_format = gr.Radio(["png", "svg"], value="png", label="Format")
