@@ -6,7 +6,6 @@ Everything here takes and returns plain arrays (numpy, or torch where a model is
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -311,11 +310,6 @@ def _recompute_layer_error(trace: AttentionTrace, model, layer: int) -> float:
         scores = scores + torch.as_tensor(causal_mask(scores.shape[-1]), dtype=scores.dtype, device=scores.device)
     weights = torch.softmax(scores.float(), dim=-1)
     return float((weights - trace.attentions[layer]).abs().max())
-
-
-def log_base_hint(size: int) -> float:
-    """Entropy of a uniform distribution over `size` tokens (the most a head's entropy can be), in nats."""
-    return math.log(max(size, 1))
 
 
 # --- vision transformers ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from txgallery import attention as att
 from txgallery import attention_views as views
@@ -130,10 +131,12 @@ class AttentionResult:
 
     @property
     def layers(self) -> int:
+        """How many layers the model has."""
         return self.attentions.shape[0]
 
     @property
     def heads(self) -> int:
+        """How many (query) heads each layer has."""
         return self.attentions.shape[1]
 
 
@@ -295,7 +298,7 @@ class VitResult:
     top: dict[str, float]
 
 
-def load_picture(path) -> "PIL.Image.Image":  # noqa: F821
+def load_picture(path) -> Image.Image:
     """Open an upload as an RGB image (txgallery.vision's safe loader), with a clear message when it is not one."""
     from txgallery.vision import load_image
 
@@ -345,8 +348,7 @@ class VitExplorer:
 
 def text_models() -> list[tuple[str, store.ModelSource | store.ModelLoadError]]:
     """(choice label, source or error) for the text models: the configured encoders (or MiniLM), then the decoder."""
-    models = [(source.ref if isinstance(source, store.ModelLoadError) else source.ref, source)
-              for source in store.resolve_choice(SLUG, ENCODER_TASK)]
+    models = [(source.ref, source) for source in store.resolve_choice(SLUG, ENCODER_TASK)]
     try:
         models.append((DECODER_DEFAULT.removeprefix("embedded:"), store.resolve(DECODER_DEFAULT, DECODER_TASK,
                                                                                  "the demo's default decoder")))
