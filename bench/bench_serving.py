@@ -9,7 +9,8 @@ In one run, on 127.0.0.1 (run it inside a loopback-only namespace: it starts Ray
 For each: `/sentiment_predict` and the `/ping` echo (the HTTP + Gradio floor, no model) at each client count,
 through a raw HTTP client (httpx, Gradio's two-step call API) and, for sentiment, through gradio_client;
 throughput (requests/s) and p50/p95 latency. Also: resident memory of the model replica and of the UI replica.
-Prints a markdown table and the batching ratio at 16 clients (target ≥ 3×).
+Through a DeploymentHandle it also calls the model deployment alone (no UI replica), which is where batching acts.
+Prints a markdown table and the batching ratios (target ≥ 3× at 16 clients).
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def load(call, clients: int, requests: int) -> tuple[float, float, float, int]:
     return len(latencies) / elapsed, p50, p95, len(failed)
 
 
-def measure(url: str, label: str, levels: list[int], rows: list) -> None:
-    """Every endpoint × client kind × concurrency level against one server."""
+def measure(url: str, label: str, levels: list[int], rows: list, handle=None) -> None:
+    """Every endpoint × client kind × concurrency level against one server (and its model deployment's handle)."""
     from gradio_client import Client
 
     text = lambda i: TEXTS[i % len(TEXTS)]  # noqa: E731
@@ -73,6 +74,9 @@ def measure(url: str, label: str, levels: list[int], rows: list) -> None:
             ("sentiment_predict", "raw HTTP"): lambda i: http_call(http, "sentiment_predict", [text(i)]),
             ("sentiment_predict", "gradio_client"): lambda i: client.predict(text(i), api_name="/sentiment_predict"),
         }
+        if handle is not None:  # the model deployment alone, without the UI replica: what batching changes
+            paths[("predict (model only)", "DeploymentHandle")] = \
+                lambda i: handle.call.remote("predict", ([text(i)],), {}).result()
         for clients in levels:
             for (endpoint, kind), call in paths.items():
                 throughput, p50, p95, failed = load(call, clients, max(16, 2 * clients))
@@ -124,7 +128,8 @@ def main() -> None:
         for label, batch in (("ray batched", 16), ("ray 1-by-1", 1)):
             serve.run(build_app({"demos": ["sentiment"], "num_cpus": 0.5, "max_batch_size": batch}),
                       name="txgallery", route_prefix="/")
-            measure(url, label, levels, rows)
+            handle = serve.get_deployment_handle("SentimentClassifier-minilm-rt-sentiment", app_name="txgallery")
+            measure(url, label, levels, rows, handle)
             memory = replica_memory()
     finally:
         serve.shutdown()
@@ -140,8 +145,11 @@ def main() -> None:
         batched = rate[("ray batched", "sentiment_predict", "raw HTTP", clients)]
         single = rate[("ray 1-by-1", "sentiment_predict", "raw HTTP", clients)]
         served = rate[("serve", "sentiment_predict", "raw HTTP", clients)]
-        print(f"{clients:>3} clients, raw HTTP: ray batched / ray 1-by-1 = {batched / single:.2f}×; "
-              f"ray batched / txgallery serve = {batched / served:.2f}×")
+        model = (rate[("ray batched", "predict (model only)", "DeploymentHandle", clients)]
+                 / rate[("ray 1-by-1", "predict (model only)", "DeploymentHandle", clients)])
+        print(f"{clients:>3} clients: model deployment alone, batched / 1-by-1 = {model:.2f}×; through the UI (raw "
+              f"HTTP): ray batched / ray 1-by-1 = {batched / single:.2f}×, ray batched / txgallery serve = "
+              f"{batched / served:.2f}×")
     print(f"\nresident memory: txgallery serve (whole process) {serve_rss:.0f} MB; "
           + "; ".join(f"{name} {mb:.0f} MB" for name, mb in memory.items()))
 
