@@ -380,6 +380,7 @@ def batch_indices(size: int, batch_size: int, steps: int, seed: int) -> list[lis
 def _encode(tokenizer, texts: list[str], max_length: int, device: str, decoder: bool) -> dict:
     batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
     if decoder:
+        batch.pop("token_type_ids", None)  # BERT-style tokenizers add them; decoders take none
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         batch["labels"] = labels
     return dict(batch)

@@ -347,6 +347,8 @@ class FinetunePlayground:
         model, tokenizer = run.model, run.tokenizer
         encoded = tokenizer([text], truncation=True, max_length=256, return_tensors="pt").to(model.device)
         decoder = run.result.metric_name.startswith("next-token")
+        if decoder:
+            encoded.pop("token_type_ids", None)  # BERT-style tokenizers add them; decoders take none
 
         def answer():
             if decoder:
