@@ -12,12 +12,15 @@ from txgallery.plugin import discover_demos
 pytestmark = pytest.mark.slow
 
 CLIENTS = 32
+# Demos whose every call starts an exclusive job: under load they answer "busy" or "queue full" by design (tested
+# in their own suites), so they send no traffic here.
+JOB_DEMOS = {"efficiency": "one lab run at a time per model", "finetune": "training jobs are capped and queued"}
 
 
 def test_every_demo_declares_traffic():
     entries = [e for e in discover_demos() if e.ok]
     assert entries
-    assert [e.slug for e in entries if not e.demo.traffic] == []
+    assert [e.slug for e in entries if not e.demo.traffic and e.slug not in JOB_DEMOS] == []
 
 
 def test_32_concurrent_clients_get_answers_and_none_fails(gallery):

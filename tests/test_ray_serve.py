@@ -149,7 +149,7 @@ def test_every_demo_endpoint_answers_through_the_proxy(cluster, client, request)
     names = {name.lstrip("/") for name in endpoints}
     assert {"sentiment_predict", "sentiment_explain", "sentiment_batch", "efficiency_measure"} <= names
     in_process = None  # the same demos in one process (conftest's gallery): what Ray must not change
-    traffic = {call.api_name: call.args for entry in discover_demos() if entry.ok
+    traffic = {call.api_name: call.arguments() for entry in discover_demos() if entry.ok
                for call in getattr(entry.demo, "traffic", ())}
     called = set()
     for name, endpoint in endpoints.items():

@@ -13,6 +13,7 @@ import random
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import httpx
@@ -62,11 +63,29 @@ def traffic_mix(entries: list[DemoEntry]) -> list[ApiCall]:
     return [call for entry in entries if entry.ok for call in entry.demo.traffic]
 
 
+def _is_local_file(value) -> bool:
+    return isinstance(value, dict) and value.get("meta", {}).get("_type") == "gradio.FileData" and "path" in value
+
+
+async def _uploaded(http: httpx.AsyncClient, value):
+    """Upload a `handle_file(path)` argument as a browser does and refer to the server's copy."""
+    if isinstance(value, list):
+        return [await _uploaded(http, item) for item in value]
+    if not _is_local_file(value):
+        return value
+    path = Path(value["path"])
+    with path.open("rb") as handle:
+        response = await http.post("/gradio_api/upload", files={"files": (path.name, handle)})
+    response.raise_for_status()
+    return {"path": response.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+
 async def call_once(http: httpx.AsyncClient, call: ApiCall) -> CallResult:
-    """Send one call through Gradio's HTTP API and wait for its result (or error) event."""
+    """Send one call through Gradio's HTTP API (uploading its files first) and wait for its result or error event."""
     start = time.perf_counter()
     try:
-        posted = await http.post(f"/gradio_api/call/{call.api_name}", json={"data": list(call.args)})
+        data = [await _uploaded(http, arg) for arg in call.arguments()]
+        posted = await http.post(f"/gradio_api/call/{call.api_name}", json={"data": data})
         posted.raise_for_status()
         event_id = posted.json()["event_id"]
         event = None
@@ -81,7 +100,7 @@ async def call_once(http: httpx.AsyncClient, call: ApiCall) -> CallResult:
                         return CallResult(call.api_name, False, time.perf_counter() - start, str(message))
                     return CallResult(call.api_name, True, time.perf_counter() - start)
         return CallResult(call.api_name, False, time.perf_counter() - start, f"stream ended after event {event!r}")
-    except (httpx.HTTPError, KeyError, ValueError) as exc:
+    except (httpx.HTTPError, KeyError, ValueError, OSError) as exc:
         return CallResult(call.api_name, False, time.perf_counter() - start, f"{type(exc).__name__}: {exc}")
 
 

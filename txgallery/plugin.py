@@ -32,10 +32,18 @@ class ModelSlot:
 
 @dataclass(frozen=True)
 class ApiCall:
-    """A cheap, valid call of one of a demo's endpoints: what load tests, soak runs and deployment checks send."""
+    """A cheap, valid call of one of a demo's endpoints: what load tests, soak runs and deployment checks send.
+
+    `args` may be a function returning them, for arguments that need work, e.g. files written on first use: files
+    are given as `gradio_client.handle_file(path)`, which gradio_client and `txgallery.loadgen` both upload.
+    """
 
     api_name: str  # without the leading slash, e.g. "sentiment_predict"
-    args: tuple = ()
+    args: tuple | Callable[[], tuple] = ()
+
+    def arguments(self) -> tuple:
+        """The call's arguments (computed now when `args` is a function)."""
+        return tuple(self.args()) if callable(self.args) else tuple(self.args)
 
 
 @dataclass(frozen=True)
