@@ -19,8 +19,6 @@ import argparse
 import os
 import platform
 import signal
-import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
