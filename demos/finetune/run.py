@@ -13,8 +13,7 @@ import random
 import shutil
 import tempfile
 import threading
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr

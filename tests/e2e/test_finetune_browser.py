@@ -19,7 +19,10 @@ def _set_slider(page, elem_id: str, value: str) -> None:
 
 
 def test_tiny_run_updates_the_curve_and_lands_in_the_comparison(page, gallery):
-    page.goto(gallery + "/finetune", wait_until="networkidle", timeout=120_000)
+    # not "networkidle": the session-cleanup heartbeat (gr.State's delete_callback) keeps a stream open
+    page.goto(gallery + "/finetune", wait_until="load", timeout=120_000)
+    expect(page.get_by_role("button", name="Train", exact=True)).to_be_visible(timeout=120_000)
+    expect(page.locator("#finetune-steps input[type=number]")).to_be_visible(timeout=120_000)
     _set_slider(page, "finetune-steps", "8")
     _set_slider(page, "finetune-batch", "4")
     page.get_by_role("button", name="Train", exact=True).click()
