@@ -233,7 +233,8 @@ def build() -> gr.Blocks:
         with gr.Tab("Patches and attention"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(label="Image (upload, webcam or paste)", type="filepath",
+                    # image_mode=None: Gradio hands over the uploaded file untouched; load_image converts any mode
+                    image = gr.Image(label="Image (upload, webcam or paste)", type="filepath", image_mode=None,
                                      sources=["upload", "webcam", "clipboard"], height=300, elem_id="vit-image")
                     with gr.Row():
                         fusion = gr.Radio(list(HEAD_FUSIONS), value="mean", label="Head fusion")
@@ -263,8 +264,8 @@ def build() -> gr.Blocks:
                         "embedded ViT only knows Fashion-MNIST's 10 clothing classes; add "
                         f"`--model vit=embedded,{HUB_VIT}` when online for an ImageNet ViT.")
             with gr.Row():
-                photo = gr.Image(label="Photo", type="filepath", sources=["upload", "webcam", "clipboard"],
-                                 height=260, elem_id="vit-compare-image")
+                photo = gr.Image(label="Photo", type="filepath", image_mode=None,
+                                 sources=["upload", "webcam", "clipboard"], height=260, elem_id="vit-compare-image")
                 compare = gr.Button("Compare", variant="primary")
             badges, plots = [], []
             with gr.Row():
