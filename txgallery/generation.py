@@ -13,8 +13,8 @@ each step runs the model on one new token only, and records the model's candidat
 from __future__ import annotations
 
 import math
-import threading
 import queue
+import threading
 import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Literal
@@ -115,8 +115,8 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Temperature, then top-k, then top-p (nucleus): removed tokens get -inf; softmax of the result sums to 1."""
-    scores = logits / temperature if temperature not in (0, 1) else logits.clone()
+    """Temperature (> 0), then top-k, then top-p (nucleus): removed tokens get -inf; their softmax sums to 1."""
+    scores = logits / temperature if temperature != 1 else logits.clone()
     if 0 < top_k < scores.shape[-1]:
         kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
