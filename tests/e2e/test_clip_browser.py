@@ -17,7 +17,8 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "clip.png"
 def test_upload_a_photo_and_read_the_top_class(page, gallery, tmp_path):
     photo = tmp_path / "my_cat.jpg"
     Image.fromarray(skimage.data.chelsea()).save(photo)
-    page.goto(gallery + "/clip", wait_until="networkidle", timeout=120_000)
+    page.goto(gallery + "/clip", timeout=120_000)
+    page.locator("#clip-image input[type=file]").wait_for(state="attached", timeout=120_000)
     page.get_by_label("Labels (comma or line separated)").fill("car, cat, rocket")
     page.locator("#clip-image input[type=file]").set_input_files(str(photo))  # the upload runs the classifier
     label = page.locator("#clip-label")
