@@ -290,7 +290,7 @@ def build() -> gr.Blocks:
                     outputs.append(None if classifier is None else classifier.attribute(cleaned))
                 except (store.ModelLoadError, InputError):  # the badge above already says why
                     outputs.append(None)
-            return outputs
+            return outputs[0] if len(outputs) == 1 else outputs  # Gradio takes one output's value unwrapped
 
         @user_errors
         def classify_many(pasted: str, file):

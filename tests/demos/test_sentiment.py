@@ -156,3 +156,18 @@ def test_train_command_writes_a_loadable_adapter(tmp_path):
 
     model, _ = minilm_rt_sentiment(adapter_dir=out)
     assert model.config.num_labels == 2
+
+
+def test_explain_with_one_configured_model_returns_that_models_words():
+    """With one model (the default), the handler's single output is the word list itself, not a list around it."""
+    from txgallery import settings
+    from txgallery_demos.sentiment.run import demo
+
+    settings.configure(settings.load_settings(["sentiment=embedded"], environ={}))
+    try:
+        page = demo.build()
+    finally:
+        settings.configure(settings.Settings())
+    explain = next(fn for fn in page.fns.values() if fn.api_name == "sentiment_explain")
+    words = explain.fn("A wonderful, warm film.")
+    assert isinstance(words[0], tuple) and "wonderful" in [word for word, _ in words]
