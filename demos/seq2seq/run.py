@@ -35,7 +35,7 @@ T5 names the task in the input with a prefix: `sst2 sentence: …` (sentiment, G
 `translate English to German: …`. BART is the same shape with a different pre-training (denoising whole
 documents); `facebook/bart-large-cnn` summarises news.
 
-The embedded model is a small T5 (3 encoder + 2 decoder layers, 1.6M weights) that txgallery trains from scratch
+The embedded model is a small T5 (2 encoder layers + 1 decoder layer, 1.0M weights) that txgallery trains from scratch
 (`txgallery train t5`) on Rotten Tomatoes sentences, with two prefixes built from the same data: `sst2 sentence:`
 → `positive`/`negative`, and `fill:` — a span cut out and replaced by `<extra_id_0>` → the missing words, which
 is T5's own pre-training objective. It knows nothing else: summaries and translations need a hub model
@@ -222,12 +222,12 @@ def build() -> gr.Blocks:
                 decoding = gr.Radio(["greedy", "beam search"], value="greedy", label="Decoding")
                 beams = gr.Slider(2, MAX_SEQ2SEQ_BEAMS, value=4, step=1, label="Beams (beam search)")
                 max_new = gr.Slider(1, MAX_SEQ2SEQ_NEW_TOKENS, value=16, step=1, label="Max new tokens")
-        run = gr.Button("Generate", variant="primary")
+        run = gr.Button("Generate", variant="primary", elem_id="seq2seq-run")
         notice = gr.Markdown(elem_id="seq2seq-notice")
         output = gr.Textbox(label="Output", interactive=False, elem_id="seq2seq-output")
         with gr.Row():
-            layer = gr.Dropdown(["average"], value="average", label="Layer")
-            head = gr.Dropdown(["average"], value="average", label="Head")
+            layer = gr.Dropdown(["average"], value="average", label="Layer", elem_id="seq2seq-layer")
+            head = gr.Dropdown(["average"], value="average", label="Head", elem_id="seq2seq-head")
         with gr.Tab("Cross-attention (decoder × encoder)"):
             cross_plot = gr.Plot(label="Cross-attention", elem_id="seq2seq-cross")
         with gr.Tab("Encoder self-attention"):
