@@ -111,7 +111,7 @@ CATALOGUE: list[BadInput] = [
     BadInput("vit", "a text file named .jpg", "vit_classify", _upload(_file("photo.jpg", b"hello"), "mean", 0.0),
              "not an image"),
     BadInput("vit", "a truncated PNG", "vit_classify", _upload(_truncated_png, "mean", 0.0), "corrupt or truncated"),
-    BadInput("vit", "an empty file", "vit_classify", _upload(_file("empty.png", b""), "mean", 0.0), "is empty"),
+    BadInput("vit", "an empty file", "vit_classify", _upload(_file("empty.png", b""), "mean", 0.0), "not an image"),
     BadInput("vit", "discard ratio 0.99", "vit_classify", _upload(_png, "mean", 0.99), "greater than maximum value"),
     BadInput("vit", "ViT vs CNN without a photo", "vit_compare", (None,), "upload an image"),
     # --- clip ---

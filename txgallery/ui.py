@@ -74,6 +74,33 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def image_input(**kwargs) -> gr.Image:
+    """A `gr.Image` for uploads: a file that is not an image gets a message, and every picture reaches the demo as a
+    file path in its own mode (CMYK, 16-bit …) for `txgallery.vision.load_image` to check and convert.
+
+    Gradio opens every upload with PIL before a handler runs, so a plain `gr.Image` answers a text file named `.png`
+    with its internal processing error. (Not a subclass: Gradio writes a `.pyi` stub beside any module that
+    subclasses a component.)
+    """
+    from txgallery.limits import IMAGE_FORMATS
+
+    kwargs.setdefault("type", "filepath")
+    kwargs.setdefault("image_mode", None)
+    component = gr.Image(**kwargs)
+    preprocess = component.preprocess
+
+    def checked_preprocess(payload):
+        try:
+            return preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception:
+            raise gr.Error(f"The upload is not an image this demo can read (allowed: {', '.join(IMAGE_FORMATS)}).") from None
+
+    component.preprocess = checked_preprocess
+    return component
+
+
 def model_badge(source: ModelSource | ModelLoadError, loaded: LoadedModel | None = None) -> str:
     """Markdown saying which model runs, where it came from and why (or why it cannot run)."""
     if isinstance(source, ModelLoadError):

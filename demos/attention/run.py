@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import gradio as gr
+from gradio_client import handle_file
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -22,9 +23,10 @@ from txgallery import attention_views as views
 from txgallery import embedded, store
 from txgallery.limits import (MAX_ATTENTION_TOKENS_DECODER, MAX_ATTENTION_TOKENS_ENCODER, MAX_POSITIONS_SHOWN,
                               InputError, truncate_text)
-from txgallery.plugin import Demo, ModelSlot
+from txgallery.plugin import ApiCall, Demo, ModelSlot
+from txgallery.vision import fashion_mnist_examples
 from txgallery.serving import connect
-from txgallery.ui import model_badge, user_errors
+from txgallery.ui import image_input, model_badge, user_errors
 
 SLUG = "attention"
 ENCODER_TASK = "feature-extraction"
@@ -430,7 +432,7 @@ def build() -> gr.Blocks:
                 vit_source = vision_model()
                 gr.Markdown(model_badge(vit_source))
                 with gr.Row():
-                    image = gr.Image(type="filepath", label="Image", elem_id="attention-image")
+                    image = image_input(label="Image", elem_id="attention-image")
                     with gr.Column():
                         fusion = gr.Radio(list(att.HEAD_FUSIONS), value="mean", label="Head fusion")
                         discard = gr.Slider(0.0, 0.95, value=0.0, step=0.05, label="Discard ratio (weakest weights)")
@@ -589,4 +591,10 @@ demo = Demo(
     lesson=LESSON,
     models=(ModelSlot(task=ENCODER_TASK, default="embedded", hub_example="bert-base-uncased"),
             ModelSlot(task=DECODER_TASK, default=DECODER_DEFAULT, hub_example="gpt2")),
+    # the encoder's views and a ViT picture (the views that follow an analysis need the page's session state)
+    traffic=(ApiCall("attention_analyse", lambda: (text_models()[0][0], EXAMPLES[0][0], "", 0, 0, [])),
+             ApiCall("attention_analyse", lambda: (text_models()[0][0], EXAMPLES[1][0], EXAMPLES[1][1], 2, 3, [0, 1])),
+             ApiCall("attention_positions", lambda: (text_models()[0][0], 64)),
+             ApiCall("attention_vit", lambda: (handle_file(str(next(iter(fashion_mnist_examples().values())))),
+                                               "mean", 0.0))),
 )

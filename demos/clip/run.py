@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+from gradio_client import handle_file
 import numpy as np
 from PIL import Image
 
 from txgallery import clip_models, embedded, store
 from txgallery.limits import MAX_CLIP_GALLERY_UPLOADS, MAX_CLIP_LABELS, MAX_CLIP_TEXT_CHARS, InputError
-from txgallery.plugin import Demo, ModelSlot
+from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import model_badge, user_errors
+from txgallery.ui import image_input, model_badge, user_errors
 from txgallery.vision import load_image, sample_photos
 
 SLUG = "clip"
@@ -229,7 +230,7 @@ def build() -> gr.Blocks:
         with gr.Tab("Zero-shot classification"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(label="Image", type="filepath", sources=["upload", "webcam", "clipboard"],
+                    image = image_input(label="Image", sources=["upload", "webcam", "clipboard"],
                                      elem_id="clip-image")
                     gr.Examples(examples, inputs=image)
                 with gr.Column():
@@ -249,7 +250,7 @@ def build() -> gr.Blocks:
                     search = gr.Button("Search the gallery", variant="primary")
                     found = gr.Gallery(label="Gallery ranked by cosine similarity", columns=3, height="auto")
                 with gr.Column():
-                    probe = gr.Image(label="Image → text: a picture", type="filepath")
+                    probe = image_input(label="Image → text: a picture")
                     candidates = gr.Textbox(label="Candidate descriptions, one per line", value=DEFAULT_TEXTS,
                                             lines=5)
                     describe = gr.Button("Rank the descriptions", variant="primary")
@@ -314,4 +315,9 @@ demo = Demo(
     topic="Multimodal transformers: CLIP",
     lesson=LESSON,
     models=(ModelSlot(task=TASK, default="embedded", hub_example=store.TASKS[TASK].hub_default),),
+    traffic=(ApiCall("clip_classify", lambda: (handle_file(str(sample_photos()["coffee"])), DEFAULT_LABELS,
+                                               DEFAULT_TEMPLATE)),
+             ApiCall("clip_search", ("a cat", None)),
+             ApiCall("clip_describe", lambda: (handle_file(str(sample_photos()["chelsea"])), DEFAULT_TEXTS)),
+             ApiCall("clip_matrix", (DEFAULT_TEXTS, None))),
 )

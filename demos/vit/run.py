@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import gradio as gr
+from gradio_client import handle_file
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -18,9 +19,9 @@ from PIL import Image
 from txgallery import store
 from txgallery.attention import HEAD_FUSIONS, attention_rollout, cls_patch_map
 from txgallery.limits import VIT_TOP_K, InputError
-from txgallery.plugin import Demo, ModelSlot
+from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import model_badge, user_errors
+from txgallery.ui import image_input, model_badge, user_errors
 from txgallery.vision import (FASHION_MNIST_LABELS, ImageClassifier, VitGeometry, fashion_mnist_examples, load_image,
                               sample_photos)
 
@@ -234,7 +235,7 @@ def build() -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     # image_mode=None: Gradio hands over the uploaded file untouched; load_image converts any mode
-                    image = gr.Image(label="Image (upload, webcam or paste)", type="filepath", image_mode=None,
+                    image = image_input(label="Image (upload, webcam or paste)",
                                      sources=["upload", "webcam", "clipboard"], height=300, elem_id="vit-image")
                     with gr.Row():
                         fusion = gr.Radio(list(HEAD_FUSIONS), value="mean", label="Head fusion")
@@ -264,7 +265,7 @@ def build() -> gr.Blocks:
                         "embedded ViT only knows Fashion-MNIST's 10 clothing classes; add "
                         f"`--model vit=embedded,{HUB_VIT}` when online for an ImageNet ViT.")
             with gr.Row():
-                photo = gr.Image(label="Photo", type="filepath", image_mode=None,
+                photo = image_input(label="Photo",
                                  sources=["upload", "webcam", "clipboard"], height=260, elem_id="vit-compare-image")
                 compare = gr.Button("Compare", variant="primary")
             badges, plots = [], []
@@ -333,4 +334,9 @@ demo = Demo(
     topic="Vision Transformers: images as sequences of patches",
     lesson=LESSON,
     models=(ModelSlot(task=TASK, default="embedded", hub_example=HUB_VIT),),
+    traffic=(ApiCall("vit_classify", lambda: (handle_file(str(next(iter(fashion_mnist_examples().values())))),
+                                              "mean", 0.0)),
+             ApiCall("vit_classify", lambda: (handle_file(str(sample_photos()["coffee"])), "max", 0.5)),
+             ApiCall("vit_compare", lambda: (handle_file(str(sample_photos()["chelsea"])),)),
+             ApiCall("vit_positions")),
 )
