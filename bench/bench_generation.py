@@ -85,7 +85,7 @@ def main() -> int:
           f"{torch.get_num_threads()}, device {loaded.device}")
     print(f"model: {source.label}; prompt {ids.shape[-1]} tokens; {produced} new tokens (max {args.tokens}), greedy; "
           f"{args.rounds} rounds, interleaved")
-    print(f"| path | tokens/s (median) | all rounds (s) |\n|---|---|---|")
+    print("| path | tokens/s (median) | all rounds (s) |\n|---|---|---|")
     print(f"| raw `generate` (KV cache) | {raw_rate:.1f} | {', '.join(f'{t:.2f}' for t in raw_times)} |")
     print(f"| gallery stream (own loop + per-step view, via serving seam) | {gallery_rate:.1f} | "
           f"{', '.join(f'{t:.2f}' for t in gallery_times)} |")

@@ -19,7 +19,7 @@ from txgallery import store
 from txgallery.generation import (GenerationUpdate, SamplingSettings, Step, check_settings, clean_prompt, fit_prompt,
                                   interleave, stream_generation)
 from txgallery.limits import GENERATION_MAX_BEAMS, GENERATION_MAX_NEW_TOKENS, GENERATION_MAX_PROMPT_TOKENS, InputError
-from txgallery.plugin import Demo, ModelSlot
+from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
 from txgallery.ui import model_badge, user_errors
 
@@ -397,4 +397,9 @@ demo = Demo(
     topic="Decoder-only transformers: GPT and text generation",
     lesson=LESSON,
     models=(ModelSlot(task=TASK, default="embedded", hub_example="gpt2"),),
+    # short completions from each model on offer: greedy, and sampling with every filter on
+    traffic=(ApiCall("generation_generate", lambda: (_generators()[-1][0], EXAMPLES[1], False, 16, 0,
+                                                     "greedy", 0.8, 50, 0.95, 1.0, 4)),
+             ApiCall("generation_generate", lambda: (_generators()[0][0], EXAMPLES[0], False, 8, 1,
+                                                     "sampling", 0.8, 50, 0.9, 1.1, 4))),
 )
