@@ -13,7 +13,8 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "seq2seq.png"
 
 
 def test_type_generate_and_see_output_and_cross_attention(page, gallery):
-    page.goto(gallery + "/seq2seq", wait_until="networkidle")
+    page.goto(gallery + "/seq2seq", timeout=120_000)
+    page.locator("#seq2seq-text textarea").wait_for(timeout=120_000)
     page.locator("#seq2seq-text textarea").fill("A warm, funny and wonderfully acted film.")
     page.locator("#seq2seq-run").click()
     output = page.locator("#seq2seq-output textarea")
@@ -24,8 +25,8 @@ def test_type_generate_and_see_output_and_cross_attention(page, gallery):
     heatmap.wait_for(timeout=60_000)
     before = heatmap.get_attribute("src")
 
-    # one layer instead of the average: the figure is redrawn
-    page.locator("#seq2seq-layer input").click()
-    page.get_by_role("option", name="1", exact=True).click()
+    # one head instead of the average: the figure is redrawn
+    page.locator("#seq2seq-head input").click()
+    page.get_by_role("option", name="2", exact=True).click()
     expect(heatmap).not_to_have_attribute("src", before, timeout=60_000)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
