@@ -131,8 +131,8 @@ CATALOGUE: list[BadInput] = [
     BadInput("generation", "only control characters", "generation_generate",
              ("gpt2-shakespeare", "\x00\x01\x02\x1b", False, 8, 0, "greedy", 0.8, 50, 0.95, 1.0, 4),
              "only control characters"),
-    BadInput("generation", "sampling at temperature 0", "generation_generate",
-             ("gpt2-shakespeare", "ROMEO:", False, 8, 0, "sampling", 0.0, 50, 0.95, 1.0, 4), "Please set temperature"),
+    BadInput("generation", "sampling at a negative temperature", "generation_generate",
+             ("gpt2-shakespeare", "ROMEO:", False, 8, 0, "sampling", -0.5, 50, 0.95, 1.0, 4), "less than minimum value"),
     BadInput("generation", "top-p 0", "generation_generate",
              ("gpt2-shakespeare", "ROMEO:", False, 8, 0, "sampling", 0.8, 50, 0.0, 1.0, 4), "less than minimum value"),
     BadInput("generation", "top-k -1", "generation_generate",
@@ -163,7 +163,8 @@ CATALOGUE: list[BadInput] = [
              ("Rotten Tomatoes sentiment", None, "lora", 100_000, 1e-3, 8, 8, 16, 0.1, [], 4, 16),
              "greater than maximum value"),
     BadInput("finetune", "Cancel with nothing running", "finetune_cancel", (), "No training run is in progress"),
-    BadInput("finetune", "compare before any run", "finetune_compare", ("", "a fine film"), "Train a run first"),
+    BadInput("finetune", "compare before any run (no run to choose)", "finetune_compare", ("", "a fine film"),
+             "not in the list of choices"),
 ]
 
 
