@@ -18,7 +18,7 @@ from txgallery import store
 from txgallery.attention_views import attention_heatmap
 from txgallery.limits import (MAX_SEQ2SEQ_BEAMS, MAX_SEQ2SEQ_NEW_TOKENS, MAX_SEQ2SEQ_SOURCE_TOKENS, InputError,
                               truncate_text)
-from txgallery.plugin import Demo, ModelSlot
+from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
 from txgallery.ui import model_badge, user_errors
 
@@ -273,4 +273,8 @@ demo = Demo(
     topic="Encoder–decoder transformers: T5 and BART for text-to-text",
     lesson=LESSON,
     models=(ModelSlot(task=TASK, default="embedded", hub_example="t5-small"),),
+    traffic=(ApiCall("seq2seq_generate", lambda: ("A gripping, beautifully acted film.", list(TASK_PREFIXES)[0],
+                                                  list(_services())[0], "greedy", 4, 8)),
+             ApiCall("seq2seq_generate", lambda: ("The plot is a mess and the jokes fall flat.", list(TASK_PREFIXES)[0],
+                                                  list(_services())[0], "beam search", 3, 8))),
 )
