@@ -36,20 +36,9 @@ from txgallery import clip_models, store  # noqa: E402
 from txgallery.serving import connect  # noqa: E402
 from txgallery.vision import load_image, sample_photos  # noqa: E402
 from txgallery_demos.clip.run import ClipMatcher, apply_template  # noqa: E402
+from timing import interleaved  # noqa: E402
 
 PROMPTS = apply_template("a photo of a {}", ["cat", "dog", "car", "cup of coffee", "rocket", "person"])
-
-
-def interleaved(paths: dict, n: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Time every path once per round, round after round, so that the machine's noise hits all paths alike."""
-    samples: dict[str, list[float]] = {name: [] for name in paths}
-    for i in range(warmup + n):
-        for name, fn in paths.items():
-            start = time.perf_counter()
-            fn(i)
-            if i >= warmup:
-                samples[name].append(time.perf_counter() - start)
-    return samples
 
 
 def fresh_pictures(folder: Path, rounds: int, per_round: int) -> list[list[Path]]:

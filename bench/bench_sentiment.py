@@ -31,6 +31,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import httpx  # noqa: E402
 import torch  # noqa: E402
+from timing import interleaved, percentiles  # noqa: E402
 
 TEXTS = [
     "A gripping, beautifully acted film that stays with you long after the credits.",
@@ -44,27 +45,9 @@ TEXTS = [
 ]
 
 
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    """p50 and p95 in milliseconds."""
-    ordered = sorted(samples)
-    return statistics.median(ordered) * 1e3, ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1e3
-
-
 def timed(fn, n: int, warmup: int = 5) -> list[float]:
     """Wall-clock seconds of `fn(i)` for i in range(n), after a warm-up."""
     return interleaved({"fn": fn}, n, warmup)["fn"]
-
-
-def interleaved(paths: dict, n: int, warmup: int = 5) -> dict[str, list[float]]:
-    """Time every path once per round, round after round, so that the machine's noise hits all paths alike."""
-    samples: dict[str, list[float]] = {name: [] for name in paths}
-    for i in range(warmup + n):
-        for name, fn in paths.items():
-            start = time.perf_counter()
-            fn(i)
-            if i >= warmup:
-                samples[name].append(time.perf_counter() - start)
-    return samples
 
 
 def http_call(http: httpx.Client, api_name: str, data: list) -> list:
@@ -134,7 +117,7 @@ def main() -> None:
                 "raw forward, one long-lived thread": lambda i: one_thread.submit(raw_forward, [text(i)]).result(),
                 "echo /ping, raw HTTP (floor)": lambda i: http_call(http, "ping", [text(i)]),
                 "gallery /sentiment_predict, raw HTTP": lambda i: http_call(http, "sentiment_predict", [text(i)]),
-            }, n)
+            }, n, warmup=5)
             many = [f"{text(i)} ({i})" for i in range(64)]
             batch = interleaved({"raw": lambda i: raw_forward(many),
                                  "gallery": lambda i: http_call(http, "sentiment_batch", ["\n".join(many), None])},
@@ -146,7 +129,7 @@ def main() -> None:
         samples |= interleaved({
             "echo /ping, gradio_client (floor)": lambda i: client.predict(text(i), api_name="/ping"),
             "gallery /sentiment_predict, gradio_client": lambda i: client.predict(text(i), api_name="/sentiment_predict"),
-        }, n)
+        }, n, warmup=5)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

@@ -16,7 +16,6 @@ import argparse
 import os
 import platform
 import statistics
-import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server does (txgallery.serving.prefer_passive_openmp)
 
@@ -25,6 +24,7 @@ import torch  # noqa: E402
 from txgallery import store  # noqa: E402
 from txgallery.serving import connect  # noqa: E402
 from txgallery_demos.seq2seq.run import TASK, GenerationSettings, TextToText  # noqa: E402
+from timing import interleaved, percentiles  # noqa: E402
 
 TEXTS = [
     "sst2 sentence: a gripping , beautifully acted film that stays with you long after the credits .",
@@ -32,24 +32,6 @@ TEXTS = [
     "fill: one of the <extra_id_0> films of the year , and one of the funniest .",
     "fill: the performances are <extra_id_0> but the script lets everyone down .",
 ]
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    """p50 and p95 in milliseconds."""
-    ordered = sorted(samples)
-    return statistics.median(ordered) * 1e3, ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1e3
-
-
-def interleaved(paths: dict, n: int, warmup: int = 3) -> dict[str, list[float]]:
-    """Time every path once per round, round after round."""
-    samples: dict[str, list[float]] = {name: [] for name in paths}
-    for i in range(warmup + n):
-        for name, fn in paths.items():
-            start = time.perf_counter()
-            fn(i)
-            if i >= warmup:
-                samples[name].append(time.perf_counter() - start)
-    return samples
 
 
 def main() -> None:
@@ -76,7 +58,8 @@ def main() -> None:
         def gallery(i: int) -> None:
             service.generate(TEXTS[i % len(TEXTS)], settings)
 
-        samples = interleaved({"raw generate": raw, "gallery (service + attention pass)": gallery}, args.rounds)
+        samples = interleaved({"raw generate": raw, "gallery (service + attention pass)": gallery}, args.rounds,
+                              warmup=3)
         base = statistics.median(samples["raw generate"])
         for name, values in samples.items():
             p50, p95 = percentiles(values)

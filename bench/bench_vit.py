@@ -18,7 +18,6 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server does (txgallery.serving.prefer_passive_openmp)
@@ -30,18 +29,7 @@ from txgallery import store  # noqa: E402
 from txgallery.serving import connect  # noqa: E402
 from txgallery.vision import fashion_mnist_examples, load_image, sample_photos  # noqa: E402
 from txgallery_demos.vit.run import TASK, ImageService  # noqa: E402
-
-
-def interleaved(paths: dict, n: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Time every path once per round, round after round, so that the machine's noise hits all paths alike."""
-    samples: dict[str, list[float]] = {name: [] for name in paths}
-    for i in range(warmup + n):
-        for name, fn in paths.items():
-            start = time.perf_counter()
-            fn(i)
-            if i >= warmup:
-                samples[name].append(time.perf_counter() - start)
-    return samples
+from timing import interleaved  # noqa: E402
 
 
 def random_vit_b16(folder: Path) -> Path:

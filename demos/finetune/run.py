@@ -7,8 +7,6 @@ that wires the UI. Run alone: `txgallery serve --demo finetune` or `python -m tx
 
 from __future__ import annotations
 
-import csv
-import io
 import random
 import shutil
 import tempfile
@@ -29,6 +27,7 @@ from txgallery.limits import (MAX_CSV_CLASSES, MAX_CSV_ROWS, MAX_FINETUNE_RUNS_P
 from txgallery.plugin import Demo, ModelSlot
 from txgallery.serving import connect
 from txgallery.ui import model_badge, user_errors
+from txgallery.uploads import find_column, header_names, read_csv_rows
 
 SLUG = "finetune"
 ENCODER_TASK = "feature-extraction"
@@ -92,24 +91,9 @@ def read_labelled_csv(path: str | Path) -> tuple[finetune.ClassificationData, st
 
     Labels are class names or integers; a fixed-seed fifth of the rows (at least 2) is held out for accuracy.
     """
-    path = Path(path)
-    size = path.stat().st_size
-    if size > MAX_UPLOAD_BYTES:
-        raise InputError(f"The file is {size / 1e6:.1f} MB; the upload limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB.")
-    raw = path.read_bytes()
-    if b"\x00" in raw[:4096]:
-        raise InputError(f"{path.name} looks like a binary file, not a CSV text file.")
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path.name} is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV.") from None
-    try:
-        rows = list(csv.DictReader(io.StringIO(content)))
-    except csv.Error as exc:
-        raise InputError(f"{path.name} is not a readable CSV: {exc}.") from None
-    columns = {name.strip().lower(): name for name in (rows[0].keys() if rows else []) if name}
-    text_column = next((columns[c] for c in TEXT_COLUMNS if c in columns), None)
-    label_column = next((columns[c] for c in LABEL_COLUMNS if c in columns), None)
+    rows = read_csv_rows(path)
+    columns = header_names(rows)
+    text_column, label_column = find_column(rows, TEXT_COLUMNS), find_column(rows, LABEL_COLUMNS)
     if text_column is None or label_column is None:
         raise InputError(f"The CSV needs a text column ({', '.join(TEXT_COLUMNS)}) and a label column "
                          f"({', '.join(LABEL_COLUMNS)}); found: {', '.join(columns.values()) or 'none'}.")

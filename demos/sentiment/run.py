@@ -7,8 +7,6 @@ Gradio), then `build()` that wires the UI. Run alone: `txgallery serve --demo se
 
 from __future__ import annotations
 
-import csv
-import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from txgallery.limits import (MAX_ATTRIBUTION_TOKENS, MAX_BATCH_TEXTS, MAX_TOKEN
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
 from txgallery.ui import model_badge, user_errors
+from txgallery.uploads import find_column, header_names, read_csv_rows
 
 SLUG = "sentiment"
 TASK = "text-classification"
@@ -80,24 +79,10 @@ def _within_batch_cap(texts: list[str]) -> list[str]:
 
 def read_csv_texts(path: str | Path) -> list[str]:
     """Texts from an uploaded CSV's text column, with clear messages for every way the file can be wrong."""
-    path = Path(path)
-    if path.stat().st_size > MAX_UPLOAD_BYTES:
-        raise InputError(f"The file is {path.stat().st_size / 1e6:.1f} MB; the upload limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB.")
-    raw = path.read_bytes()
-    if b"\x00" in raw[:4096]:
-        raise InputError(f"{path.name} looks like a binary file, not a CSV text file.")
-    try:
-        content = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path.name} is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV.") from None
-    try:
-        rows = list(csv.DictReader(io.StringIO(content)))
-    except csv.Error as exc:
-        raise InputError(f"{path.name} is not a readable CSV: {exc}.") from None
-    columns = {name.strip().lower(): name for name in (rows[0].keys() if rows else []) if name}
-    column = next((columns[c] for c in TEXT_COLUMNS if c in columns), None)
+    rows = read_csv_rows(path)
+    column = find_column(rows, TEXT_COLUMNS)
     if column is None:
-        found = ", ".join(columns.values()) or "none"
+        found = ", ".join(header_names(rows).values()) or "none"
         raise InputError(f"The CSV needs a column named one of {', '.join(TEXT_COLUMNS)}; found: {found}.")
     texts = [(row.get(column) or "").strip() for row in rows]
     texts = [t for t in texts if t]
