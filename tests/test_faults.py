@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
@@ -38,6 +40,12 @@ demo = Demo(slug="flaky", title="Flaky", description="fails on purpose", build=b
 """
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def flaky_gallery(tmp_path_factory):
     from txgallery.gallery import build_gallery, launch
@@ -51,9 +59,7 @@ def flaky_gallery(tmp_path_factory):
     try:
         flaky = load_entry(EntryPoint(name="flaky", value="thirdparty_flaky:demo", group="txgallery.demos"))
         broken = DemoEntry(name="needs_a_missing_model", origin="tests", error="ModelLoadError: weights not found")
-        from conftest import free_port
-
-        app = launch(build_gallery([flaky, broken]), port=free_port(), block=False, quiet=True)
+        app = launch(build_gallery([flaky, broken]), port=_free_port(), block=False, quiet=True)
         yield Client(app.local_url, verbose=False)
         app.close()
     finally:

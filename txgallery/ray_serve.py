@@ -22,6 +22,7 @@ How it fits together:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import logging
 import queue
@@ -34,7 +35,8 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel, field_validator
 from ray import serve
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayTaskError, TaskCancelledError
+from ray.serve.exceptions import RequestCancelledError
 
 from txgallery.serving import LocalBackend, ServiceKey, collecting_services, prefer_passive_openmp, set_backend
 
@@ -288,7 +290,10 @@ class RayServeBackend:
                 break
             except RayTaskError as exc:
                 raise _cause(exc) from None
-            except RayActorError:  # the replica died under this call: another one answers it
+            # the replica died under this call (its in-flight requests surface as actor errors or as cancellations,
+            # nobody here cancels a plain call): another replica answers it
+            except (RayActorError, TaskCancelledError, RequestCancelledError, asyncio.CancelledError,
+                    concurrent.futures.CancelledError):
                 if attempt == self.retries:
                     raise
                 self.retried += 1

@@ -299,8 +299,9 @@ def model_sizes(tokenizer, texts: list[str]) -> pd.DataFrame:
         model = BertForSequenceClassification(config).eval()
         parameters = _count(model)
         rows.append({"shape": name, "parameters (M)": parameters / 1e6, "fp32 weights (MB)": parameters * 4 / 1e6,
-                     "p50 batch 1 (ms)": latency_ms(model, tokenizer, texts[:1], 1)[0],
-                     "p50 batch 32 (ms)": latency_ms(model, tokenizer, texts[:32], 32, runs=5)[0]})
+                     # few runs: the table is about orders of magnitude, and BERT-base at batch 32 is slow on a CPU
+                     "p50 batch 1 (ms)": latency_ms(model, tokenizer, texts[:1], 1, runs=8)[0],
+                     "p50 batch 32 (ms)": latency_ms(model, tokenizer, texts[:32], 32, runs=2)[0]})
     return pd.DataFrame(rows).round(1)
 
 

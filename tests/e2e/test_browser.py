@@ -13,7 +13,7 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "gallery.png"
 
 
 def test_landing_page_to_sentiment_prediction(page, gallery):
-    page.goto(gallery + "/", wait_until="networkidle")
+    page.goto(gallery + "/", wait_until="load", timeout=120_000)
     cards = page.locator(".tx-card")
     cards.first.wait_for(timeout=60_000)
     assert page.locator('.tx-card[data-demo="sentiment"]').count() == 1
@@ -37,7 +37,7 @@ def test_landing_page_to_sentiment_prediction(page, gallery):
 
 
 def test_efficiency_lab_builds_and_measures(page, gallery):
-    page.goto(gallery + "/efficiency", wait_until="networkidle")
+    page.goto(gallery + "/efficiency", wait_until="load", timeout=120_000)
     page.get_by_role("button", name="Build and measure").click()
     # the table lists every variant (a cell's text can be covered by the chart's labels, so "attached")
     for variant in ("ONNX int8 (onnxruntime)", "ONNX fp32 (onnxruntime)", "int8 dynamic (PyTorch)", "fp32 (baseline)"):
