@@ -20,10 +20,7 @@ import os
 import platform
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server does (txgallery.serving.prefer_passive_openmp)
@@ -36,6 +33,7 @@ from txgallery import clip_models, store  # noqa: E402
 from txgallery.serving import connect  # noqa: E402
 from txgallery.vision import load_image, sample_photos  # noqa: E402
 from txgallery_demos.clip.run import ClipMatcher, apply_template  # noqa: E402
+from bench_sentiment import start_server  # noqa: E402
 from timing import interleaved  # noqa: E402
 
 PROMPTS = apply_template("a photo of a {}", ["cat", "dog", "car", "cup of coffee", "rocket", "person"])
@@ -82,23 +80,6 @@ def measure(source: store.ModelSource, files: dict[int, list[list[Path]]], round
     return results
 
 
-def start_server(port: int) -> subprocess.Popen:
-    """`txgallery serve --demo clip` on 127.0.0.1:port, waiting until it answers."""
-    import httpx
-
-    server = subprocess.Popen([sys.executable, "-m", "txgallery.cli", "--log-level", "warning", "serve", "--demo",
-                               "clip", "--port", str(port), "--preload"], start_new_session=True)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(1)
-    os.killpg(server.pid, signal.SIGTERM)
-    raise RuntimeError("server did not start")
-
-
 def http_batch1(port: int, paths: list[Path], rounds: int) -> dict[str, list[float]]:
     """Batch 1 over HTTP: upload the file, call /clip_classify; the /ping echo is Gradio's floor."""
     import json
@@ -117,7 +98,7 @@ def http_batch1(port: int, paths: list[Path], rounds: int) -> dict[str, list[flo
                         raise RuntimeError(line)
                     return json.loads(line[5:])
 
-    server = start_server(port)
+    server = start_server(port, "clip", timeout=600)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
             def classify(i: int) -> None:

@@ -65,11 +65,11 @@ def http_call(http: httpx.Client, api_name: str, data: list) -> list:
     raise RuntimeError("no result")
 
 
-def start_server(port: int) -> subprocess.Popen:
-    """`txgallery serve --demo sentiment` on 127.0.0.1:port, waiting until it answers."""
+def start_server(port: int, demo: str = "sentiment", timeout: float = 300) -> subprocess.Popen:
+    """`txgallery serve --demo DEMO` on 127.0.0.1:port, waiting until it answers."""
     server = subprocess.Popen([sys.executable, "-m", "txgallery.cli", "--log-level", "warning", "serve", "--demo",
-                               "sentiment", "--port", str(port), "--preload"], start_new_session=True)
-    deadline = time.time() + 300
+                               demo, "--port", str(port), "--preload"], start_new_session=True)
+    deadline = time.time() + timeout
     while time.time() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
