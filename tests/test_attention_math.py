@@ -80,6 +80,24 @@ def test_timm_vit_attention_is_captured_without_changing_the_model():
     assert patch_map.shape == (4, 4) and patch_map.sum() == pytest.approx(1.0)
 
 
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_timm_vit_attention_from_qkv_equals_the_eager_softmax(qk_norm):
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=28, patch_size=7, in_chans=1, embed_dim=32, depth=3, num_heads=4,
+                            num_classes=10, qk_norm=qk_norm).eval()
+    pixels = torch.randn(1, 1, 28, 28)
+    with torch.inference_mode():
+        fast, fast_logits = att._timm_attentions_from_qkv(vit, vit, pixels)
+        eager, eager_logits = att._timm_attentions_eager(vit, vit, pixels)
+    assert len(fast) == len(eager) == 3
+    for a, b in zip(fast, eager):
+        assert a.shape == b.shape == (4, 17, 17)
+        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(fast_logits, eager_logits, atol=1e-5)
+
 # --- statistics, masks, positions ---------------------------------------------------------------------------------------
 
 def test_head_statistics_find_previous_token_heads_and_sinks():

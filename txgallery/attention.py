@@ -336,32 +336,63 @@ def find_timm_vit(model):
 def vit_attentions(model, pixel_values) -> VitAttention:
     """Run a ViT on a (1, C, H, W) batch and return each layer's attention maps.
 
-    timm computes attention with a fused kernel that never materialises the weights, so each block is switched to
-    its eager path for this one call and the softmax output is read where it enters the attention dropout.
-    transformers ViTs return their attentions when asked (loaded with eager attention).
+    timm computes attention with a fused kernel that never materialises the weights. For its standard `Attention`
+    block the forward stays fused (as fast as a plain forward) and only each block's qkv projection is kept; the
+    weights softmax(q·kᵀ·scale) are then computed from it for all layers at once. Other attention blocks are switched
+    to their eager path for this one call and read where the softmax enters the attention dropout. transformers ViTs
+    return their attentions when asked (loaded with eager attention).
     """
     import torch
 
     vit = find_timm_vit(model)
     if vit is None:  # a transformers ViT
-        with torch.no_grad():
+        with torch.inference_mode():
             outputs = model(pixel_values=pixel_values, output_attentions=True)
         config = model.config
         side = config.image_size // config.patch_size
         return VitAttention([a[0].float().numpy() for a in outputs.attentions], (side, side), 1,
                             outputs.logits[0].float().numpy() if hasattr(outputs, "logits") else np.zeros(0))
+    from timm.layers import Attention
+
+    run = _timm_attentions_from_qkv if all(type(b.attn) is Attention for b in vit.blocks) else _timm_attentions_eager
+    with torch.inference_mode():
+        attentions, logits = run(model, vit, pixel_values)
+    return VitAttention([a.float().numpy() for a in attentions], tuple(vit.patch_embed.grid_size),
+                        vit.num_prefix_tokens, logits[0].float().numpy())
+
+
+def _timm_attentions_from_qkv(model, vit, pixel_values):
+    """(per-layer (heads, T, T) weights, logits): a fused forward that keeps each block's qkv projection."""
+    import torch
+
+    kept: list = []
+    handles = [block.attn.qkv.register_forward_hook(lambda m, i, out: kept.append(out[0])) for block in vit.blocks]
+    try:
+        logits = model(pixel_values)
+    finally:
+        for handle in handles:
+            handle.remove()
+    attentions = []
+    for block, qkv in zip(vit.blocks, kept):
+        attn = block.attn
+        qkv = qkv.reshape(qkv.shape[0], 3, attn.num_heads, attn.head_dim).permute(1, 2, 0, 3)
+        query, key = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
+        attentions.append(torch.softmax(query * attn.scale @ key.transpose(-2, -1), dim=-1))
+    return attentions, logits
+
+
+def _timm_attentions_eager(model, vit, pixel_values):
+    """(per-layer (heads, T, T) weights, logits) read inside each block's eager attention."""
     captured: list = []
     handles, fused = [], []
     for block in vit.blocks:
         fused.append(block.attn.fused_attn)
         block.attn.fused_attn = False
-        handles.append(block.attn.attn_drop.register_forward_hook(lambda m, i, out: captured.append(out[0].float())))
+        handles.append(block.attn.attn_drop.register_forward_hook(lambda m, i, out: captured.append(out[0])))
     try:
-        with torch.no_grad():
-            logits = model(pixel_values)
+        logits = model(pixel_values)
     finally:
         for handle, block, was in zip(handles, vit.blocks, fused):
             handle.remove()
             block.attn.fused_attn = was
-    return VitAttention([a.numpy() for a in captured], tuple(vit.patch_embed.grid_size), vit.num_prefix_tokens,
-                        logits[0].float().numpy())
+    return captured, logits
