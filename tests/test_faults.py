@@ -86,3 +86,27 @@ def test_many_failing_requests_in_a_row_do_not_poison_the_queue(flaky_gallery):
         with pytest.raises(AppError):
             flaky_gallery.predict("bug", api_name="/flaky_answer")
     assert flaky_gallery.predict("still", api_name="/flaky_answer") == "STILL"
+
+
+def test_the_server_keeps_state_for_at_most_max_sessions(monkeypatch):
+    # every plain API call is a session of its own; without a bound each one's state would stay for good
+    import gradio as gr
+    import httpx
+
+    import txgallery.gallery as gallery
+
+    monkeypatch.setattr(gallery, "MAX_SESSIONS", 3)
+    with gr.Blocks() as page:
+        kept = gr.State(None)
+        box, out = gr.Textbox(), gr.Textbox()
+        box.submit(lambda text, _: (text.upper(), [0] * 1000), [box, kept], [out, kept], api_name="remember")
+    app = gallery.launch(page, port=_free_port(), block=False, quiet=True)
+    try:
+        with httpx.Client(base_url=app.local_url, timeout=60) as http:
+            for i in range(6):
+                event = http.post("/gradio_api/call/remember", json={"data": [f"call {i}", None]}).json()["event_id"]
+                assert f"CALL {i}" in http.get(f"/gradio_api/call/remember/{event}").text
+        sessions = app.server_app.state_holder.session_data
+        assert 1 <= len(sessions) <= 3
+    finally:
+        app.close()

@@ -11,7 +11,7 @@ import logging
 import gradio as gr
 
 from txgallery import store
-from txgallery.limits import DEFAULT_CONCURRENCY, MAX_UPLOAD_SIZE, QUEUE_SIZE
+from txgallery.limits import DEFAULT_CONCURRENCY, MAX_SESSIONS, MAX_UPLOAD_SIZE, QUEUE_SIZE
 from txgallery.plugin import DemoEntry, build_entry, discover_demos
 from txgallery.ui import lesson_panel, model_badge, tag_line
 
@@ -111,7 +111,7 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sha
     """Queue and launch with the gallery's limits (upload size, queue size, concurrency) and styles."""
     app.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_SIZE)
     app.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_SIZE, css=CSS,
-               prevent_thread_lock=not block, show_error=True, **kwargs)
+               prevent_thread_lock=not block, show_error=True, state_session_capacity=MAX_SESSIONS, **kwargs)
     return app
 
 

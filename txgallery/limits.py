@@ -10,6 +10,7 @@ MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # per uploaded file (also Gradio's max_file_
 MAX_UPLOAD_SIZE = "2mb"  # the same limit in Gradio's notation
 QUEUE_SIZE = 64  # requests waiting per app before new ones are turned away
 DEFAULT_CONCURRENCY = 2  # events of one demo running at once (one model thread serves them in turn)
+MAX_SESSIONS = 200  # sessions whose state the server keeps (each browser tab; each plain API call is one); the least recently used is dropped
 
 
 def limits_table() -> list[tuple[str, str, str, str]]:
@@ -59,6 +60,7 @@ MAX_FINETUNE_MEMORY_MB = 4096  # growth of the process's memory (or CUDA memory)
 MAX_FINETUNE_CONCURRENT = 1  # training jobs running at once (each uses every core); others wait in the queue
 MAX_FINETUNE_QUEUED = 4  # jobs waiting; beyond it a new job is refused with a message
 MAX_FINETUNE_RUNS_PER_SESSION = 8  # trained runs a browser session keeps (oldest dropped first)
+MAX_FINETUNE_RUNS_KEPT = 24  # trained runs the server keeps over all sessions (oldest dropped, with its files)
 MAX_CSV_ROWS = 5000  # rows of an uploaded CSV used for training; the rest is ignored, with a notice
 MIN_CSV_ROWS = 10  # fewer rows cannot give a training and a held-out part
 MAX_CSV_CLASSES = 20  # distinct labels in an uploaded CSV

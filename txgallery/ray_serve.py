@@ -371,7 +371,7 @@ class GalleryIngress:
         from fastapi import FastAPI
 
         from txgallery.gallery import CSS, build_gallery
-        from txgallery.limits import MAX_UPLOAD_SIZE, QUEUE_SIZE
+        from txgallery.limits import MAX_SESSIONS, MAX_UPLOAD_SIZE, QUEUE_SIZE
 
         app = FastAPI()
 
@@ -382,6 +382,7 @@ class GalleryIngress:
         blocks = build_gallery(self.entries)
         # the model deployments queue and batch; the UI only has to let the calls through
         blocks.queue(default_concurrency_limit=self.args.ui_concurrency, max_size=QUEUE_SIZE)
+        blocks.state_session_capacity = MAX_SESSIONS  # mount_gradio_app reads it from the Blocks (launch takes it)
         return gr.mount_gradio_app(app, blocks, path="", max_file_size=MAX_UPLOAD_SIZE, css=CSS, show_error=True,
                                    ssr_mode=False)
 

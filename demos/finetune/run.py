@@ -22,8 +22,8 @@ from matplotlib.figure import Figure
 from txgallery import finetune, store
 from txgallery.datasets import LabelledTexts, load_movie_reviews, rotten_tomatoes_splits
 from txgallery.jobs import JobRunner, JobStatus, ray_is_running
-from txgallery.limits import (MAX_CSV_CLASSES, MAX_CSV_ROWS, MAX_FINETUNE_RUNS_PER_SESSION, MAX_UPLOAD_BYTES,
-                              MIN_CSV_ROWS, InputError, truncate_text)
+from txgallery.limits import (MAX_CSV_CLASSES, MAX_CSV_ROWS, MAX_FINETUNE_RUNS_KEPT, MAX_FINETUNE_RUNS_PER_SESSION,
+                              MAX_UPLOAD_BYTES, MIN_CSV_ROWS, InputError, truncate_text)
 from txgallery.plugin import Demo, ModelSlot
 from txgallery.serving import connect
 from txgallery.ui import model_badge, user_errors
@@ -297,6 +297,9 @@ class FinetunePlayground:
                 stopped=trained.result.stopped, settings={"lr": trained.config.lr, "batch": config.batch_size})
             with self._lock:
                 self.runs[run_id], self.records[run_id] = trained, record
+                # a session dropped by Gradio (MAX_SESSIONS) never gets its delete callback: bound the total too
+                oldest = list(self.runs)[:max(0, len(self.runs) - MAX_FINETUNE_RUNS_KEPT)]
+            self.forget(oldest)
             return record
 
         job_id = self.runner.submit(f"{config.method} on {data.name}", job, owner=owner)

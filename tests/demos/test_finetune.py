@@ -142,3 +142,17 @@ def test_style_tuning_generates_from_base_and_tuned(playground):
     assert isinstance(prediction.base, str) and isinstance(prediction.tuned, str)
     with pytest.raises(InputError, match="Unknown method 'full'"):
         playground.start("shakespeare", finetune.FinetuneConfig(method="full"), owner="b")
+
+
+def test_the_server_keeps_a_bounded_number_of_runs_over_all_sessions(playground, monkeypatch):
+    # a session Gradio drops for capacity never runs its delete callback; the playground's own bound still holds
+    import txgallery_demos.finetune.run as playground_module
+
+    monkeypatch.setattr(playground_module, "MAX_FINETUNE_RUNS_KEPT", 1)
+    config = finetune.FinetuneConfig(method="lora", steps=1, batch_size=2, eval_every=1)
+    first = playground.runner.wait(playground.start("rotten_tomatoes", config, owner="c"), timeout=300).result
+    first_dir = playground.runs[first.run_id].out_dir
+    second = playground.runner.wait(playground.start("rotten_tomatoes", config, owner="d"), timeout=300).result
+    assert list(playground.runs) == [second.run_id]
+    assert playground.records_for([first.run_id, second.run_id]) == [second]
+    assert not first_dir.exists()
