@@ -1,11 +1,12 @@
 """Soak: many concurrent clients drive every demo of a `txgallery serve` child process for minutes.
 
-    .venv/bin/python bench/soak.py [--clients 64] [--minutes 10] [--port 7873] [--demo SLUG ...]
+    .venv/bin/python bench/soak.py [--clients 64] [--minutes 10] [--warmup-minutes 2] [--port 7873] [--demo SLUG ...]
 
-Starts the gallery on 127.0.0.1 (run it inside `unshare -n` like the tests), sends one round of every demo's
-declared traffic (`Demo.traffic`) as warm-up, records the server's resident memory (with its children), then runs
-the clients for the given time and prints: failed requests (target: none), p50/p95 per endpoint, throughput, and the
-memory growth after warm-up (target: < 10%).
+Starts the gallery on 127.0.0.1 (run it inside `unshare -n` like the tests), warms it up with the same clients and
+mix for `--warmup-minutes` (so every model is loaded, every thread pool and allocator arena has seen the peak
+concurrency, and Gradio's session store has filled to its `MAX_SESSIONS` bound), records the server's resident
+memory (with its children), then runs the clients for `--minutes` and prints: failed requests (target: none),
+p50/p95 per endpoint, throughput, the memory series, and the memory growth after warm-up (target: < 10%).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--warmup-minutes", type=float, default=2)
     parser.add_argument("--port", type=int, default=7873)
     parser.add_argument("--demo", action="append", help="only these demos (default: all)")
     args = parser.parse_args()
@@ -57,7 +59,8 @@ def main() -> None:
     try:
         wait_until_up(url, server)
         memory = rss_probe(server.pid)
-        warm = run_load(url, mix, clients=1, calls_per_client=len(mix) * 2, seed=1)
+        warm = run_load(url, mix, clients=1, calls_per_client=len(mix), seed=1)  # loads every model once
+        warm.results += run_load(url, mix, clients=args.clients, duration_s=args.warmup_minutes * 60, seed=2).results
         if warm.failures:
             print("warm-up failures:", *[f"{f.api_name}: {f.error}" for f in warm.failures[:5]], sep="\n  ")
         after_warm_up = memory()
@@ -72,7 +75,7 @@ def main() -> None:
 
     final = report.memory_mb[-1][1]
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}")
-    print(f"command: bench/soak.py --clients {args.clients} --minutes {args.minutes}"
+    print(f"command: bench/soak.py --clients {args.clients} --minutes {args.minutes} --warmup-minutes {args.warmup_minutes}"
           f"{''.join(' --demo ' + d for d in args.demo or ())}")
     print(f"{len(report.results)} requests in {report.wall_seconds:.0f} s "
           f"({len(report.results) / report.wall_seconds:.1f}/s), failed: {len(report.failures)}")
@@ -81,6 +84,8 @@ def main() -> None:
     print("\n| endpoint | requests | failed | p50 ms | p95 ms |\n|---|---|---|---|---|")
     for row in report.latency_table():
         print(f"| {row['endpoint']} | {row['requests']} | {row['failed']} | {row['p50_ms']:.0f} | {row['p95_ms']:.0f} |")
+    print("\nmemory series (s since the soak began: MB): "
+          + ", ".join(f"{t:.0f}: {mb:.0f}" for t, mb in report.memory_mb))
     peak = max(mb for _, mb in report.memory_mb)
     print(f"\nmemory (server + children): {after_warm_up:.0f} MB after warm-up, {final:.0f} MB at the end, peak "
           f"{peak:.0f} MB; growth after warm-up {100 * (final - after_warm_up) / after_warm_up:+.1f}%")

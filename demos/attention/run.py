@@ -430,6 +430,8 @@ def build() -> gr.Blocks:
                 stats = gr.Dataframe(label="Per-head statistics", elem_id="attention-stats", wrap=False)
             with gr.Tab("ViT"):
                 vit_source = vision_model()
+                # declared here, at build time, so that on Ray Serve the ViT gets a deployment of its own
+                vit_explorer = None if isinstance(vit_source, store.ModelLoadError) else connect(VitExplorer, vit_source)
                 gr.Markdown(model_badge(vit_source))
                 with gr.Row():
                     image = image_input(label="Image", elem_id="attention-image")
@@ -525,10 +527,9 @@ def build() -> gr.Blocks:
 
         @user_errors
         def vit_views(path, head_fusion, ratio):
-            if isinstance(vit_source, store.ModelLoadError):
+            if vit_explorer is None:
                 raise vit_source
-            picture = load_picture(path)
-            result = connect(VitExplorer, vit_source).analyse(picture)
+            result = vit_explorer.analyse(load_picture(path))
             rollout, per_layer = rollout_maps(result, head_fusion, ratio)
             return (result.top,
                     views.patch_maps_figure(result.picture, [rollout], [f"rollout ({head_fusion}, discard {ratio:.2f})"]),

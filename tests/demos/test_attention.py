@@ -200,3 +200,13 @@ def test_embedded_vit_through_the_store(tmp_path):
     assert sum(result.top.values()) <= 1.0 + 1e-6 and len(result.top) == 5
     rollout, per_layer = rollout_maps(result, "mean", 0.0)
     assert rollout.shape == (4, 4) and rollout.sum() == pytest.approx(1.0) and len(per_layer) == 4
+
+
+def test_the_page_declares_its_vit_service_at_build_time():
+    # what Ray Serve deploys is what build() connects to; a service first connected per request would run in the UI
+    from txgallery.serving import collecting_services
+    from txgallery_demos.attention.run import VitExplorer, build
+
+    with collecting_services() as keys:
+        build()
+    assert VitExplorer in {key.cls for key in keys}
