@@ -244,6 +244,20 @@ def _generators() -> list[tuple[str, store.ModelSource | store.ModelLoadError, o
             else (source.ref, source, connect(TextGenerator, source)) for source in sources]
 
 
+def generator_for(name: str, configured: dict[str, tuple]) -> object:
+    """The service for a model picked from the list, or typed on the page (embedded names; hub ids the operator allows).
+
+    A typed model is resolved with `store.resolve_user_ref`, so a page can never name a local path, and loads on first
+    use; whatever it is, a model that cannot continue text left to right is refused with a message.
+    """
+    if name in configured:
+        source, service = configured[name]
+        if service is None:
+            raise source if isinstance(source, store.ModelLoadError) else store.ModelLoadError(str(source))
+        return service
+    return connect(TextGenerator, store.resolve_user_ref(name, TASK))
+
+
 def build() -> gr.Blocks:
     """The generation page: streaming generation with every control, per-step view, side by side."""
     generators = _generators()
@@ -251,10 +265,7 @@ def build() -> gr.Blocks:
     by_name = {name: (source, service) for name, source, service in generators}
 
     def service_for(name: str):
-        source, service = by_name.get(name, (None, None))
-        if service is None:
-            raise store.ModelLoadError(str(source) if source else f"No model named {name!r} is configured.")
-        return service
+        return generator_for((name or "").strip(), by_name)
 
     def controls(prefix: str, strategy: str = "greedy"):
         with gr.Row():
@@ -271,7 +282,8 @@ def build() -> gr.Blocks:
 
     with gr.Blocks(title="Generation studio") as page:
         with gr.Row():
-            model = gr.Dropdown(names, value=names[0], label="Model", scale=1, elem_id="generation-model")
+            model = gr.Dropdown(names, value=names[0], label="Model (or type a hub id the operator allows)", scale=1,
+                                allow_custom_value=True, elem_id="generation-model")
             badge = gr.Markdown(model_badge(generators[0][1]), elem_id="generation-badge")
         with gr.Tab("Generate"):
             prompt = gr.Textbox(label="Prompt", lines=3, value=EXAMPLES[0], elem_id="generation-prompt")
@@ -327,8 +339,10 @@ def build() -> gr.Blocks:
 
         @user_errors
         def show_model(name: str):
-            source, _ = by_name.get(name, (None, None))
-            return model_badge(source) if source is not None else ""
+            try:  # a typed model loads here; the badge says which model answers, or why this one cannot
+                return service_for(name).describe()
+            except (store.ModelLoadError, InputError) as exc:
+                return f"⚠️ **{name}** is not available: {exc}"
 
         @user_errors
         def generate(name, text, chat_value, max_new_tokens, seed_value, *knob_values):

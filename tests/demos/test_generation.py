@@ -14,7 +14,8 @@ from txgallery.generation import SamplingSettings
 from txgallery.limits import InputError
 from txgallery.serving import connect
 from txgallery.shakespeare import load_plays, train_tokenizer
-from txgallery_demos.generation.run import (TASK, TextGenerator, build, highlighted, read_settings, stats_line,
+from txgallery_demos.generation.run import (TASK, TextGenerator, build, generator_for, highlighted, read_settings,
+                                            stats_line,
                                             step_markdown, step_table, visible)
 
 
@@ -97,6 +98,25 @@ def test_non_causal_models_get_a_clear_message(tiny_classifier_dir, tiny_gpt2_di
     with pytest.raises(store.ModelLoadError, match="not a causal"):
         TextGenerator(store.resolve(str(t5_dir), TASK))
 
+
+
+def test_a_model_typed_on_the_page_goes_through_the_operators_allowlist(source):
+    from txgallery import settings
+
+    configured = {"listed": (source, connect(TextGenerator, source))}
+    assert generator_for("listed", configured).describe()  # a listed model is served as configured
+    with pytest.raises(store.ModelLoadError, match="not enabled on this gallery.*--allow-hub"):
+        generator_for("gpt2", configured)  # default: no typed hub ids
+    with pytest.raises(store.ModelLoadError, match="local paths are set by the operator"):
+        generator_for(str(source.ref), configured)  # a real model directory, still refused from a page
+    with pytest.raises(store.ModelLoadError, match="for text-classification, not text-generation"):
+        generator_for("embedded:minilm-rt-sentiment", configured)  # an encoder typed into the decoder page
+    settings.configure(settings.load_settings([], environ={}, allow_hub=["gpt2"]))
+    try:  # allowed now, but this machine has no hub: the message says so instead of hanging
+        with pytest.raises(store.ModelLoadError, match="not reachable"):
+            generator_for("gpt2", configured)
+    finally:
+        settings.configure(settings.Settings())
 
 def test_page_controls_become_checked_settings():
     settings, notices = read_settings("sampling", 12.0, 0.7, 40.0, 0.9, 1.1, 4.0, 3.0, False)
