@@ -13,8 +13,10 @@ import gradio as gr
 from gradio_client import handle_file
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from txgallery import store
 from txgallery.attention import HEAD_FUSIONS, attention_rollout, cls_patch_map
@@ -78,44 +80,62 @@ def recipe_table(geometry: VitGeometry) -> pd.DataFrame:
                          "ViT-B/16 (the seed's numbers)": [fmt.format(*seed) for _, fmt in rows]})
 
 
-def patch_grid_figure(picture: np.ndarray, geometry: VitGeometry) -> Figure:
-    """The picture as the model sees it, cut into its patches, each numbered in token order."""
-    figure = Figure(figsize=(4.2, 4.2), layout="constrained")
-    axes = figure.add_subplot()
-    axes.imshow(picture, cmap="gray" if picture.ndim == 2 else None, extent=(0, geometry.image_size,
-                                                                             geometry.image_size, 0))
+SHOWN_SIDE = 336  # pixels of the pictures the page draws per request (drawn with PIL: a few ms, not a figure's ~0.2 s)
+GRID_COLOUR = (255, 214, 0)
+
+
+def _enlarged(picture: np.ndarray, side: int = SHOWN_SIDE) -> Image.Image:
+    """The picture as the model saw it, as RGB, scaled with sharp pixels to `side`×`side` (at least its own size)."""
+    side = max(side, *picture.shape[:2])
+    return Image.fromarray(picture).convert("RGB").resize((side, side), Image.Resampling.NEAREST)
+
+
+def patch_grid_title(geometry: VitGeometry) -> str:
+    """What the patch grid shows, in the seed's words."""
+    return (f"{geometry.num_patches} patches of {geometry.patch_size}×{geometry.patch_size} → "
+            f"{geometry.num_patches} tokens of size {geometry.embed_dim}")
+
+
+def patch_grid_picture(picture: np.ndarray, geometry: VitGeometry) -> np.ndarray:
+    """The picture as the model sees it, cut into its patches, each numbered in token order (an RGB array)."""
+    image = _enlarged(picture)
+    draw = ImageDraw.Draw(image)
     rows, cols = geometry.grid
+    cell_w, cell_h = image.width / cols, image.height / rows
     for i in range(1, cols):
-        axes.axvline(i * geometry.patch_size, color="yellow", linewidth=0.8)
+        draw.line([(round(i * cell_w), 0), (round(i * cell_w), image.height)], fill=GRID_COLOUR, width=1)
     for i in range(1, rows):
-        axes.axhline(i * geometry.patch_size, color="yellow", linewidth=0.8)
+        draw.line([(0, round(i * cell_h)), (image.width, round(i * cell_h))], fill=GRID_COLOUR, width=1)
     if geometry.num_patches <= 256:  # beyond that the numbers are unreadable
+        font = ImageFont.load_default(size=max(7, int(min(cell_w, cell_h) * 0.4)))
         for r in range(rows):
             for c in range(cols):
-                axes.text((c + 0.5) * geometry.patch_size, (r + 0.5) * geometry.patch_size, str(r * cols + c + 1),
-                          color="yellow", ha="center", va="center", fontsize=max(4, 11 - cols // 3))
-    axes.set_title(f"{geometry.num_patches} patches of {geometry.patch_size}×{geometry.patch_size} → "
-                   f"{geometry.num_patches} tokens of size {geometry.embed_dim}", fontsize=9)
-    axes.set_axis_off()
-    return figure
+                draw.text(((c + 0.5) * cell_w, (r + 0.5) * cell_h), str(r * cols + c + 1), fill=GRID_COLOUR,
+                          anchor="mm", font=font)
+    return np.asarray(image)
 
 
-def rollout_figure(picture: np.ndarray, patch_map: np.ndarray, title: str) -> Figure:
-    """The [CLS] token's rollout over the patches, drawn over the picture."""
-    figure = Figure(figsize=(4.2, 4.2), layout="constrained")
-    axes = figure.add_subplot()
-    size = picture.shape[0]
-    axes.imshow(picture, cmap="gray" if picture.ndim == 2 else None, extent=(0, size, size, 0))
-    axes.imshow(patch_map, cmap="inferno", alpha=0.55, extent=(0, size, size, 0), interpolation="nearest")
-    axes.set_title(title, fontsize=9)
-    axes.set_axis_off()
-    return figure
+def rollout_picture(picture: np.ndarray, patch_map: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """The [CLS] token's rollout over the patches (inferno colours, min to max) blended over the picture."""
+    image = _enlarged(picture)
+    low, high = float(patch_map.min()), float(patch_map.max())
+    scaled = (patch_map - low) / (high - low) if high > low else np.zeros_like(patch_map)
+    colours = (colormaps["inferno"](scaled)[..., :3] * 255).astype(np.uint8)
+    overlay = Image.fromarray(colours).resize(image.size, Image.Resampling.NEAREST)
+    return np.asarray(Image.blend(image, overlay, alpha))
 
 
 def position_similarity(embeddings: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """Cosine similarity of each patch's position embedding with every other: (rows, cols, rows, cols)."""
     unit = embeddings / np.linalg.norm(embeddings, axis=-1, keepdims=True).clip(1e-9)
     return (unit @ unit.T).reshape(grid[0], grid[1], grid[0], grid[1])
+
+
+def figure_picture(figure: Figure) -> np.ndarray:
+    """A matplotlib figure rendered once to an RGB array (so a page can reuse it without drawing it again)."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def position_figure(similarity: np.ndarray) -> Figure:
@@ -246,8 +266,10 @@ def build() -> gr.Blocks:
                     top_class = gr.Markdown(elem_id="vit-top-class")
                     top5 = gr.BarPlot(label=f"Top {VIT_TOP_K} classes", elem_id="vit-top5", **bar)
             with gr.Row():
-                grid_plot = gr.Plot(label="The patch grid")
-                rollout_plot = gr.Plot(label="Attention rollout of [CLS]")
+                grid_plot = gr.Image(label="The patch grid", type="numpy", format="png", interactive=False,
+                                     elem_id="vit-patch-grid")
+                rollout_plot = gr.Image(label="Attention rollout of [CLS]", type="numpy", format="png",
+                                        interactive=False, elem_id="vit-rollout")
             recipe = gr.Dataframe(label="The recipe, in numbers", interactive=False)
             gr.Examples(examples, inputs=image, label="Examples: Fashion-MNIST test images and natural photos")
             with gr.Accordion("The [CLS] token and position embeddings", open=False):
@@ -259,7 +281,8 @@ def build() -> gr.Blocks:
                     "knows where each patch was. After training, neighbouring positions end up with similar "
                     "embeddings: each small map below shows one position's similarity to all the others.")
                 positions = gr.Button("Show the position embeddings")
-                position_plot = gr.Plot(label="Position-embedding similarity")
+                position_plot = gr.Image(label="Position-embedding similarity", type="numpy", format="png",
+                                         interactive=False)
         with gr.Tab("ViT vs CNN"):
             gr.Markdown("The same photo through every configured ViT and the ImageNet CNN EfficientNet-Lite0. The "
                         "embedded ViT only knows Fashion-MNIST's 10 clothing classes; add "
@@ -287,19 +310,25 @@ def build() -> gr.Blocks:
             summary = f"### {name} · {probability:.1%}"
             if result.geometry is None:
                 return main.describe(), summary, top_frame(result.top), None, None, None
-            title = f"rollout ({head_fusion} over heads, discard {discard_ratio:.0%})"
-            return (main.describe(), summary, top_frame(result.top), patch_grid_figure(result.seen, result.geometry),
-                    rollout_figure(result.seen, result.rollout, title), recipe_table(result.geometry))
+            title = f"Attention rollout of [CLS] ({head_fusion} over heads, discard {discard_ratio:.0%})"
+            return (main.describe(), summary, top_frame(result.top),
+                    gr.Image(patch_grid_picture(result.seen, result.geometry), label=patch_grid_title(result.geometry)),
+                    gr.Image(rollout_picture(result.seen, result.rollout), label=title), recipe_table(result.geometry))
+
+        position_pictures: dict[str, np.ndarray] = {}  # the same for every request: drawn once per model
 
         @user_errors
         def show_positions():
             if main is None:
                 raise main_source
-            embeddings = main.position_embeddings()
-            if embeddings is None:
-                raise InputError("This model is a CNN: it has no position embeddings.")
-            side = int(round(len(embeddings) ** 0.5))
-            return position_figure(position_similarity(embeddings, (side, len(embeddings) // side)))
+            if main_source.ref not in position_pictures:
+                embeddings = main.position_embeddings()
+                if embeddings is None:
+                    raise InputError("This model is a CNN: it has no position embeddings.")
+                side = int(round(len(embeddings) ** 0.5))
+                figure = position_figure(position_similarity(embeddings, (side, len(embeddings) // side)))
+                position_pictures[main_source.ref] = figure_picture(figure)
+            return position_pictures[main_source.ref]
 
         @user_errors
         def compare_models(path):

@@ -8,8 +8,9 @@ import pytest
 from txgallery import store
 from txgallery.limits import VIT_TOP_K, InputError
 from txgallery.vision import FASHION_MNIST_LABELS, VitGeometry, fashion_mnist_examples, load_image, sample_photos
-from txgallery_demos.vit.run import (CNN_REF, SEED_RECIPE, TASK, ImageService, _check_settings, patch_grid_figure,
-                                     position_similarity, recipe_table, top_frame)
+from txgallery_demos.vit.run import (CNN_REF, GRID_COLOUR, SEED_RECIPE, SHOWN_SIDE, TASK, ImageService, _check_settings,
+                                     figure_picture, patch_grid_picture, patch_grid_title, position_figure,
+                                     position_similarity, recipe_table, rollout_picture, top_frame)
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +37,25 @@ def test_recipe_table_has_this_models_and_the_seeds_numbers(vit):
 def test_patch_grid_draws_one_cell_and_number_per_patch():
     geometry = VitGeometry(image_size=28, patch_size=7, grid=(4, 4), channels=1, embed_dim=96, depth=4, heads=4,
                            prefix_tokens=1)
-    axes = patch_grid_figure(np.zeros((28, 28), dtype=np.uint8), geometry).axes[0]
-    assert len(axes.lines) == 3 + 3  # inner grid lines: columns, then rows
-    assert sorted(int(t.get_text()) for t in axes.texts) == list(range(1, 17))
-    assert "16 patches of 7×7" in axes.get_title() and "size 96" in axes.get_title()
+    picture = patch_grid_picture(np.zeros((28, 28), dtype=np.uint8), geometry)
+    assert picture.shape == (SHOWN_SIDE, SHOWN_SIDE, 3)
+    drawn = np.all(picture == GRID_COLOUR, axis=-1)
+    cell = SHOWN_SIDE // 4
+    for i in (1, 2, 3):  # the three inner lines each way run the whole picture
+        assert drawn[:, i * cell].all() and drawn[i * cell, :].all()
+    inside = drawn.reshape(4, cell, 4, cell)[:, 2:-2, :, 2:-2]  # each cell without its border lines
+    assert (inside.sum(axis=(1, 3)) > 0).all()  # every one of the 16 cells carries its number
+    assert patch_grid_title(geometry) == "16 patches of 7×7 → 16 tokens of size 96"
+
+
+def test_rollout_picture_is_brightest_where_the_rollout_is_highest():
+    patch_map = np.zeros((4, 4))
+    patch_map[1, 2] = 1.0
+    picture = rollout_picture(np.full((28, 28), 128, dtype=np.uint8), patch_map)
+    cell = SHOWN_SIDE // 4
+    brightness = picture.astype(float).sum(-1).reshape(4, cell, 4, cell).mean(axis=(1, 3))
+    assert np.unravel_index(brightness.argmax(), brightness.shape) == (1, 2)
+    assert picture.shape == (SHOWN_SIDE, SHOWN_SIDE, 3)
 
 
 def test_fashion_examples_are_classified_with_rollout(vit):
@@ -60,6 +76,8 @@ def test_position_embeddings_and_their_similarity(vit):
     embeddings = vit.position_embeddings()
     assert embeddings.shape == (16, 96)
     similarity = position_similarity(embeddings, (4, 4))
+    picture = figure_picture(position_figure(similarity))
+    assert picture.ndim == 3 and picture.shape[-1] == 3 and picture.std() > 0
     assert similarity.shape == (4, 4, 4, 4)
     assert np.allclose([similarity[r, c, r, c] for r in range(4) for c in range(4)], 1.0, atol=1e-5)
     assert np.allclose(similarity.reshape(16, 16), similarity.reshape(16, 16).T, atol=1e-6)

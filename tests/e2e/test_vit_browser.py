@@ -26,5 +26,8 @@ def test_upload_an_image_and_read_the_top_class(page, gallery, tmp_path):
     expect(top).to_contain_text("%", timeout=120_000)
     assert top.inner_text().split("·")[0].strip() == "Trouser"
     expect(page.get_by_text("held-out accuracy")).to_be_visible()
+    for picture in ("#vit-patch-grid img", "#vit-rollout img"):  # both pictures arrive, each with its caption
+        expect(page.locator(picture)).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("16 patches of 7×7")).to_be_visible()
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
