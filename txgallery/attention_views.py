@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -272,27 +272,47 @@ def positions_figure(encoding: np.ndarray, similarity: np.ndarray, title: str, e
     return figure
 
 
-def patch_maps_figure(image: np.ndarray, maps: Sequence[np.ndarray], titles: Sequence[str]) -> Figure:
-    """An image beside one or more per-patch maps laid over it (rollout, per-layer [CLS] attention)."""
+def enlarged_picture(picture: np.ndarray, side: int = 336) -> Any:
+    """A picture as an RGB PIL image, scaled with sharp pixels to `side`×`side` (at least its own size)."""
     from PIL import Image
 
-    figure = Figure(figsize=(2.6 * (len(maps) + 1), 3.0), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(1, len(maps) + 1))
-    picture = np.asarray(image)
-    axes[0].imshow(picture, cmap="gray" if picture.ndim == 2 else None)
-    axes[0].set_title("input", fontsize=9)
-    height, width = picture.shape[:2]
-    for ax, patch_map, title in zip(axes[1:], maps, titles):
-        scaled = np.asarray(patch_map, dtype=np.float64)
-        scaled = scaled / (scaled.max() or 1.0)
-        upsampled = np.asarray(Image.fromarray((scaled * 255).astype(np.uint8)).resize((width, height), Image.BILINEAR))
-        ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
-        ax.imshow(upsampled, cmap="jet", alpha=0.5)
-        ax.set_title(title, fontsize=9)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    return figure
+    side = max(side, *np.asarray(picture).shape[:2])
+    return Image.fromarray(np.asarray(picture)).convert("RGB").resize((side, side), Image.Resampling.NEAREST)
+
+
+def patch_map_overlay(picture: np.ndarray, patch_map: np.ndarray, side: int = 336, alpha: float = 0.55) -> np.ndarray:
+    """A per-patch map (rollout, one layer's [CLS] attention) in inferno colours, min to max, blended over the picture.
+
+    Drawn with PIL, a few milliseconds: Gradio would re-render a matplotlib figure on every request (~0.2 s each).
+    """
+    from matplotlib import colormaps
+    from PIL import Image
+
+    image = enlarged_picture(picture, side)
+    values = np.asarray(patch_map, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    colours = (colormaps["inferno"](scaled)[..., :3] * 255).astype(np.uint8)
+    overlay = Image.fromarray(colours).resize(image.size, Image.Resampling.NEAREST)
+    return np.asarray(Image.blend(image, overlay, alpha))
+
+
+def patch_maps_picture(picture: np.ndarray, maps: Sequence[np.ndarray], titles: Sequence[str],
+                       side: int = 224) -> np.ndarray:
+    """The picture beside one or more per-patch maps laid over it, each titled: one RGB array."""
+    from PIL import Image, ImageDraw
+
+    panels = [np.asarray(enlarged_picture(picture, side))] + [patch_map_overlay(picture, m, side) for m in maps]
+    titled = ["input", *titles]
+    strip, gap = 22, 6
+    size = panels[0].shape[0]
+    sheet = Image.new("RGB", (len(panels) * (size + gap) - gap, size + strip), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (panel, title) in enumerate(zip(panels, titled)):
+        x = i * (size + gap)
+        sheet.paste(Image.fromarray(panel), (x, strip))
+        draw.text((x + size / 2, strip / 2), title, fill="black", anchor="mm")
+    return np.asarray(sheet)
 
 
 # --- interactive (plotly) versions for the page: the browser draws them, hover shows the values ------------------------

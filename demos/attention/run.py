@@ -443,8 +443,10 @@ def build() -> gr.Blocks:
                 examples = fashion_examples()
                 if examples:
                     gr.Examples(examples, inputs=image, label="Fashion-MNIST test images")
-                vit_rollout = gr.Plot(label="Attention rollout ([CLS] → patches)")
-                vit_layers = gr.Plot(label="[CLS] attention of each layer")
+                vit_rollout = gr.Image(label="Attention rollout ([CLS] → patches)", type="numpy", format="png",
+                                       interactive=False, elem_id="attention-vit-rollout")
+                vit_layers = gr.Image(label="[CLS] attention of each layer", type="numpy", format="png",
+                                      interactive=False)
             with gr.Tab("Export"):
                 gr.Markdown("Figures as PNG or SVG, and every layer's attention as NPZ (float32) or JSON. The "
                             "interactive figures also download as PNG from the camera button in their toolbar; the "
@@ -532,8 +534,8 @@ def build() -> gr.Blocks:
             result = vit_explorer.analyse(load_picture(path))
             rollout, per_layer = rollout_maps(result, head_fusion, ratio)
             return (result.top,
-                    views.patch_maps_figure(result.picture, [rollout], [f"rollout ({head_fusion}, discard {ratio:.2f})"]),
-                    views.patch_maps_figure(result.picture, per_layer, [f"layer {i}" for i in range(len(per_layer))]))
+                    views.patch_maps_picture(result.picture, [rollout], [f"rollout ({head_fusion}, discard {ratio:.2f})"]),
+                    views.patch_maps_picture(result.picture, per_layer, [f"layer {i}" for i in range(len(per_layer))]))
 
         @user_errors
         def download_figure(name, result, which, fmt, layer_index, head_index):

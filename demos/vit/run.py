@@ -13,13 +13,13 @@ import gradio as gr
 from gradio_client import handle_file
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from txgallery import store
 from txgallery.attention import HEAD_FUSIONS, attention_rollout, cls_patch_map
+from txgallery.attention_views import enlarged_picture, patch_map_overlay
 from txgallery.limits import VIT_TOP_K, InputError
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
@@ -84,12 +84,6 @@ SHOWN_SIDE = 336  # pixels of the pictures the page draws per request (drawn wit
 GRID_COLOUR = (255, 214, 0)
 
 
-def _enlarged(picture: np.ndarray, side: int = SHOWN_SIDE) -> Image.Image:
-    """The picture as the model saw it, as RGB, scaled with sharp pixels to `side`×`side` (at least its own size)."""
-    side = max(side, *picture.shape[:2])
-    return Image.fromarray(picture).convert("RGB").resize((side, side), Image.Resampling.NEAREST)
-
-
 def patch_grid_title(geometry: VitGeometry) -> str:
     """What the patch grid shows, in the seed's words."""
     return (f"{geometry.num_patches} patches of {geometry.patch_size}×{geometry.patch_size} → "
@@ -98,7 +92,7 @@ def patch_grid_title(geometry: VitGeometry) -> str:
 
 def patch_grid_picture(picture: np.ndarray, geometry: VitGeometry) -> np.ndarray:
     """The picture as the model sees it, cut into its patches, each numbered in token order (an RGB array)."""
-    image = _enlarged(picture)
+    image = enlarged_picture(picture, SHOWN_SIDE)
     draw = ImageDraw.Draw(image)
     rows, cols = geometry.grid
     cell_w, cell_h = image.width / cols, image.height / rows
@@ -115,14 +109,9 @@ def patch_grid_picture(picture: np.ndarray, geometry: VitGeometry) -> np.ndarray
     return np.asarray(image)
 
 
-def rollout_picture(picture: np.ndarray, patch_map: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """The [CLS] token's rollout over the patches (inferno colours, min to max) blended over the picture."""
-    image = _enlarged(picture)
-    low, high = float(patch_map.min()), float(patch_map.max())
-    scaled = (patch_map - low) / (high - low) if high > low else np.zeros_like(patch_map)
-    colours = (colormaps["inferno"](scaled)[..., :3] * 255).astype(np.uint8)
-    overlay = Image.fromarray(colours).resize(image.size, Image.Resampling.NEAREST)
-    return np.asarray(Image.blend(image, overlay, alpha))
+def rollout_picture(picture: np.ndarray, patch_map: np.ndarray) -> np.ndarray:
+    """The [CLS] token's rollout over the patches, blended over the picture (the attention explorer's drawing)."""
+    return patch_map_overlay(picture, patch_map, SHOWN_SIDE)
 
 
 def position_similarity(embeddings: np.ndarray, grid: tuple[int, int]) -> np.ndarray:

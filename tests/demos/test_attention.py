@@ -210,3 +210,16 @@ def test_the_page_declares_its_vit_service_at_build_time():
     with collecting_services() as keys:
         build()
     assert VitExplorer in {key.cls for key in keys}
+
+
+def test_patch_maps_picture_puts_the_input_beside_each_titled_map():
+    from txgallery.attention_views import patch_maps_picture
+
+    hot = np.zeros((4, 4))
+    hot[3, 0] = 1.0  # bottom-left patch
+    sheet = patch_maps_picture(np.full((28, 28), 100, dtype=np.uint8), [hot, hot.T], ["layer 0", "layer 1"], side=224)
+    assert sheet.shape == (224 + 22, 3 * 224 + 2 * 6, 3)
+    first_map = sheet[22:, 230:454].astype(float).sum(-1).reshape(4, 56, 4, 56).mean(axis=(1, 3))
+    assert np.unravel_index(first_map.argmax(), (4, 4)) == (3, 0)
+    title_strip = sheet[:22]
+    assert (title_strip < 128).any()  # the titles are drawn
