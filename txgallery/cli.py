@@ -104,7 +104,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from txgallery.seq2seq import T5_DIR, T5Recipe, train_embedded_t5
 
         metrics = train_embedded_t5(args.out or T5_DIR, T5Recipe(epochs=args.epochs or T5Recipe.epochs,
-                                                                 max_steps=args.max_steps, seed=args.seed))
+                                                                 max_steps=args.max_steps, seed=args.seed),
+                                    eval_limit=args.eval_limit)
         print(f"held-out sentiment accuracy {metrics['test_accuracy']:.4f}, fill exact match "
               f"{metrics['test']['fill_exact_match']:.4f} ({metrics['test_size']} sentences) -> {args.out or T5_DIR}")
         return 0
@@ -112,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from txgallery.training import LoraRecipe
 
     recipe = LoraRecipe(epochs=args.epochs or 3, max_steps=args.max_steps, seed=args.seed)
-    metrics = train_sentiment_adapter(args.out or SENTIMENT_ADAPTER_DIR, recipe)
+    metrics = train_sentiment_adapter(args.out or SENTIMENT_ADAPTER_DIR, recipe, eval_limit=args.eval_limit)
     print(f"validation accuracy {metrics['validation_accuracy']:.4f}, held-out test accuracy "
           f"{metrics['test_accuracy']:.4f} ({metrics['test_size']} sentences) -> {args.out or SENTIMENT_ADAPTER_DIR}")
     return 0
@@ -200,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None, help="default: 3 (sentiment), 8 (vit)")
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (for a quick check)")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--eval-limit", type=int, default=None,
+                       help="sentiment and t5: score on only the first N validation/test sentences (a quick check)")
     train.set_defaults(func=cmd_train)
 
     ray_cmd = commands.add_parser("ray", help="run the gallery on Ray Serve (local Ray)",

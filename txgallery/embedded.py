@@ -10,7 +10,7 @@ import fnmatch
 import importlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -190,8 +190,13 @@ def minilm_rt_sentiment(adapter_dir: Path | None = None, attentions: bool = Fals
     return model.eval(), AutoTokenizer.from_pretrained(str(base))
 
 
-def train_sentiment_adapter(out_dir: Path | None = None, recipe=None, progress: bool = True) -> dict:
-    """Re-train the shipped sentiment adapter deterministically and write it, with metrics.json, to `out_dir`."""
+def train_sentiment_adapter(out_dir: Path | None = None, recipe=None, progress: bool = True,
+                            eval_limit: int | None = None) -> dict:
+    """Re-train the shipped sentiment adapter deterministically and write it, with metrics.json, to `out_dir`.
+
+    `eval_limit` scores on only the first sentences of the validation and test splits (for quick checks; the
+    metrics.json it writes says how many were scored).
+    """
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
@@ -201,6 +206,8 @@ def train_sentiment_adapter(out_dir: Path | None = None, recipe=None, progress: 
     recipe = recipe or LoraRecipe()
     out_dir = Path(out_dir or SENTIMENT_ADAPTER_DIR)
     splits = rotten_tomatoes_splits()
+    if eval_limit is not None:
+        splits = replace(splits, validation=splits.validation.head(eval_limit), test=splits.test.head(eval_limit))
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_l6()))
     model = make_lora_classifier(minilm_l6(), recipe)
     bar = tqdm(desc="training sentiment adapter", unit="step", disable=not progress)
