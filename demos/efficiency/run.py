@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import queue
-import shutil
 import statistics
 import threading
 import time
@@ -31,7 +30,7 @@ from txgallery.onnx_model import OnnxSequenceClassifier, export_classifier, quan
 from txgallery.paths import home
 from txgallery.plugin import Demo, ModelSlot
 from txgallery.training import LoraRecipe, accuracy, seed_everything, train_classifier
-from txgallery.ui import user_errors
+from txgallery.ui import user_errors, zip_for_download
 
 SLUG = "efficiency"
 TASK = "text-classification"
@@ -456,12 +455,6 @@ class EfficiencyLab:
 _background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="txgallery-efficiency-ui")
 
 
-def _archive(directory: str) -> str:
-    """A zip of a saved variant, for download."""
-    path = Path(directory)
-    return shutil.make_archive(str(path), "zip", root_dir=path)
-
-
 def build() -> gr.Blocks:
     """The lab page: build-and-measure, and distillation."""
     from txgallery.serving import connect
@@ -511,7 +504,7 @@ def build() -> gr.Blocks:
                     share, what = updates.get()
                     progress(share, desc=what)
             frame, measurements = job.result()
-            return frame, results_chart(frame), [_archive(m.saved) for m in measurements]
+            return frame, results_chart(frame), [zip_for_download(m.saved) for m in measurements]
 
         @user_errors
         def train_student(layers_value, steps_value, temperature_value, alpha_value):
@@ -533,7 +526,7 @@ def build() -> gr.Blocks:
             text = (f"**{result.verdict}** Teacher (6 layers): {result.teacher_accuracy:.3f}. Student: "
                     f"{result.layers} layers, {result.student_parameters_m:.1f}M parameters, {result.steps} steps; "
                     f"held-out accuracy on {EVAL_SIZE} Rotten Tomatoes sentences. Saved to `{result.saved}`.")
-            yield text, pd.DataFrame(rows), _archive(str(result.saved))
+            yield text, pd.DataFrame(rows), zip_for_download(result.saved)
 
         @user_errors
         def measure_shapes():

@@ -26,7 +26,7 @@ from txgallery.limits import (MAX_CSV_CLASSES, MAX_CSV_ROWS, MAX_FINETUNE_RUNS_K
                               MAX_UPLOAD_BYTES, MIN_CSV_ROWS, InputError, truncate_text)
 from txgallery.plugin import Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import model_badge, user_errors
+from txgallery.ui import model_badge, user_errors, zip_for_download
 from txgallery.uploads import find_column, header_names, read_csv_rows
 
 SLUG = "finetune"
@@ -351,13 +351,13 @@ class FinetunePlayground:
     def adapter_archive(self, run_id: str) -> str:
         """A zip of what the run trained (the adapter, or the trained tensors) with `finetune.json`."""
         run = self._run(run_id)
-        return shutil.make_archive(str(run.out_dir) + "-adapter", "zip", root_dir=run.out_dir)
+        return zip_for_download(run.out_dir, str(run.out_dir) + "-adapter.zip")
 
     def export_merged(self, run_id: str) -> str:
         """A zip of a plain model directory with the training merged in (loadable by the sentiment demo)."""
         run = self._run(run_id)
         out = finetune.merge_and_export(run.model, run.tokenizer, Path(str(run.out_dir) + "-merged"))
-        return shutil.make_archive(str(out), "zip", root_dir=out)
+        return zip_for_download(out)
 
     def forget(self, run_ids: list[str], job_ids: list[str] = ()) -> None:
         """Drop a session's runs and their files (called when the browser session ends)."""
