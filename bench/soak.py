@@ -6,7 +6,8 @@ Starts the gallery on 127.0.0.1 (run it inside `unshare -n` like the tests), war
 mix for `--warmup-minutes` (so every model is loaded, every thread pool and allocator arena has seen the peak
 concurrency, and Gradio's session store has filled to its `MAX_SESSIONS` bound), records the server's resident
 memory (with its children), then runs the clients for `--minutes` and prints: failed requests (target: none),
-p50/p95 per endpoint, throughput, the memory series, and the memory growth after warm-up (target: < 10%).
+p50/p95 per endpoint (with `ping`, the gallery's echo: the floor), throughput, the memory series, and the
+memory growth after warm-up (target: < 10%).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 import httpx
 
 from txgallery.loadgen import rss_probe, run_load, traffic_mix
-from txgallery.plugin import discover_demos
+from txgallery.plugin import ApiCall, discover_demos
 
 
 def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 900) -> None:
@@ -50,7 +51,8 @@ def main() -> None:
     args = parser.parse_args()
 
     entries = [e for e in discover_demos(only=args.demo) if e.ok]
-    mix = traffic_mix(entries)
+    # the gallery's echo endpoint, in the same mix: the HTTP + Gradio floor each endpoint's latency sits on
+    mix = traffic_mix(entries) + [ApiCall("ping", ("hello",))]
     command = [sys.executable, "-m", "txgallery.cli", "serve", "--port", str(args.port)]
     for slug in args.demo or ():
         command += ["--demo", slug]
