@@ -135,3 +135,33 @@ def test_hub_failures_are_explained(error, message):
     wrapped.__cause__ = cause
     text = store._explain_load_failure(store.ModelSource("hub", "org/x", TASK), wrapped)
     assert message in text and "minilm-rt-sentiment" in text
+
+
+def test_different_models_loaded_at_once_on_many_threads_all_load(tiny_classifier_dir, tiny_llama_dir):
+    # transformers builds models through process-global state; two loads at once once gave "Cannot copy out of meta
+    # tensor" under the load test. The CLIP stand-in also loads its two parts through the store (nested loads).
+    sources = [resolve(str(tiny_classifier_dir), TASK), resolve(str(tiny_llama_dir), "text-generation"),
+               resolve("embedded:t5-rt-text2text", "text2text-generation"),
+               resolve("embedded:gpt2-shakespeare", "text-generation"),
+               resolve("embedded", "zero-shot-image-classification"),
+               resolve("embedded:efficientnet-lite0", "image-classification")]
+    for _ in range(2):
+        models = ModelStore(device="cpu")
+        results, errors, barrier = {}, [], threading.Barrier(len(sources))
+
+        def worker(source):
+            barrier.wait()
+            try:
+                results[source.ref] = models.load(source)
+            except Exception as exc:  # collected, so the assertion shows every failure
+                errors.append(f"{source.ref}: {exc}")
+
+        threads = [threading.Thread(target=worker, args=(source,)) for source in sources]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert not errors and len(results) == len(sources)
+        for loaded in results.values():
+            parameters = getattr(loaded.model, "parameters", None)
+            assert parameters is None or not any(p.is_meta for p in parameters())

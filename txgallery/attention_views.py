@@ -272,6 +272,16 @@ def positions_figure(encoding: np.ndarray, similarity: np.ndarray, title: str, e
     return figure
 
 
+def figure_picture(figure: Figure) -> np.ndarray:
+    """A matplotlib figure rendered once to an RGB array, so a page can reuse it instead of Gradio drawing it again
+    on every request."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 def enlarged_picture(picture: np.ndarray, side: int = 336) -> Any:
     """A picture as an RGB PIL image, scaled with sharp pixels to `side`×`side` (at least its own size)."""
     from PIL import Image

@@ -252,7 +252,11 @@ class ModelStore:
     def __init__(self, device: str | None = None) -> None:
         self._device = device
         self._models: dict[tuple, LoadedModel] = {}
-        self._locks: dict[tuple, threading.Lock] = {}
+        # One load at a time in the whole process. transformers builds a model through process-global state (its
+        # empty-weights initialisation), so two models built at once on two threads can end up with each other's
+        # meta tensors ("Cannot copy out of meta tensor"); seen under the 32-client load test. Reentrant because a
+        # loader may load its parts through the store (the CLIP stand-in does).
+        self._loading = threading.RLock()
         self._guard = threading.Lock()
         self.load_count = 0  # how many real loads happened (tests use it to prove "once")
 
@@ -269,8 +273,7 @@ class ModelStore:
         with self._guard:
             if key in self._models:
                 return self._models[key]
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:  # one loader per key; others wait for it instead of loading twice
+        with self._loading:  # a caller that waited here finds the model another thread just loaded
             if key in self._models:
                 return self._models[key]
             log.info("loading %s for %s (%s)", source.label, source.task, source.reason)

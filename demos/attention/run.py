@@ -7,6 +7,7 @@ Reads top to bottom: the lesson, input handling and the views' data as plain fun
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from dataclasses import asdict, dataclass
@@ -423,7 +424,8 @@ def build() -> gr.Blocks:
                 positions = gr.Slider(8, MAX_POSITIONS_SHOWN, value=64, step=8, label="Positions")
                 show_positions = gr.Button("Show positional encodings")
                 positions_note = gr.Markdown()
-                position_plots = [gr.Plot(label=label) for label in ("Sinusoidal", "The model's own")]
+                position_plots = [gr.Image(label=label, type="numpy", format="png", interactive=False)
+                                  for label in ("Sinusoidal", "The model's own")]
             with gr.Tab("Head statistics"):
                 gr.Markdown("Averaged over query tokens; attention shares are between 0 and 1, entropy is in nats "
                             "(0 = one token gets everything). **Click a column header to sort.**")
@@ -517,15 +519,20 @@ def build() -> gr.Blocks:
             return (layer_index, head_index, heatmap_figure(result, layer_index, head_index),
                     views.model_view_html(result.attentions, selected=(layer_index, head_index)))
 
-        @user_errors
-        def position_views(name: str, count):
+        @functools.lru_cache(maxsize=8)  # the same model and count always give the same pictures
+        def position_pictures(name: str, count: int) -> tuple[str, np.ndarray, np.ndarray | None]:
             info = explorer(name).position_info()
             figures = positional_figures(info["dim"], count, info["learned"], info["inv_freq"], name)
             own = "learned position vectors" if info["learned"] is not None else "rotary embeddings (RoPE)" \
                 if info["inv_freq"] is not None else "no positional encoding this view can read"
             note = (f"**{name}** uses {own}. Choose the other model above to see its kind "
                     f"(MiniLM: learned; SmolLM2: RoPE).")
-            return note, figures[0], figures[1] if len(figures) > 1 else None
+            pictures = [views.figure_picture(figure) for figure in figures]
+            return note, pictures[0], pictures[1] if len(pictures) > 1 else None
+
+        @user_errors
+        def position_views(name: str, count):
+            return position_pictures(name, max(2, min(int(count), MAX_POSITIONS_SHOWN)))
 
         @user_errors
         def vit_views(path, head_fusion, ratio):

@@ -13,13 +13,12 @@ import gradio as gr
 from gradio_client import handle_file
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from txgallery import store
 from txgallery.attention import HEAD_FUSIONS, attention_rollout, cls_patch_map
-from txgallery.attention_views import enlarged_picture, patch_map_overlay
+from txgallery.attention_views import enlarged_picture, figure_picture, patch_map_overlay
 from txgallery.limits import VIT_TOP_K, InputError
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
@@ -118,13 +117,6 @@ def position_similarity(embeddings: np.ndarray, grid: tuple[int, int]) -> np.nda
     """Cosine similarity of each patch's position embedding with every other: (rows, cols, rows, cols)."""
     unit = embeddings / np.linalg.norm(embeddings, axis=-1, keepdims=True).clip(1e-9)
     return (unit @ unit.T).reshape(grid[0], grid[1], grid[0], grid[1])
-
-
-def figure_picture(figure: Figure) -> np.ndarray:
-    """A matplotlib figure rendered once to an RGB array (so a page can reuse it without drawing it again)."""
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def position_figure(similarity: np.ndarray) -> Figure:

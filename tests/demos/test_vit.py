@@ -8,8 +8,9 @@ import pytest
 from txgallery import store
 from txgallery.limits import VIT_TOP_K, InputError
 from txgallery.vision import FASHION_MNIST_LABELS, VitGeometry, fashion_mnist_examples, load_image, sample_photos
+from txgallery.attention_views import figure_picture
 from txgallery_demos.vit.run import (CNN_REF, GRID_COLOUR, SEED_RECIPE, SHOWN_SIDE, TASK, ImageService, _check_settings,
-                                     figure_picture, patch_grid_picture, patch_grid_title, position_figure,
+                                     patch_grid_picture, patch_grid_title, position_figure,
                                      position_similarity, recipe_table, rollout_picture, top_frame)
 
 
