@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from txgallery.datasets import LabelledTexts
+from txgallery.store import model_construction
 from txgallery.limits import (MAX_FINETUNE_BATCH, MAX_FINETUNE_LR, MAX_FINETUNE_STEPS, MAX_FINETUNE_TOKENS,
                               InputError)
 
@@ -515,11 +516,12 @@ def load_base(directory: str, decoder: bool = False, labels: tuple[str, ...] = (
     if model_dropout is not None:
         kwargs.update(hidden_dropout_prob=model_dropout, attention_probs_dropout_prob=model_dropout,
                       classifier_dropout=model_dropout)
-    if decoder:
-        return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, trust_remote_code=False)
-    return AutoModelForSequenceClassification.from_pretrained(
-        directory, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)}, **kwargs)
+    with model_construction():
+        if decoder:
+            return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, trust_remote_code=False)
+        return AutoModelForSequenceClassification.from_pretrained(
+            directory, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)}, **kwargs)
 
 
 def build(directory: str, config: FinetuneConfig, decoder: bool = False,
@@ -578,7 +580,8 @@ def load_run(run_dir: Path, base_directory: str | None = None) -> tuple[torch.nn
     labels, decoder = tuple(record["labels"]), record["decoder"]
     base = base_directory or record["base"]
     if config.method in ("lora", "ia3"):
-        model = PeftModel.from_pretrained(load_base(base, decoder, labels), str(run_dir))
+        with model_construction():
+            model = PeftModel.from_pretrained(load_base(base, decoder, labels), str(run_dir))
     else:
         model, _, _ = build(base, config, decoder, labels)
         missing = set(load_file(str(run_dir / "trained.safetensors"))) - set(dict(model.named_parameters()))

@@ -308,6 +308,12 @@ def get_store() -> ModelStore:
         return _store
 
 
+def model_construction():
+    """Hold while building a transformers model outside the store (training, probes): the store's one-load-at-a-time
+    lock, so such a build never overlaps a load (see `ModelStore`); reentrant within a thread."""
+    return get_store()._loading
+
+
 def resolve_user_ref(ref: str, task: str) -> ModelSource:
     """Resolve a model reference a *user* typed into a page: embedded names, or hub ids the operator allows.
 

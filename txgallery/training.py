@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from txgallery.datasets import LabelledTexts
+from txgallery.store import model_construction
 
 
 @dataclass
@@ -61,10 +62,11 @@ def make_lora_classifier(base_dir: str | Path, recipe: LoraRecipe, num_labels: i
     from transformers import AutoModelForSequenceClassification
 
     seed_everything(recipe.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(base_dir), num_labels=num_labels, id2label={0: "negative", 1: "positive"},
-        label2id={"negative": 0, "positive": 1},
-    )
+    with model_construction():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(base_dir), num_labels=num_labels, id2label={0: "negative", 1: "positive"},
+            label2id={"negative": 0, "positive": 1},
+        )
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS, r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=recipe.dropout,
         target_modules=list(recipe.target_modules),

@@ -341,9 +341,10 @@ def make_student(layers: int):
 
     if not 1 <= int(layers) <= MAX_STUDENT_LAYERS:
         raise InputError(f"The student may have 1 to {MAX_STUDENT_LAYERS} layers (the teacher has 6); got {layers}.")
-    return AutoModelForSequenceClassification.from_pretrained(
-        str(minilm_l6()), num_hidden_layers=int(layers), num_labels=2,
-        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    with store.model_construction():
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(minilm_l6()), num_hidden_layers=int(layers), num_labels=2,
+            id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
 
 
 def distil(teacher, tokenizer, layers: int = 2, steps: int = 200, temperature: float = 2.0, alpha: float = 0.7,

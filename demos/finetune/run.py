@@ -259,7 +259,7 @@ class FinetunePlayground:
             return []
         directory = finetune.model_directory(source)
         config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
-        with torch.device("meta"):  # the structure without the weights: instant
+        with store.model_construction(), torch.device("meta"):  # the structure without the weights: instant
             model = (AutoModelForCausalLM if decoder else AutoModel).from_config(config)
         return finetune.layer_module_names(model)
 
@@ -280,7 +280,8 @@ class FinetunePlayground:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
         shape = AutoConfig.from_pretrained(spec.base, trust_remote_code=False)
-        with torch.device("meta"):  # check the settings against the model's shapes before queueing (no weights)
+        # check the settings against the model's shapes before queueing (no weights)
+        with store.model_construction(), torch.device("meta"):
             probe = (AutoModelForCausalLM.from_config(shape) if decoder
                      else AutoModelForSequenceClassification.from_config(shape))
         finetune.check_config(config, probe, decoder)
