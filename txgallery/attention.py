@@ -338,7 +338,7 @@ def vit_attentions(model, pixel_values) -> VitAttention:
 
     timm computes attention with a fused kernel that never materialises the weights. For its standard `Attention`
     block the forward stays fused (as fast as a plain forward) and only each block's qkv projection is kept; the
-    weights softmax(q·kᵀ·scale) are then computed from it for all layers at once. Other attention blocks are switched
+    weights softmax(q·kᵀ·scale) are then computed from it, layer by layer, after the forward. Other attention blocks are switched
     to their eager path for this one call and read where the softmax enters the attention dropout. transformers ViTs
     return their attentions when asked (loaded with eager attention).
     """

@@ -252,8 +252,8 @@ def generator_for(name: str, configured: dict[str, tuple]) -> object:
     """
     if name in configured:
         source, service = configured[name]
-        if service is None:
-            raise source if isinstance(source, store.ModelLoadError) else store.ModelLoadError(str(source))
+        if service is None:  # `_generators` leaves the service out only for a model that failed to resolve
+            raise source
         return service
     return connect(TextGenerator, store.resolve_user_ref(name, TASK))
 

@@ -7,6 +7,7 @@ without Gradio), then `build()` that wires the UI. Run alone: `txgallery serve -
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import gradio as gr
@@ -296,20 +297,19 @@ def build() -> gr.Blocks:
                     gr.Image(patch_grid_picture(result.seen, result.geometry), label=patch_grid_title(result.geometry)),
                     gr.Image(rollout_picture(result.seen, result.rollout), label=title), recipe_table(result.geometry))
 
-        position_pictures: dict[str, np.ndarray] = {}  # the same for every request: drawn once per model
+        @functools.lru_cache(maxsize=1)  # the page's model never changes: drawn once (a refusal is not cached)
+        def position_picture() -> np.ndarray:
+            embeddings = main.position_embeddings()
+            if embeddings is None:
+                raise InputError("This model is a CNN: it has no position embeddings.")
+            side = int(round(len(embeddings) ** 0.5))
+            return figure_picture(position_figure(position_similarity(embeddings, (side, len(embeddings) // side))))
 
         @user_errors
         def show_positions():
             if main is None:
                 raise main_source
-            if main_source.ref not in position_pictures:
-                embeddings = main.position_embeddings()
-                if embeddings is None:
-                    raise InputError("This model is a CNN: it has no position embeddings.")
-                side = int(round(len(embeddings) ** 0.5))
-                figure = position_figure(position_similarity(embeddings, (side, len(embeddings) // side)))
-                position_pictures[main_source.ref] = figure_picture(figure)
-            return position_pictures[main_source.ref]
+            return position_picture()
 
         @user_errors
         def compare_models(path):
