@@ -52,7 +52,7 @@ def measure(name: str, source: store.ModelSource, files: list[Path], rounds: int
     def raw(images):
         with torch.inference_mode():
             out = classifier.model(classifier.processor.batch(images).to(classifier.device))
-            return (out.logits if hasattr(out, "logits") else out).softmax(-1)
+            return (out.logits if hasattr(out, "logits") else out).softmax(-1).cpu()  # on a GPU: waits for it
 
     def gallery_one(i):
         return service.classify(np.asarray(load_image(files[i % len(files)])), "mean", 0.0)

@@ -338,8 +338,8 @@ def vit_attentions(model, pixel_values) -> VitAttention:
 
     timm computes attention with a fused kernel that never materialises the weights. For its standard `Attention`
     block the forward stays fused (as fast as a plain forward) and only each block's qkv projection is kept; the
-    weights softmax(q·kᵀ·scale) are then computed from it, layer by layer, after the forward. Other attention blocks are switched
-    to their eager path for this one call and read where the softmax enters the attention dropout. transformers ViTs
+    weights softmax(q·kᵀ·scale) of all layers are then computed from it after the forward. Other attention blocks are
+    switched to their eager path for this one call and read where the softmax enters the attention dropout. transformers ViTs
     return their attentions when asked (loaded with eager attention).
     """
     import torch
@@ -350,19 +350,27 @@ def vit_attentions(model, pixel_values) -> VitAttention:
             outputs = model(pixel_values=pixel_values, output_attentions=True)
         config = model.config
         side = config.image_size // config.patch_size
-        return VitAttention([a[0].float().numpy() for a in outputs.attentions], (side, side), 1,
-                            outputs.logits[0].float().numpy() if hasattr(outputs, "logits") else np.zeros(0))
+        return VitAttention([a[0].float().cpu().numpy() for a in outputs.attentions], (side, side), 1,
+                            outputs.logits[0].float().cpu().numpy() if hasattr(outputs, "logits") else np.zeros(0))
     from timm.layers import Attention
 
-    run = _timm_attentions_from_qkv if all(type(b.attn) is Attention for b in vit.blocks) else _timm_attentions_eager
+    uniform = len({(b.attn.num_heads, b.attn.head_dim) for b in vit.blocks}) == 1
+    run = (_timm_attentions_from_qkv if uniform and all(type(b.attn) is Attention for b in vit.blocks)
+           else _timm_attentions_eager)
     with torch.inference_mode():
         attentions, logits = run(model, vit, pixel_values)
-    return VitAttention([a.float().numpy() for a in attentions], tuple(vit.patch_embed.grid_size),
-                        vit.num_prefix_tokens, logits[0].float().numpy())
+        attentions = attentions if torch.is_tensor(attentions) else torch.stack(attentions)
+        attentions = attentions.float().cpu().numpy()  # one copy off the device
+    return VitAttention(list(attentions), tuple(vit.patch_embed.grid_size), vit.num_prefix_tokens,
+                        logits[0].float().cpu().numpy())
 
 
 def _timm_attentions_from_qkv(model, vit, pixel_values):
-    """(per-layer (heads, T, T) weights, logits): a fused forward that keeps each block's qkv projection."""
+    """((layers, heads, T, T) weights, logits): a fused forward that keeps each block's qkv projection.
+
+    The weights of all layers come from one batched product and one softmax: layer by layer, the dozens of tiny ops
+    cost more than the forward itself for a small ViT on a CPU.
+    """
     import torch
 
     kept: list = []
@@ -372,13 +380,17 @@ def _timm_attentions_from_qkv(model, vit, pixel_values):
     finally:
         for handle in handles:
             handle.remove()
-    attentions = []
-    for block, qkv in zip(vit.blocks, kept):
-        attn = block.attn
-        qkv = qkv.reshape(qkv.shape[0], 3, attn.num_heads, attn.head_dim).permute(1, 2, 0, 3)
-        query, key = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
-        attentions.append(torch.softmax(query * attn.scale @ key.transpose(-2, -1), dim=-1))
-    return attentions, logits
+    first = vit.blocks[0].attn
+    heads, head_dim = first.num_heads, first.head_dim
+    qkv = torch.stack(kept)  # (layers, T, 3 · heads · head_dim); every block has the same shape in a timm ViT
+    qkv = qkv.reshape(len(kept), qkv.shape[1], 3, heads, head_dim).permute(2, 0, 3, 1, 4)  # (3, layers, heads, T, d)
+    query, key = qkv[0], qkv[1]
+    if any(not isinstance(b.attn.q_norm, torch.nn.Identity) or not isinstance(b.attn.k_norm, torch.nn.Identity)
+           for b in vit.blocks):  # qk-norm (e.g. some DINOv2 / EVA-style ViTs): each layer's own norm
+        query = torch.stack([b.attn.q_norm(q) for b, q in zip(vit.blocks, query)])
+        key = torch.stack([b.attn.k_norm(k) for b, k in zip(vit.blocks, key)])
+    scale = torch.tensor([b.attn.scale for b in vit.blocks], dtype=query.dtype, device=query.device)
+    return torch.softmax(query @ key.transpose(-2, -1) * scale[:, None, None, None], dim=-1), logits
 
 
 def _timm_attentions_eager(model, vit, pixel_values):

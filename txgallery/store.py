@@ -260,6 +260,11 @@ class ModelStore:
         self._guard = threading.Lock()
         self.load_count = 0  # how many real loads happened (tests use it to prove "once")
 
+    def construction(self) -> threading.RLock:
+        """Hold while building a transformers model outside the store (training, probes): the one-load-at-a-time
+        lock, so such a build never overlaps a load; reentrant within a thread."""
+        return self._loading
+
     @property
     def device(self) -> str:
         """The device new models are placed on."""
@@ -308,10 +313,9 @@ def get_store() -> ModelStore:
         return _store
 
 
-def model_construction():
-    """Hold while building a transformers model outside the store (training, probes): the store's one-load-at-a-time
-    lock, so such a build never overlaps a load (see `ModelStore`); reentrant within a thread."""
-    return get_store()._loading
+def model_construction() -> threading.RLock:
+    """The process-wide store's construction lock (`ModelStore.construction`)."""
+    return get_store().construction()
 
 
 def resolve_user_ref(ref: str, task: str) -> ModelSource:
