@@ -31,7 +31,7 @@ from PIL import Image  # noqa: E402
 
 from txgallery import clip_models, store  # noqa: E402
 from txgallery.serving import connect  # noqa: E402
-from txgallery.vision import load_image, sample_photos  # noqa: E402
+from txgallery.vision import load_image, load_images, sample_photos  # noqa: E402
 from txgallery_demos.clip.run import ClipMatcher, apply_template  # noqa: E402
 from bench_sentiment import start_server  # noqa: E402
 from timing import interleaved  # noqa: E402
@@ -70,7 +70,7 @@ def measure(source: store.ModelSource, files: dict[int, list[list[Path]]], round
             clip_models.zero_shot_probabilities(images @ texts.T, 100.0)
 
         def gallery(i: int) -> None:
-            arrays = [np.asarray(load_image(path)) for path in per_round[i]]
+            arrays = [np.asarray(image) for image in load_images(per_round[i])]  # as the page reads uploads
             if batch == 1:
                 matcher.classify(arrays[0], PROMPTS)
             else:
@@ -120,6 +120,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--http", action="store_true", help="also measure batch 1 over HTTP (starts a server)")
     parser.add_argument("--port", type=int, default=7872)
+    parser.add_argument("--no-stand-in", action="store_true",
+                        help="only open_clip ViT-B-32 (where the stand-in's MiniLM/EfficientNet packages are absent)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-clip-"))
@@ -130,7 +132,10 @@ def main() -> None:
     clip_models.save_clip_directory(open_clip.create_model("ViT-B-32", pretrained=None), "ViT-B-32", work / "vit-b-32")
     models = {"ConSE stand-in (embedded)": store.resolve("embedded", clip_models.TASK),
               "open_clip ViT-B-32 (random weights)": store.resolve(str(work / "vit-b-32"), clip_models.TASK)}
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+    if args.no_stand_in:
+        del models["ConSE stand-in (embedded)"]
+    device = torch.cuda.get_device_name() if store.get_store().device == "cuda" else "CPU"
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {device}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), python {platform.python_version()}; {args.rounds - 2} rounds\n")
     print("| model | batch | raw images/s | gallery images/s | gallery / raw time (p50) |\n|---|---|---|---|---|")
     for name, source in models.items():

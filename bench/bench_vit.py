@@ -8,6 +8,7 @@ For each model (the embedded Fashion-MNIST ViT; a ViT-B/16 with random weights s
   gallery    what the page does: `load_image` of the uploaded file, RGB arrays through the serving seam
              (`connect(ImageService, source)`, the model's own thread), preprocessing, forward; at batch 1 the page's
              `classify` (top-5, the picture as the model saw it and the attention rollout), at batch 32 `predict`
+             of 32 files decoded side by side (`load_images`, as the CLIP page decodes uploads)
 Prints images/s and the ratio gallery / raw latency (target ≤ 1.15 at batch 1).
 """
 
@@ -27,7 +28,7 @@ import torch  # noqa: E402
 
 from txgallery import store  # noqa: E402
 from txgallery.serving import connect  # noqa: E402
-from txgallery.vision import fashion_mnist_examples, load_image, sample_photos  # noqa: E402
+from txgallery.vision import fashion_mnist_examples, load_image, load_images, sample_photos  # noqa: E402
 from txgallery_demos.vit.run import TASK, ImageService  # noqa: E402
 from timing import interleaved  # noqa: E402
 
@@ -58,7 +59,7 @@ def measure(name: str, source: store.ModelSource, files: list[Path], rounds: int
         return service.classify(np.asarray(load_image(files[i % len(files)])), "mean", 0.0)
 
     def gallery_many(i):
-        return service.predict([np.asarray(load_image(path)) for path in batch_files])
+        return service.predict([np.asarray(image) for image in load_images(batch_files)])
 
     batch_files = (files * (32 // len(files) + 1))[:32]
     batch_images = (decoded * (32 // len(decoded) + 1))[:32]
@@ -87,7 +88,8 @@ def main() -> None:
             source = store.resolve(str(random_vit_b16(Path(folder))), TASK)
             rows += measure("ViT-B/16 architecture (86M weights, 224×224, random weights)", source, photos,
                             args.rounds, args.big_rounds)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+    device = torch.cuda.get_device_name() if store.get_store().device == "cuda" else "CPU"
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; medians of {args.rounds} rounds (batch 1) and {args.big_rounds} (batch 32)")
     print("| model | batch | raw forward | gallery path | gallery / raw |")
     print("|---|---|---|---|---|")

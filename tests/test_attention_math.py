@@ -52,6 +52,21 @@ def test_head_fusion_and_discard_change_the_result():
         att.attention_rollout(layers, discard_ratio=1.0)
 
 
+@pytest.mark.parametrize("discard", [0.0, 0.3, 0.9])
+@pytest.mark.parametrize("token", [0, 4])
+def test_one_row_of_the_rollout_equals_that_row_of_the_matrix(discard, token):
+    layers = random_attention(5, 3, 12, seed=7)
+    expected = att.attention_rollout(layers, "max", discard)[token]
+    assert np.allclose(att.rollout_row(layers, "max", discard, token=token), expected, atol=1e-12)
+
+
+def test_discard_drops_exactly_what_a_stable_sort_would_even_with_ties():
+    values = np.array([0.5, 0.1, 0.3, 0.1, 0.1, 0.9, 0.3, 0.0])
+    for count in range(len(values) + 1):
+        expected = np.argsort(values, kind="stable")[:count]
+        assert sorted(att._weakest(values, count)) == sorted(expected)
+
+
 def test_cls_patch_map_has_one_normalised_value_per_patch():
     rollout = att.attention_rollout(random_attention(2, 2, 1 + 16))
     patch_map = att.cls_patch_map(rollout, (4, 4))

@@ -15,7 +15,7 @@ from PIL import Image
 from txgallery import limits, store
 from txgallery.limits import InputError
 from txgallery.vision import (FASHION_MNIST_LABELS, VIT_FASHION_DIR, ImageClassifier, ImageProcessor, VitRecipe,
-                              fashion_mnist_examples, load_fashion_mnist, load_image, make_vit, sample_photos,
+                              fashion_mnist_examples, load_fashion_mnist, load_image, load_images, make_vit, sample_photos,
                               save_vit_directory, train_vit)
 
 TASK = "image-classification"
@@ -105,6 +105,26 @@ def test_numpy_pictures_and_downscaling():
         load_image(np.full((4, 4), np.nan))
     wide = load_image(_png_bytes(Image.new("RGB", (3000, 1000))))
     assert wide.size == (limits.MAX_IMAGE_SIDE, round(1000 * limits.MAX_IMAGE_SIDE / 3000))
+
+
+def test_many_uploads_decode_side_by_side_in_order_and_refuse_a_bad_one(tmp_path):
+    paths = []
+    for shade in range(12):
+        paths.append(tmp_path / f"{shade}.png")
+        Image.new("L", (40 + shade, 30), shade * 20).save(paths[-1])
+    images = load_images(paths)
+    assert [image.size for image in images] == [(40 + shade, 30) for shade in range(12)]
+    assert [np.asarray(image)[0, 0, 0] for image in images] == [shade * 20 for shade in range(12)]
+    (tmp_path / "notes.png").write_bytes(b"not a picture at all")
+    with pytest.raises(InputError, match="notes.png"):
+        load_images(paths[:5] + [tmp_path / "notes.png"] + paths[5:])
+
+
+def test_a_fitted_picture_gives_the_same_tensor_as_fitting_inside():
+    picture = Image.fromarray(np.random.default_rng(2).integers(0, 255, (50, 70, 3), dtype=np.uint8))
+    processor = ImageProcessor(size=24, mean=(0.4,) * 3, std=(0.2,) * 3, labels=("a",), crop_pct=0.875)
+    assert torch.equal(processor(picture), processor.tensor(processor.fit(picture)))
+    assert torch.equal(processor.batch([picture]), processor.batch([processor.fit(picture)], fitted=True))
 
 
 # --- preprocessing ----------------------------------------------------------------------------------------------------

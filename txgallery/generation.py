@@ -6,7 +6,8 @@ a loop: score, choose one token, append it, repeat. Everything a "sampling setti
     repetition penalty -> temperature -> top-k -> top-p -> softmax -> argmax (greedy) or draw (sampling)
 
 in the same order as transformers' logits processors, so the results match `model.generate`. The loop keeps the
-attention keys and values of earlier tokens (the KV `cache`, called `past_key_values` before transformers 5), so
+attention keys and values of earlier tokens (the KV cache: `cache` in recent transformers, `past_key_values` in
+earlier 5.x releases, both supported), so
 each step runs the model on one new token only, and records the model's candidates before and after filtering.
 """
 
@@ -208,6 +209,13 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return found
 
 
+def cache_keyword(model: Any) -> str:
+    """What this transformers version calls the KV cache in a forward call and its output."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 @torch.inference_mode()
 def decode_steps(model: Any, tokenizer: Any, input_ids: torch.Tensor, settings: SamplingSettings,
                  stop_ids: set[int] | None = None) -> Iterator[PromptStats | Step]:
@@ -220,9 +228,10 @@ def decode_steps(model: Any, tokenizer: Any, input_ids: torch.Tensor, settings: 
     stop_ids = eos_ids(model, tokenizer) if stop_ids is None else stop_ids
     device = input_ids.device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
+    keyword = cache_keyword(model)
     output = model(input_ids=input_ids, use_cache=True)
     yield PromptStats(int(input_ids.shape[-1]), prompt_perplexity(output.logits, input_ids))
-    cache, logits = output.cache, output.logits[0, -1].float()
+    cache, logits = output[keyword], output.logits[0, -1].float()
     seen = input_ids[0].clone()
     assembler = TextAssembler(tokenizer)
     for index in range(settings.max_new_tokens):
@@ -241,8 +250,8 @@ def decode_steps(model: Any, tokenizer: Any, input_ids: torch.Tensor, settings: 
         if token in stop_ids or index == settings.max_new_tokens - 1:
             return
         seen = torch.cat([seen, torch.tensor([token], device=device)])
-        output = model(input_ids=torch.tensor([[token]], device=device), cache=cache, use_cache=True)
-        cache, logits = output.cache, output.logits[0, -1].float()
+        output = model(input_ids=torch.tensor([[token]], device=device), use_cache=True, **{keyword: cache})
+        cache, logits = output[keyword], output.logits[0, -1].float()
 
 
 def steps_for_sequence(model: Any, tokenizer: Any, input_ids: torch.Tensor, new_ids: list[int]) -> list[Step]:

@@ -314,10 +314,10 @@ def rollout_maps(result: VitResult, head_fusion: str, discard_ratio: float) -> t
         raise InputError(f"Head fusion must be one of {', '.join(att.HEAD_FUSIONS)}.")
     if not 0.0 <= float(discard_ratio) < 1.0:
         raise InputError("The discard ratio must be at least 0 and below 1.")
-    rollout = att.attention_rollout(result.attentions, head_fusion, float(discard_ratio))
+    cls_row = att.rollout_row(result.attentions, head_fusion, float(discard_ratio))
     per_layer = [att.cls_patch_map(att.fuse_heads(att.as_heads(a), head_fusion), result.grid, result.prefix_tokens)
                  for a in result.attentions]
-    return att.cls_patch_map(rollout, result.grid, result.prefix_tokens), per_layer
+    return att.cls_patch_map(cls_row, result.grid, result.prefix_tokens), per_layer
 
 
 class VitExplorer:
@@ -336,14 +336,13 @@ class VitExplorer:
 
     def analyse(self, image) -> VitResult:
         """Every layer's attention of the ViT on `image` (a PIL image) and its five most likely labels."""
-        pixels = self.processor(image)[None].to(self.loaded.device)
-        run = att.vit_attentions(self.model, pixels)
+        fitted = self.processor.fit(image)  # the picture exactly as the model sees it
+        run = att.vit_attentions(self.model, self.processor.tensor(fitted)[None].to(self.loaded.device))
         probabilities = np.exp(run.logits - run.logits.max())
         probabilities /= probabilities.sum()
         labels = list(self.processor.labels)
         top = {labels[i]: float(probabilities[i]) for i in np.argsort(-probabilities)[:5]}
-        shown = np.asarray(self.processor.fit(image))  # the picture exactly as the model saw it
-        return VitResult(run.attentions, run.grid, run.prefix_tokens, shown, top)
+        return VitResult(run.attentions, run.grid, run.prefix_tokens, np.asarray(fitted), top)
 
 
 # --- the UI ---------------------------------------------------------------------------------------------------------

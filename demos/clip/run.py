@@ -7,6 +7,7 @@ without Gradio), then `build()` that wires the UI. Run alone: `txgallery serve -
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from txgallery.limits import MAX_CLIP_GALLERY_UPLOADS, MAX_CLIP_LABELS, MAX_CLIP
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
 from txgallery.ui import image_input, model_badge, user_errors
-from txgallery.vision import load_image, sample_photos
+from txgallery.vision import load_image, load_images, sample_photos
 
 SLUG = "clip"
 TASK = clip_models.TASK
@@ -110,13 +111,22 @@ def read_images(paths: list[str | Path] | None) -> list[tuple[str, np.ndarray]]:
     paths = list(paths or [])
     if len(paths) > MAX_CLIP_GALLERY_UPLOADS:
         raise InputError(f"{len(paths)} images were uploaded; the gallery takes at most {MAX_CLIP_GALLERY_UPLOADS}.")
-    return [(Path(p).name, np.asarray(load_image(p))) for p in paths]
+    return [(Path(p).name, np.asarray(image)) for p, image in zip(paths, load_images(paths))]
+
+
+@functools.cache
+def sample_pictures() -> tuple[tuple[str, np.ndarray], ...]:
+    """The shipped sample photos as (name, RGB array), decoded once per process."""
+    photos = sample_photos()
+    pictures = [np.array(image) for image in load_images(list(photos.values()))]
+    for picture in pictures:
+        picture.flags.writeable = False  # shared by every request
+    return tuple(zip(photos, pictures))
 
 
 def gallery_images(uploads: list[str | Path] | None) -> list[tuple[str, np.ndarray]]:
     """The search gallery: the shipped sample photos, then the user's uploads."""
-    samples = [(name, np.asarray(load_image(path))) for name, path in sample_photos().items()]
-    return samples + read_images(uploads)
+    return list(sample_pictures()) + read_images(uploads)
 
 
 def rank(scores: np.ndarray, names: list[str]) -> list[tuple[str, float]]:

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
 from txgallery import store
-from txgallery.attention import HEAD_FUSIONS, attention_rollout, cls_patch_map
+from txgallery.attention import HEAD_FUSIONS, cls_patch_map, rollout_row
 from txgallery.attention_views import enlarged_picture, figure_picture, patch_map_overlay
 from txgallery.limits import VIT_TOP_K, InputError
 from txgallery.plugin import ApiCall, Demo, ModelSlot
@@ -180,18 +180,18 @@ class ImageService:
 
     def classify(self, picture: np.ndarray, head_fusion: str = "mean", discard_ratio: float = 0.0) -> VitResult:
         """Top classes of one RGB picture and, for a ViT, its attention rollout over the patches."""
-        image = Image.fromarray(picture)
-        seen = np.asarray(self.classifier.processor.fit(image))
+        fitted = self.classifier.processor.fit(Image.fromarray(picture))  # resized once: shown and classified
+        seen = np.asarray(fitted)
         geometry = self.classifier.geometry()
         if geometry is None:
-            return VitResult(top=self.classifier.top_k(self.classifier.predict([image])[0], VIT_TOP_K), seen=seen,
-                             geometry=None, rollout=None)
-        attention = self.classifier.attentions(image)  # one forward gives both the attentions and the logits
+            return VitResult(top=self.classifier.top_k(self.classifier.predict([fitted], fitted=True)[0], VIT_TOP_K),
+                             seen=seen, geometry=None, rollout=None)
+        attention = self.classifier.attentions(fitted, fitted=True)  # one forward: the attentions and the logits
         logits = attention.logits.astype(np.float64)
         probabilities = np.exp(logits - logits.max())
-        matrix = attention_rollout(attention.attentions, head_fusion, discard_ratio)
+        cls_row = rollout_row(attention.attentions, head_fusion, discard_ratio)  # only [CLS]'s row is drawn
         return VitResult(top=self.classifier.top_k(probabilities / probabilities.sum(), VIT_TOP_K), seen=seen,
-                         geometry=geometry, rollout=cls_patch_map(matrix, attention.grid, attention.prefix_tokens))
+                         geometry=geometry, rollout=cls_patch_map(cls_row, attention.grid, attention.prefix_tokens))
 
     def position_embeddings(self) -> np.ndarray | None:
         """The learned position embedding of each patch, (patches, embed_dim); None for a CNN."""
