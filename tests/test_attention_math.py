@@ -60,6 +60,20 @@ def test_one_row_of_the_rollout_equals_that_row_of_the_matrix(discard, token):
     assert np.allclose(att.rollout_row(layers, "max", discard, token=token), expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("fusion", att.HEAD_FUSIONS)
+def test_heads_fused_on_the_device_give_the_same_rollout(fusion):
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(1)
+    vit = VisionTransformer(img_size=28, patch_size=7, in_chans=1, embed_dim=32, depth=3, num_heads=4,
+                            num_classes=10).eval()
+    pixels = torch.randn(1, 1, 28, 28)
+    heads, fused = att.vit_attentions(vit, pixels), att.vit_attentions(vit, pixels, head_fusion=fusion)
+    assert [a.shape for a in fused.attentions] == [(1, 17, 17)] * 3
+    assert np.allclose(att.rollout_row(fused.attentions, fusion, 0.5), att.rollout_row(heads.attentions, fusion, 0.5))
+    assert np.allclose(fused.logits, heads.logits)
+
+
 def test_discard_drops_exactly_what_a_stable_sort_would_even_with_ties():
     values = np.array([0.5, 0.1, 0.3, 0.1, 0.1, 0.9, 0.3, 0.0])
     for count in range(len(values) + 1):

@@ -165,3 +165,25 @@ def test_different_models_loaded_at_once_on_many_threads_all_load(tiny_classifie
         for loaded in results.values():
             parameters = getattr(loaded.model, "parameters", None)
             assert parameters is None or not any(p.is_meta for p in parameters())
+
+
+def test_a_tiny_cpu_models_service_thread_runs_on_one_openmp_thread_and_no_other_thread_changes():
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    models = store.ModelStore(device="cpu")
+    tiny = models.load(store.resolve("embedded", "image-classification"))  # 0.31M weights
+    larger = models.load(store.resolve("embedded:efficientnet-lite0", "image-classification"))  # 4.7M
+    before = torch.get_num_threads()
+
+    def settle_then_count(loaded):
+        return store.settle_threads_for(loaded), torch.get_num_threads()
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(settle_then_count, tiny).result() == (True, 1)
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(settle_then_count, larger).result() == (False, before)
+    assert torch.get_num_threads() == before  # the calling thread, and the default new threads start from
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(torch.get_num_threads).result() == before

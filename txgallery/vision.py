@@ -656,13 +656,14 @@ class ImageClassifier:
         order = np.argsort(-probabilities, kind="stable")[:k]
         return [(self.labels[i], float(probabilities[i])) for i in order]
 
-    def attentions(self, image: Image.Image, fitted: bool = False):
-        """Every layer's attention on one image (`txgallery.attention.VitAttention`); ViTs only."""
+    def attentions(self, image: Image.Image, fitted: bool = False, head_fusion: str | None = None):
+        """Every layer's attention on one image (`txgallery.attention.VitAttention`), its heads fused when asked;
+        ViTs only."""
         from txgallery.attention import vit_attentions
 
         if not self.is_vit:
             raise limits.InputError("This model is a CNN: it has no attention maps to show.")
-        return vit_attentions(self.model, self.pixels([image], fitted))
+        return vit_attentions(self.model, self.pixels([image], fitted), head_fusion)
 
     def position_embeddings(self) -> np.ndarray | None:
         """The learned position embedding of every patch token, (patches, embed_dim) (None for a CNN)."""

@@ -327,6 +327,7 @@ class VitExplorer:
         self.source = source
         self.loaded = store.get_store().load(source, attentions=True)
         self.model, self.processor = self.loaded.model, self.loaded.tokenizer  # a txgallery.vision.ImageProcessor
+        store.settle_threads_for(self.loaded)  # the embedded ViT: one OpenMP thread on this service's thread
         if att.find_timm_vit(self.model) is None and not hasattr(getattr(self.model, "config", None), "patch_size"):
             raise InputError(f"{source.ref} is not a vision transformer: attention views need a ViT.")
 

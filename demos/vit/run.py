@@ -167,6 +167,7 @@ class ImageService:
         self.source = source
         self.loaded = store.get_store().load(source, attentions=True)
         self.classifier = ImageClassifier(self.loaded.model, self.loaded.tokenizer, self.loaded.device)
+        store.settle_threads_for(self.loaded)  # the embedded ViT: one OpenMP thread on this service's thread
 
     def describe(self) -> str:
         """The model badge: which model, where from, why, and its held-out accuracy when it has one."""
@@ -186,7 +187,8 @@ class ImageService:
         if geometry is None:
             return VitResult(top=self.classifier.top_k(self.classifier.predict([fitted], fitted=True)[0], VIT_TOP_K),
                              seen=seen, geometry=None, rollout=None)
-        attention = self.classifier.attentions(fitted, fitted=True)  # one forward: the attentions and the logits
+        # one forward gives the logits and every layer's attention, heads already fused on the model's device
+        attention = self.classifier.attentions(fitted, fitted=True, head_fusion=head_fusion)
         logits = attention.logits.astype(np.float64)
         probabilities = np.exp(logits - logits.max())
         cls_row = rollout_row(attention.attentions, head_fusion, discard_ratio)  # only [CLS]'s row is drawn
