@@ -60,7 +60,8 @@ def random_vit_b32(folder: Path) -> str:
     import open_clip
 
     torch.manual_seed(0)
-    clip_models.save_clip_directory(open_clip.create_model("ViT-B-32", pretrained=None), "ViT-B-32", folder / "vit-b-32")
+    model = open_clip.create_model("ViT-B-32", pretrained=None)
+    clip_models.save_clip_directory(model, "ViT-B-32", folder / "vit-b-32")
     return str(folder / "vit-b-32")
 
 

@@ -34,7 +34,8 @@ from PIL import Image  # noqa: E402
 from txgallery import store  # noqa: E402
 from txgallery.attention import rollout_row, vit_attentions  # noqa: E402
 from txgallery.serving import connect  # noqa: E402
-from txgallery.vision import ImageClassifier, fashion_mnist_examples, load_image, load_images, sample_photos  # noqa: E402
+from txgallery.vision import (ImageClassifier, fashion_mnist_examples, load_image, load_images,  # noqa: E402
+                              sample_photos)
 from txgallery_demos.vit.run import TASK, ImageService  # noqa: E402
 from timing import interleaved  # noqa: E402
 
@@ -49,8 +50,9 @@ def random_vit_b16(folder: Path) -> Path:
     return folder
 
 
-def measure(name: str, source: store.ModelSource, files: list[Path], rounds: int, big_rounds: int) -> list[str]:
-    """Rows of the results table for one model."""
+def measure(name: str, source: store.ModelSource, files: list[Path], rounds: int,
+            big_rounds: int) -> tuple[list[str], str]:
+    """Rows of the results table for one model, and its row of the stage breakdown."""
     service = connect(ImageService, source)
     loaded = store.get_store().load(source, attentions=True)  # the same model object the service holds
     classifier = ImageClassifier(loaded.model, loaded.tokenizer, loaded.device)

@@ -74,6 +74,21 @@ def test_heads_fused_on_the_device_give_the_same_rollout(fusion):
     assert np.allclose(fused.logits, heads.logits)
 
 
+def test_a_vit_whose_layers_have_different_head_counts_keeps_each_layers_heads():
+    from timm.layers import Attention
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(2)
+    vit = VisionTransformer(img_size=28, patch_size=7, in_chans=1, embed_dim=32, depth=2, num_heads=4,
+                            num_classes=10).eval()
+    vit.blocks[1].attn = Attention(32, num_heads=2).eval()
+    run = att.vit_attentions(vit, torch.randn(1, 1, 28, 28))
+    assert [a.shape for a in run.attentions] == [(4, 17, 17), (2, 17, 17)]
+    assert all(np.allclose(a.sum(-1), 1, atol=1e-5) for a in run.attentions)
+    fused = att.vit_attentions(vit, torch.randn(1, 1, 28, 28), head_fusion="max")
+    assert [a.shape for a in fused.attentions] == [(1, 17, 17)] * 2
+
+
 def test_discard_drops_exactly_what_a_stable_sort_would_even_with_ties():
     values = np.array([0.5, 0.1, 0.3, 0.1, 0.1, 0.9, 0.3, 0.0])
     for count in range(len(values) + 1):

@@ -15,8 +15,8 @@ from PIL import Image
 from txgallery import limits, store
 from txgallery.limits import InputError
 from txgallery.vision import (FASHION_MNIST_LABELS, VIT_FASHION_DIR, ImageClassifier, ImageProcessor, VitRecipe,
-                              fashion_mnist_examples, load_fashion_mnist, load_image, load_images, make_vit, sample_photos,
-                              save_vit_directory, train_vit)
+                              fashion_mnist_examples, load_fashion_mnist, load_image, load_images, make_vit,
+                              sample_photos, save_vit_directory, train_vit)
 
 TASK = "image-classification"
 

@@ -49,7 +49,8 @@ def _weakest(values: np.ndarray, count: int) -> np.ndarray:
     return np.concatenate([below, tied])
 
 
-def rollout_layers(attentions: Sequence[Any], head_fusion: str = "mean", discard_ratio: float = 0.0) -> list[np.ndarray]:
+def rollout_layers(attentions: Sequence[Any], head_fusion: str = "mean",
+                   discard_ratio: float = 0.0) -> list[np.ndarray]:
     """Each layer's step of attention rollout: heads fused, the weakest weights dropped, the residual added, rows
     normalised to 1 (float64 (T, T) each)."""
     if not attentions:
@@ -370,8 +371,8 @@ def vit_attentions(model, pixel_values, head_fusion: str | None = None) -> VitAt
 
     timm computes attention with a fused kernel that never materialises the weights. For its standard `Attention`
     block the forward stays fused (as fast as a plain forward) and only each block's qkv projection is kept; the
-    weights softmax(q·kᵀ·scale) of all layers are then computed from it after the forward. Other attention blocks are
-    switched to their eager path for this one call and read where the softmax enters the attention dropout.
+    weights softmax(q·kᵀ·scale) of all layers are then computed from it after the forward. Other attention blocks
+    are switched to their eager path for this one call and read where the softmax enters the attention dropout.
     transformers ViTs return their attentions when asked (loaded with eager attention).
 
     With `head_fusion` ("mean", "min", "max") each layer's heads are fused on the model's device and every layer
@@ -383,7 +384,7 @@ def vit_attentions(model, pixel_values, head_fusion: str | None = None) -> VitAt
     with torch.inference_mode():
         if vit is None:  # a transformers ViT
             outputs = model(pixel_values=pixel_values, output_attentions=True)
-            attentions, logits = torch.stack([a[0] for a in outputs.attentions]), outputs.logits
+            attentions, logits = [a[0] for a in outputs.attentions], outputs.logits
             side = model.config.image_size // model.config.patch_size
             grid, prefix_tokens = (side, side), 1
         else:
@@ -393,15 +394,18 @@ def vit_attentions(model, pixel_values, head_fusion: str | None = None) -> VitAt
             run = (_timm_attentions_from_qkv if uniform and all(type(b.attn) is Attention for b in vit.blocks)
                    else _timm_attentions_eager)
             attentions, logits = run(model, vit, pixel_values)
-            attentions = attentions if torch.is_tensor(attentions) else torch.stack(attentions)
             grid, prefix_tokens = tuple(vit.patch_embed.grid_size), vit.num_prefix_tokens
-        if head_fusion is not None:  # (layers, heads, T, T) -> (layers, 1, T, T)
+        layers = list(attentions)  # (heads, T, T) each; heads may differ between layers in unusual ViTs
+        if head_fusion is not None:  # -> (1, T, T) each
             if head_fusion not in HEAD_FUSIONS:
                 raise ValueError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, not {head_fusion!r}")
             fuse = {"mean": torch.mean, "min": torch.amin, "max": torch.amax}[head_fusion]
-            attentions = fuse(attentions, dim=1, keepdim=True)
-        attentions = attentions.float().cpu().numpy()  # one copy off the device
-    return VitAttention(list(attentions), grid, prefix_tokens, logits[0].float().cpu().numpy())
+            layers = [fuse(layer, dim=0, keepdim=True) for layer in layers]
+        if len({layer.shape for layer in layers}) == 1:
+            arrays = list(torch.stack(layers).float().cpu().numpy())  # one copy off the device
+        else:
+            arrays = [layer.float().cpu().numpy() for layer in layers]
+    return VitAttention(arrays, grid, prefix_tokens, logits[0].float().cpu().numpy())
 
 
 def _timm_attentions_from_qkv(model, vit, pixel_values):
