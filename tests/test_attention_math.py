@@ -89,6 +89,42 @@ def test_a_vit_whose_layers_have_different_head_counts_keeps_each_layers_heads()
     assert [a.shape for a in fused.attentions] == [(1, 17, 17)] * 2
 
 
+@pytest.mark.parametrize("path", ["qkv", "eager"])
+def test_attention_maps_are_read_from_this_threads_forward_while_another_thread_runs_the_model(path, monkeypatch):
+    import threading
+
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(3)
+    vit = VisionTransformer(img_size=28, patch_size=7, in_chans=1, embed_dim=32, depth=4, num_heads=4,
+                            num_classes=10).eval()
+    if path == "eager":  # as a ViT whose blocks are not timm's standard Attention would go
+        monkeypatch.setattr(att, "_timm_attentions_from_qkv", att._timm_attentions_eager)
+    mine, other = torch.randn(1, 1, 28, 28), torch.randn(3, 1, 28, 28)
+    expected = att.vit_attentions(vit, mine).attentions
+    stop, failures = threading.Event(), []
+
+    def other_service():  # e.g. the ViT page's predict while the attention explorer reads maps
+        with torch.inference_mode():
+            while not stop.is_set():
+                vit(other)
+
+    thread = threading.Thread(target=other_service)
+    thread.start()
+    try:
+        for _ in range(60):
+            try:
+                got = att.vit_attentions(vit, mine).attentions
+                if len(got) != 4 or not all(np.allclose(a, b, atol=1e-6) for a, b in zip(got, expected)):
+                    failures.append("wrong maps")
+            except RuntimeError as exc:
+                failures.append(str(exc))
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == []
+
+
 def test_discard_drops_exactly_what_a_stable_sort_would_even_with_ties():
     values = np.array([0.5, 0.1, 0.3, 0.1, 0.1, 0.9, 0.3, 0.0])
     for count in range(len(values) + 1):

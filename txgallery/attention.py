@@ -6,6 +6,7 @@ Everything here takes and returns plain arrays (numpy, or torch where a model is
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -289,9 +290,12 @@ def trace_attention(model, inputs: dict, causal: bool) -> AttentionTrace:
     if not modules:
         raise ValueError(f"{type(model).__name__} has no attention layers this explorer can read")
     captured: list[tuple] = [None] * len(modules)
+    owner = threading.get_ident()  # the store shares model objects: ignore other threads' forwards
 
     def recorder(index: int):
         def hook(module, args, kwargs):
+            if threading.get_ident() != owner:
+                return
             hidden = kwargs.get("hidden_states", args[0] if args else None)
             captured[index] = (hidden.detach(), kwargs.get("position_embeddings"))
 
@@ -408,6 +412,22 @@ def vit_attentions(model, pixel_values, head_fusion: str | None = None) -> VitAt
     return VitAttention(arrays, grid, prefix_tokens, logits[0].float().cpu().numpy())
 
 
+def _keep_this_threads(kept: list):
+    """A forward hook that keeps a module's output only for forwards run by the calling thread.
+
+    The store hands one model object to every service that asks for it (the ViT page and the attention explorer's
+    ViT tab share the embedded ViT, each on its own thread), so another thread's forward runs through these hooks
+    too; seen as 6 or 7 kept layers of a 4-layer ViT under the 32-client load test.
+    """
+    owner = threading.get_ident()
+
+    def hook(module, inputs, output):
+        if threading.get_ident() == owner:
+            kept.append(output[0])
+
+    return hook
+
+
 def _timm_attentions_from_qkv(model, vit, pixel_values):
     """((layers, heads, T, T) weights, logits): a fused forward that keeps each block's qkv projection.
 
@@ -417,7 +437,7 @@ def _timm_attentions_from_qkv(model, vit, pixel_values):
     import torch
 
     kept: list = []
-    handles = [block.attn.qkv.register_forward_hook(lambda m, i, out: kept.append(out[0])) for block in vit.blocks]
+    handles = [block.attn.qkv.register_forward_hook(_keep_this_threads(kept)) for block in vit.blocks]
     try:
         logits = model(pixel_values)
     finally:
@@ -436,18 +456,25 @@ def _timm_attentions_from_qkv(model, vit, pixel_values):
     return torch.softmax(query @ key.transpose(-2, -1) * scale[:, None, None, None], dim=-1), logits
 
 
+_eager_switch = threading.Lock()  # one eager read at a time: the switch is on modules other threads may be running
+
+
 def _timm_attentions_eager(model, vit, pixel_values):
-    """(per-layer (heads, T, T) weights, logits) read inside each block's eager attention."""
+    """(per-layer (heads, T, T) weights, logits) read inside each block's eager attention.
+
+    While switched, another thread's forward of the same model runs eager too: slower, and still correct.
+    """
     captured: list = []
-    handles, fused = [], []
-    for block in vit.blocks:
-        fused.append(block.attn.fused_attn)
-        block.attn.fused_attn = False
-        handles.append(block.attn.attn_drop.register_forward_hook(lambda m, i, out: captured.append(out[0])))
-    try:
-        logits = model(pixel_values)
-    finally:
-        for handle, block, was in zip(handles, vit.blocks, fused):
-            handle.remove()
-            block.attn.fused_attn = was
+    with _eager_switch:
+        handles, fused = [], []
+        for block in vit.blocks:
+            fused.append(block.attn.fused_attn)
+            block.attn.fused_attn = False
+            handles.append(block.attn.attn_drop.register_forward_hook(_keep_this_threads(captured)))
+        try:
+            logits = model(pixel_values)
+        finally:
+            for handle, block, was in zip(handles, vit.blocks, fused):
+                handle.remove()
+                block.attn.fused_attn = was
     return captured, logits
