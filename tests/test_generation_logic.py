@@ -244,3 +244,16 @@ def test_temperature_zero_means_greedy(model, tokenizer, prompt):
 def test_decode_steps_refuses_beam_search(model, tokenizer, prompt):
     with pytest.raises(ValueError, match="beam"):
         next(generation.decode_steps(model, tokenizer, prompt, SamplingSettings(strategy="beam")))
+
+
+def test_the_kv_cache_keyword_follows_the_installed_transformers_naming():
+    class Earlier5x(torch.nn.Module):  # transformers 5.17 and before: past_key_values in and out
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None):
+            return input_ids
+
+    class Later5x(torch.nn.Module):  # transformers 5.2x: cache
+        def forward(self, input_ids=None, cache=None, use_cache=None):
+            return input_ids
+
+    assert generation.cache_keyword(Earlier5x()) == "past_key_values"
+    assert generation.cache_keyword(Later5x()) == "cache"
