@@ -314,9 +314,9 @@ def rollout_maps(result: VitResult, head_fusion: str, discard_ratio: float) -> t
         raise InputError(f"Head fusion must be one of {', '.join(att.HEAD_FUSIONS)}.")
     if not 0.0 <= float(discard_ratio) < 1.0:
         raise InputError("The discard ratio must be at least 0 and below 1.")
-    cls_row = att.rollout_row(result.attentions, head_fusion, float(discard_ratio))
-    per_layer = [att.cls_patch_map(att.fuse_heads(att.as_heads(a), head_fusion), result.grid, result.prefix_tokens)
-                 for a in result.attentions]
+    fused = [att.fuse_heads(att.as_heads(a), head_fusion) for a in result.attentions]  # once, for both views
+    cls_row = att.rollout_row(fused, head_fusion, float(discard_ratio))  # fusing one head again changes nothing
+    per_layer = [att.cls_patch_map(layer, result.grid, result.prefix_tokens) for layer in fused]
     return att.cls_patch_map(cls_row, result.grid, result.prefix_tokens), per_layer
 
 
