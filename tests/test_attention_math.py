@@ -89,8 +89,9 @@ def test_a_vit_whose_layers_have_different_head_counts_keeps_each_layers_heads()
     assert [a.shape for a in fused.attentions] == [(1, 17, 17)] * 2
 
 
-@pytest.mark.parametrize("path", ["qkv", "eager"])
+@pytest.mark.parametrize("path", ["graph", "qkv", "eager"])
 def test_attention_maps_are_read_from_this_threads_forward_while_another_thread_runs_the_model(path, monkeypatch):
+    import copy
     import threading
 
     from timm.models.vision_transformer import VisionTransformer
@@ -98,10 +99,12 @@ def test_attention_maps_are_read_from_this_threads_forward_while_another_thread_
     torch.manual_seed(3)
     vit = VisionTransformer(img_size=28, patch_size=7, in_chans=1, embed_dim=32, depth=4, num_heads=4,
                             num_classes=10).eval()
+    if path != "graph":  # a model too large for the traced graph
+        monkeypatch.setattr(att, "GRAPH_MAX_WEIGHTS", 0)
     if path == "eager":  # as a ViT whose blocks are not timm's standard Attention would go
         monkeypatch.setattr(att, "_timm_attentions_from_qkv", att._timm_attentions_eager)
     mine, other = torch.randn(1, 1, 28, 28), torch.randn(3, 1, 28, 28)
-    expected = att.vit_attentions(vit, mine).attentions
+    expected = att.vit_attentions(copy.deepcopy(vit), mine).attentions  # `vit` itself is first read (traced) below
     stop, failures = threading.Event(), []
 
     def other_service():  # e.g. the ViT page's predict while the attention explorer reads maps
@@ -123,6 +126,54 @@ def test_attention_maps_are_read_from_this_threads_forward_while_another_thread_
         stop.set()
         thread.join()
     assert failures == []
+    assert (att._graphs[vit].get(((1, 1, 28, 28), torch.float32)) is not None) == (path == "graph")
+
+
+def small_vit(seed: int = 0):
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(seed)
+    return VisionTransformer(img_size=28, patch_size=7, in_chans=1, embed_dim=32, depth=3, num_heads=4,
+                             num_classes=10).eval()
+
+
+def test_a_small_cpu_vit_is_read_through_a_traced_graph_that_equals_the_eager_path(monkeypatch):
+    import copy
+
+    vit, pixels = small_vit(), torch.randn(1, 1, 28, 28)
+    twin = copy.deepcopy(vit)
+    traced = att.vit_attentions(vit, pixels, "max")
+    assert att._graphs[vit][((1, 1, 28, 28), torch.float32)] is not None
+    monkeypatch.setattr(att, "GRAPH_MAX_WEIGHTS", 0)
+    eager = att.vit_attentions(twin, pixels, "max")
+    assert att._graphs[twin] == {"too large": None}
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(traced.attentions, eager.attentions))
+    assert np.allclose(traced.logits, eager.logits, atol=1e-5)
+
+    # the graph reads the model's own parameters: a change to the weights shows in the next read, without retracing
+    monkeypatch.setattr(att, "_trace_attention_graph", lambda *args: pytest.fail("traced again"))
+    with torch.no_grad():
+        for model in (vit, twin):
+            model.head.weight.mul_(-2.0)
+            model.blocks[0].attn.qkv.weight.mul_(3.0)
+    again, eager = att.vit_attentions(vit, pixels, "max"), att.vit_attentions(twin, pixels, "max")
+    assert not np.allclose(again.logits, traced.logits)
+    assert np.allclose(again.logits, eager.logits, atol=1e-5)
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(again.attentions, eager.attentions))
+
+
+def test_where_tracing_fails_the_attention_is_read_eagerly_and_the_log_says_why(monkeypatch, caplog):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("TorchScript is gone")
+
+    monkeypatch.setattr(torch.jit, "trace", refuse)
+    vit, pixels = small_vit(1), torch.randn(1, 1, 28, 28)
+    with caplog.at_level("WARNING", logger="txgallery.attention"):
+        run = att.vit_attentions(vit, pixels)
+    assert "TorchScript is gone" in caplog.text
+    assert att._graphs[vit][((1, 1, 28, 28), torch.float32)] is None
+    with torch.no_grad():
+        assert np.allclose(run.logits, vit(pixels)[0].numpy(), atol=1e-5)
 
 
 def test_discard_drops_exactly_what_a_stable_sort_would_even_with_ties():

@@ -6,13 +6,18 @@ Everything here takes and returns plain arrays (numpy, or torch where a model is
 
 from __future__ import annotations
 
+import logging
 import threading
+import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
 HEAD_FUSIONS = ("mean", "min", "max")
+
+log = logging.getLogger(__name__)
 
 
 # --- attention maps -------------------------------------------------------------------------------------------------
@@ -395,8 +400,11 @@ def vit_attentions(model, pixel_values, head_fusion: str | None = None) -> VitAt
             from timm.layers import Attention
 
             uniform = len({(b.attn.num_heads, b.attn.head_dim) for b in vit.blocks}) == 1
-            run = (_timm_attentions_from_qkv if uniform and all(type(b.attn) is Attention for b in vit.blocks)
-                   else _timm_attentions_eager)
+            if uniform and all(type(b.attn) is Attention for b in vit.blocks):
+                graph = _attention_graph(model, vit, pixel_values)
+                run = _timm_attentions_from_qkv if graph is None else lambda _model, _vit, pixels: graph(pixels)
+            else:
+                run = _timm_attentions_eager
             attentions, logits = run(model, vit, pixel_values)
             grid, prefix_tokens = tuple(vit.patch_embed.grid_size), vit.num_prefix_tokens
         layers = list(attentions)  # (heads, T, T) each; heads may differ between layers in unusual ViTs
@@ -454,6 +462,65 @@ def _timm_attentions_from_qkv(model, vit, pixel_values):
         key = torch.stack([b.attn.k_norm(k) for b, k in zip(vit.blocks, key)])
     scale = torch.tensor([b.attn.scale for b in vit.blocks], dtype=query.dtype, device=query.device)
     return torch.softmax(query @ key.transpose(-2, -1) * scale[:, None, None, None], dim=-1), logits
+
+
+GRAPH_MAX_WEIGHTS = 1_000_000  # below this, a ViT's CPU forward is mostly Python: module calls and op dispatch
+_graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(input shape, dtype): graph or None}
+_graphs_guard = threading.Lock()
+
+
+def _attention_graph(model, vit, pixel_values):
+    """`_timm_attentions_from_qkv` of this model as a traced TorchScript graph, for a small ViT on the CPU; else None.
+
+    The embedded ViT's eager forward with its attention maps took 2.7 ms on one CPU thread, nearly all of it Python;
+    the traced graph of the same ops and weights takes 0.8-1.1 ms. (Measured alternatives: `torch.export`'s module
+    1.8 ms; `torch.compile` 0.9 ms after 17 s of compiling in every process.) Traced once per model and input shape,
+    checked against the eager result, and the graph reads the model's own parameters, not a copy. Where tracing is
+    unavailable (TorchScript is deprecated in torch) or disagrees, the eager path runs and the log says why.
+    """
+    if pixel_values.device.type != "cpu":
+        return None
+    key = (tuple(pixel_values.shape), pixel_values.dtype)
+    with _graphs_guard:
+        graphs = _graphs.get(model)
+        if graphs is None:
+            small = sum(p.numel() for p in model.parameters()) < GRAPH_MAX_WEIGHTS
+            graphs = _graphs[model] = {} if small else {"too large": None}
+        if "too large" in graphs:
+            return None
+        if key not in graphs:
+            graphs[key] = _trace_attention_graph(model, vit, pixel_values)
+        return graphs[key]
+
+
+def _trace_attention_graph(model, vit, pixel_values):
+    import torch
+
+    class LogitsAndAttentions(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model  # registered, so the graph reads these parameters
+
+        def forward(self, pixels):
+            return _timm_attentions_from_qkv(self.model, vit, pixels)
+
+    # TorchScript's deprecation notice, and tracer notes on shape checks that are constant for one input shape
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            example = pixel_values.clone()
+            graph = torch.jit.trace(LogitsAndAttentions(), example, check_trace=False)
+            agree = all(torch.allclose(traced, eager, atol=1e-5)
+                        for traced, eager in zip(graph(example), _timm_attentions_from_qkv(model, vit, example)))
+    except Exception as exc:  # noqa: BLE001 - any tracing failure leaves the eager path, which is correct
+        log.warning("Reading ViT attention eagerly: tracing the model failed (%s).", exc)
+        return None
+    if not agree:
+        log.warning("Reading ViT attention eagerly: the traced graph disagreed with the model.")
+        return None
+    log.info("ViT attention: a traced graph for %s, input %s.", type(model).__name__, tuple(pixel_values.shape))
+    return graph
 
 
 _eager_switch = threading.Lock()  # one eager read at a time: the switch is on modules other threads may be running
