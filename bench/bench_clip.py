@@ -7,8 +7,11 @@ the real laion2b checkpoint costs), interleaving the paths round by round in thi
   raw        PIL images -> the model's preprocessing -> encode_image, and encode_text of the prompts (the baseline)
   gallery    what the page does: `load_image` of an uploaded PNG, RGB arrays through the serving seam
              (`connect(ClipMatcher, source)`, the model's own thread), preprocessing, both encoders, softmax
-Batch 1 is one image against 6 prompts (`classify`); batch 32 is 32 images against 6 prompts (`similarity`, the
-search and matrix path). Every round uses pictures never seen before, so the page's embedding cache cannot help.
+Batch 1 is one image against 6 prompts (the page's `zero_shot`: the prompts are embedded on the model's thread while
+the upload decodes), twice: with new labels every call (nothing cached: the prompts differ round by round, for raw
+too) and with the same labels and a new image each call (the page's prompt cache answers). Batch 32 is 32 images
+against 6 prompts (`similarity`, the search and matrix path). Every round uses pictures never seen before, so the
+page's image cache cannot help.
 With `--http`, batch 1 is also measured over HTTP against `txgallery serve --demo clip` (stand-in only) next to
 Gradio's `/ping` floor. Prints images/s and the ratio gallery / raw (target ≤ 1.15 at batch 1).
 """
@@ -32,15 +35,16 @@ from PIL import Image  # noqa: E402
 from txgallery import clip_models, store  # noqa: E402
 from txgallery.serving import connect  # noqa: E402
 from txgallery.vision import load_image, load_images, sample_photos  # noqa: E402
-from txgallery_demos.clip.run import ClipMatcher, apply_template  # noqa: E402
+from txgallery_demos.clip.run import ClipMatcher, apply_template, zero_shot  # noqa: E402
 from bench_sentiment import start_server  # noqa: E402
 from timing import interleaved  # noqa: E402
 
 PROMPTS = apply_template("a photo of a {}", ["cat", "dog", "car", "cup of coffee", "rocket", "person"])
 
 
-def fresh_pictures(folder: Path, rounds: int, per_round: int) -> list[list[Path]]:
-    """PNG files, `per_round` for each round, all different (one pixel changes), cycling through the sample photos."""
+def fresh_pictures(folder: Path, rounds: int, per_round: int, series: int) -> list[list[Path]]:
+    """PNG files, `per_round` for each round, all different (one pixel changes; `series` tells the sets apart),
+    cycling through the sample photos."""
     bases = [np.asarray(load_image(path)) for path in sample_photos().values()]
     files = []
     for r in range(rounds):
@@ -48,7 +52,8 @@ def fresh_pictures(folder: Path, rounds: int, per_round: int) -> list[list[Path]
         for k in range(per_round):
             picture = bases[(r * per_round + k) % len(bases)].copy()
             picture[0, 0] = [(r * per_round + k) % 256, r % 256, k % 256]
-            path = folder / f"r{r}_{k}.png"
+            picture[0, 1] = [series, 0, 0]
+            path = folder / f"s{series}_r{r}_{k}.png"
             Image.fromarray(picture).save(path)
             batch.append(path)
         files.append(batch)
@@ -65,28 +70,38 @@ def random_vit_b32(folder: Path) -> str:
     return str(folder / "vit-b-32")
 
 
-def measure(source: store.ModelSource, files: dict[int, list[list[Path]]], rounds: int) -> dict[int, dict]:
-    """Seconds per call of the raw and the gallery path, per batch size."""
+def new_prompts(i: int) -> list[str]:
+    """PROMPTS made new for round `i` (the page has never embedded them)."""
+    return [f"{prompt} #{i}" for prompt in PROMPTS]
+
+
+BATCHES = {"1, new labels": 1, "1, same labels": 1, "32": 32}
+
+
+def measure(source: store.ModelSource, files: dict[str, list[list[Path]]], rounds: int) -> dict[str, dict]:
+    """Seconds per call of the raw and the gallery path, per batch."""
     loaded = store.get_store().load(source)
     matcher = connect(ClipMatcher, source)
     results = {}
-    for batch, per_round in files.items():
+    for name, batch in BATCHES.items():
+        per_round = files[name]
         raw_images = [[Image.open(path).convert("RGB") for path in paths] for paths in per_round]
+        prompts = new_prompts if name == "1, new labels" else (lambda i: PROMPTS)
 
         @torch.inference_mode()
         def raw(i: int) -> None:
             images = clip_models.embed_images(loaded, raw_images[i])
-            texts = clip_models.embed_texts(loaded, PROMPTS)
+            texts = clip_models.embed_texts(loaded, prompts(i))
             clip_models.zero_shot_probabilities(images @ texts.T, 100.0)
 
         def gallery(i: int) -> None:
-            arrays = [np.asarray(image) for image in load_images(per_round[i])]  # as the page reads uploads
             if batch == 1:
-                matcher.classify(arrays[0], PROMPTS)
+                zero_shot(matcher, per_round[i][0], prompts(i))
             else:
-                matcher.similarity(arrays, PROMPTS)
+                arrays = [np.asarray(image) for image in load_images(per_round[i])]  # as the page reads uploads
+                matcher.similarity(arrays, prompts(i))
 
-        results[batch] = interleaved({"raw": raw, "gallery": gallery}, n=rounds - 2)
+        results[name] = interleaved({"raw": raw, "gallery": gallery}, n=rounds - 2)
     return results
 
 
@@ -135,7 +150,8 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-clip-"))
-    files = {1: fresh_pictures(work, args.rounds, 1), 32: fresh_pictures(work, args.rounds, 32)}
+    files = {name: fresh_pictures(work, args.rounds, batch, series)
+             for series, (name, batch) in enumerate(BATCHES.items())}
     models = {"ConSE stand-in (embedded)": lambda: store.resolve("embedded", clip_models.TASK),
               "open_clip ViT-B-32 (random weights)": lambda: store.resolve(random_vit_b32(work), clip_models.TASK)}
     if args.only:
@@ -146,12 +162,13 @@ def main() -> None:
           f"({torch.get_num_threads()} threads), python {platform.python_version()}; {args.rounds - 2} rounds\n")
     print("| model | batch | raw images/s | gallery images/s | gallery / raw time (p50) |\n|---|---|---|---|---|")
     for name, source in models.items():
-        for batch, samples in measure(source(), files, args.rounds).items():
+        for label, samples in measure(source(), files, args.rounds).items():
+            batch = BATCHES[label]
             raw, gallery = statistics.median(samples["raw"]), statistics.median(samples["gallery"])
-            print(f"| {name} | {batch} | {batch / raw:.1f} | {batch / gallery:.1f} | {gallery / raw:.2f}× |",
+            print(f"| {name} | {label} | {batch / raw:.1f} | {batch / gallery:.1f} | {gallery / raw:.2f}× |",
                   flush=True)
     if args.http:
-        samples = http_batch1(args.port, [paths[0] for paths in files[1]], args.rounds)
+        samples = http_batch1(args.port, [paths[0] for paths in files["1, new labels"]], args.rounds)
         print("\n| HTTP path, stand-in, batch 1 | p50 ms |\n|---|---|")
         for name, values in samples.items():
             print(f"| {name} | {statistics.median(values) * 1e3:.1f} |")

@@ -10,8 +10,8 @@ from PIL import Image
 from txgallery import store
 from txgallery.limits import MAX_CLIP_GALLERY_UPLOADS, MAX_CLIP_LABELS, MAX_CLIP_TEXT_CHARS, InputError
 from txgallery.vision import sample_photos
-from txgallery_demos.clip.run import (ClipMatcher, apply_template, gallery_images, parse_labels, parse_query,
-                                      parse_texts, rank, read_images, similarity_figure)
+from txgallery_demos.clip.run import (ClipMatcher, EmbeddingCache, apply_template, gallery_images, parse_labels,
+                                      parse_query, parse_texts, rank, read_images, similarity_figure, zero_shot)
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +97,56 @@ def test_text_to_image_search_finds_the_coffee(matcher):
 def test_repeated_images_are_embedded_once(matcher):
     picture = skimage.data.rocket()
     first = matcher.embed_images([picture])
-    cached = len(matcher._image_cache)
+    cached = len(matcher._images)
     again = matcher.embed_images([picture, picture])
-    assert len(matcher._image_cache) == cached
+    assert len(matcher._images) == cached
     np.testing.assert_array_equal(again[1], first[0])
+
+
+def test_repeated_texts_are_embedded_once_and_only_new_ones_reach_the_model(matcher, monkeypatch):
+    from txgallery import clip_models
+
+    prompts = apply_template("a picture of a {}", ["teapot", "volcano"])
+    first = matcher.embed_texts(prompts)
+    seen = []
+    real = clip_models.embed_texts
+    monkeypatch.setattr(clip_models, "embed_texts", lambda loaded, texts: seen.append(list(texts)) or real(loaded, texts))
+    again = matcher.embed_texts([prompts[1], "a picture of a lighthouse", prompts[0]])
+    assert seen == [["a picture of a lighthouse"]]
+    np.testing.assert_array_equal(again[[2, 0]], first)
+    np.testing.assert_allclose(again[1], real(matcher.loaded, ["a picture of a lighthouse"])[0], atol=1e-5)
+
+
+def test_the_embedding_cache_drops_the_least_recently_used_beyond_its_size():
+    cache, batches = EmbeddingCache(size=3), []
+
+    def compute(keys):
+        def embed(missing):
+            batches.append([keys[i] for i in missing])
+            return np.array([[float(ord(keys[i]))] for i in missing])
+        return embed
+
+    def get(*keys):
+        return cache.get(list(keys), compute(list(keys)))[:, 0].tolist()
+
+    assert get("a", "b", "c") == [97, 98, 99] and batches == [["a", "b", "c"]]
+    assert get("a") == [97] and len(batches) == 1  # a hit, and "a" is now the most recently used
+    assert get("d", "a") == [100, 97] and batches[-1] == ["d"]  # "b" goes
+    assert len(cache) == 3
+    get("b", "c")  # "b" was dropped and is computed again; "c" is still there
+    assert batches[-1] == ["b"]
+
+
+def test_zero_shot_of_an_uploaded_file_equals_classifying_the_decoded_picture(matcher, tmp_path):
+    upload = tmp_path / "chelsea.png"
+    Image.fromarray(skimage.data.chelsea()).save(upload)
+    prompts = apply_template("a photo of a {}", ["cat", "car", "rocket", f"{tmp_path.name} thing"])
+    from_file = zero_shot(matcher, upload, prompts)  # prompts embedded beside the decode, then found cached
+    from_picture = matcher.classify(skimage.data.chelsea(), prompts)
+    np.testing.assert_allclose(from_file.probabilities, from_picture.probabilities, atol=1e-6)
+    (tmp_path / "notes.png").write_text("not a picture")
+    with pytest.raises(InputError, match="not an image"):
+        zero_shot(matcher, tmp_path / "notes.png", prompts)
 
 
 def test_badge_names_the_standin_honestly(matcher):
