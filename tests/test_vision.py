@@ -105,6 +105,9 @@ def test_numpy_pictures_and_downscaling():
         load_image(np.full((4, 4), np.nan))
     wide = load_image(_png_bytes(Image.new("RGB", (3000, 1000))))
     assert wide.size == (limits.MAX_IMAGE_SIDE, round(1000 * limits.MAX_IMAGE_SIDE / 3000))
+    callers = Image.new("RGB", (3000, 1000), (9, 8, 7))  # downscaled for us, left as it was for the caller
+    assert load_image(callers).size == wide.size and callers.size == (3000, 1000)
+    assert callers.getpixel((0, 0)) == (9, 8, 7)
 
 
 def test_many_uploads_decode_side_by_side_in_order_and_refuse_a_bad_one(tmp_path):

@@ -55,7 +55,7 @@ class ClipProcessor:
 
     def pixels(self, images: Sequence[Any]) -> torch.Tensor:
         """A (N, 3, H, W) batch from PIL images."""
-        return torch.stack([self.preprocess(image.convert("RGB")) for image in images])
+        return torch.stack([self.preprocess(image if image.mode == "RGB" else image.convert("RGB")) for image in images])
 
 
 # --- embeddings and similarity (any loaded model of this task) ------------------------------------------------------

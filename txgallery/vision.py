@@ -127,8 +127,9 @@ def load_image(file_or_array: Any, max_bytes: int = limits.MAX_IMAGE_BYTES) -> I
             image.load()
         except Exception:
             raise limits.InputError("The image file is corrupt or truncated; it could not be decoded.") from None
-    image = _to_rgb(image)
-    image.thumbnail((limits.MAX_IMAGE_SIDE, limits.MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
+    if image.mode != "RGB" or image is file_or_array:  # converting an RGB image copies it: only the caller's
+        image = _to_rgb(image)
+    image.thumbnail((limits.MAX_IMAGE_SIDE, limits.MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)  # in place
     return image
 
 
