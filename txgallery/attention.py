@@ -407,16 +407,19 @@ def vit_attentions(model, pixel_values, head_fusion: str | None = None) -> VitAt
                 run = _timm_attentions_eager
             attentions, logits = run(model, vit, pixel_values)
             grid, prefix_tokens = tuple(vit.patch_embed.grid_size), vit.num_prefix_tokens
-        layers = list(attentions)  # (heads, T, T) each; heads may differ between layers in unusual ViTs
-        if head_fusion is not None:  # -> (1, T, T) each
+        # (layers, heads, T, T) in one tensor, or a list of (heads, T, T) where heads differ between layers
+        if head_fusion is not None:  # -> (1, T, T) per layer
             if head_fusion not in HEAD_FUSIONS:
                 raise ValueError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, not {head_fusion!r}")
             fuse = {"mean": torch.mean, "min": torch.amin, "max": torch.amax}[head_fusion]
-            layers = [fuse(layer, dim=0, keepdim=True) for layer in layers]
-        if len({layer.shape for layer in layers}) == 1:
-            arrays = list(torch.stack(layers).float().cpu().numpy())  # one copy off the device
+            attentions = (fuse(attentions, dim=1, keepdim=True) if torch.is_tensor(attentions)
+                          else [fuse(layer, dim=0, keepdim=True) for layer in attentions])
+        if not torch.is_tensor(attentions) and len({layer.shape for layer in attentions}) == 1:
+            attentions = torch.stack(attentions)
+        if torch.is_tensor(attentions):
+            arrays = list(attentions.float().cpu().numpy())  # one copy off the device
         else:
-            arrays = [layer.float().cpu().numpy() for layer in layers]
+            arrays = [layer.float().cpu().numpy() for layer in attentions]
     return VitAttention(arrays, grid, prefix_tokens, logits[0].float().cpu().numpy())
 
 
