@@ -49,7 +49,7 @@ def truncate_text(text: str, limit: int = MAX_INPUT_CHARS) -> tuple[str, str | N
 MAX_CLIP_LABELS = 50  # labels (or texts) compared with one image; each is one text forward
 MAX_CLIP_TEXT_CHARS = 200  # per label or text; CLIP reads at most 77 tokens anyway
 MAX_CLIP_GALLERY_UPLOADS = 12  # images a user adds to the search gallery
-MAX_CLIP_CACHED_EMBEDDINGS = 4096  # image and text embeddings kept per model, each (least recently used go)
+MAX_CLIP_CACHED_EMBEDDINGS = 4096  # image embeddings, and text embeddings, kept per model; the least recently used go first
 
 # --- finetune ---
 MAX_FINETUNE_STEPS = 1000  # optimizer steps per run (the UI slider stops lower)
