@@ -107,10 +107,11 @@ def test_attention_maps_are_read_from_this_threads_forward_while_another_thread_
     expected = att.vit_attentions(copy.deepcopy(vit), mine).attentions  # `vit` itself is first read (traced) below
     stop, failures = threading.Event(), []
 
-    def other_service():  # e.g. the ViT page's predict while the attention explorer reads maps
+    def other_service():  # e.g. the ViT page's predict and classify while the attention explorer reads maps
         with torch.inference_mode():
             while not stop.is_set():
                 vit(other)
+                att.vit_attentions(vit, other[:1])  # the same traced graph as this thread's, where there is one
 
     thread = threading.Thread(target=other_service)
     thread.start()
