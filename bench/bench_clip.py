@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
 import statistics
 import tempfile
 from pathlib import Path
@@ -36,10 +35,11 @@ from txgallery import clip_models, store  # noqa: E402
 from txgallery.serving import connect  # noqa: E402
 from txgallery.vision import load_image, load_images, sample_photos  # noqa: E402
 from txgallery_demos.clip.run import ClipMatcher, apply_template, zero_shot  # noqa: E402
-from bench_sentiment import start_server  # noqa: E402
+from served import http_call, start_server, stop_server, upload  # noqa: E402
 from timing import interleaved  # noqa: E402
 
-PROMPTS = apply_template("a photo of a {}", ["cat", "dog", "car", "cup of coffee", "rocket", "person"])
+LABELS = ["cat", "dog", "car", "cup of coffee", "rocket", "person"]
+PROMPTS = apply_template("a photo of a {}", LABELS)
 
 
 def fresh_pictures(folder: Path, rounds: int, per_round: int, series: int) -> list[list[Path]]:
@@ -107,37 +107,18 @@ def measure(source: store.ModelSource, files: dict[str, list[list[Path]]], round
 
 def http_batch1(port: int, paths: list[Path], rounds: int) -> dict[str, list[float]]:
     """Batch 1 over HTTP: upload the file, call /clip_classify; the /ping echo is Gradio's floor."""
-    import json
-
     import httpx
-
-    def call(http: httpx.Client, api: str, data: list) -> None:
-        event = http.post(f"/gradio_api/call/{api}", json={"data": data}).json()["event_id"]
-        with http.stream("GET", f"/gradio_api/call/{api}/{event}") as stream:
-            kind = None
-            for line in stream.iter_lines():
-                if line.startswith("event:"):
-                    kind = line.split(":", 1)[1].strip()
-                elif line.startswith("data:") and kind in ("complete", "error"):
-                    if kind == "error":
-                        raise RuntimeError(line)
-                    return json.loads(line[5:])
 
     server = start_server(port, "clip", timeout=600)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
             def classify(i: int) -> None:
-                path = paths[i]
-                with path.open("rb") as handle:
-                    (uploaded,) = http.post("/gradio_api/upload", files={"files": (path.name, handle, "image/png")}).json()
-                call(http, "clip_classify", [{"path": uploaded, "meta": {"_type": "gradio.FileData"}},
-                                             "cat, dog, car, cup of coffee, rocket, person", "a photo of a {}"])
+                http_call(http, "clip_classify", [upload(http, paths[i]), ", ".join(LABELS), "a photo of a {}"])
 
-            return interleaved({"echo /ping (floor)": lambda i: call(http, "ping", ["x"]),
+            return interleaved({"echo /ping (floor)": lambda i: http_call(http, "ping", ["x"]),
                                 "gallery /clip_classify (upload + call)": classify}, n=rounds - 2)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_server(server)
 
 
 def main() -> None:

@@ -14,15 +14,11 @@ forward issued from a fresh thread per call (what a pool of short-lived workers 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
 import statistics
-import subprocess
-import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 # The raw baseline gets the same OpenMP policy as the server (txgallery.serving.prefer_passive_openmp): it makes the
@@ -31,6 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import httpx  # noqa: E402
 import torch  # noqa: E402
+from served import http_call, start_server  # noqa: E402
 from timing import interleaved, percentiles  # noqa: E402
 
 TEXTS = [
@@ -48,36 +45,6 @@ TEXTS = [
 def timed(fn, n: int, warmup: int = 5) -> list[float]:
     """Wall-clock seconds of `fn(i)` for i in range(n), after a warm-up."""
     return interleaved({"fn": fn}, n, warmup)["fn"]
-
-
-def http_call(http: httpx.Client, api_name: str, data: list) -> list:
-    """Gradio's two-step HTTP API: POST the call, then read the server-sent result."""
-    event_id = http.post(f"/gradio_api/call/{api_name}", json={"data": data}).json()["event_id"]
-    with http.stream("GET", f"/gradio_api/call/{api_name}/{event_id}") as stream:
-        event = None
-        for line in stream.iter_lines():
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and event in ("complete", "error"):
-                if event == "error":
-                    raise RuntimeError(line)
-                return json.loads(line[5:])
-    raise RuntimeError("no result")
-
-
-def start_server(port: int, demo: str = "sentiment", timeout: float = 300) -> subprocess.Popen:
-    """`txgallery serve --demo DEMO` on 127.0.0.1:port, waiting until it answers."""
-    server = subprocess.Popen([sys.executable, "-m", "txgallery.cli", "--log-level", "warning", "serve", "--demo",
-                               demo, "--port", str(port), "--preload"], start_new_session=True)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(1)
-    os.killpg(server.pid, signal.SIGTERM)
-    raise RuntimeError("server did not start")
 
 
 def main() -> None:

@@ -31,7 +31,9 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_sentiment import TEXTS, http_call, percentiles, start_server  # noqa: E402
+from bench_sentiment import TEXTS  # noqa: E402
+from served import http_call, start_server  # noqa: E402
+from timing import percentiles  # noqa: E402
 
 
 def load(call, clients: int, requests: int) -> tuple[float, float, float, int]:

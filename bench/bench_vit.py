@@ -1,6 +1,6 @@
 """ViT images/s: the gallery's path vs the raw model forward, at batch 1 and 32, in one run.
 
-    .venv/bin/python bench/bench_vit.py [--rounds 20] [--big-rounds 5]
+    .venv/bin/python bench/bench_vit.py [--rounds 20] [--big-rounds 5] [--http --port 7873]
 
 For each model (the embedded Fashion-MNIST ViT; a ViT-B/16 with random weights saved locally, which costs what
 `google/vit-base-patch16-224` costs), interleaving the paths round by round in this process:
@@ -14,7 +14,9 @@ For each model (the embedded Fashion-MNIST ViT; a ViT-B/16 with random weights s
 For a small ViT on the CPU the page reads the logits and attention maps from a traced graph of the model
 (`attention.vit_attentions`); the raw paths run the model's own eager forward. The stage breakdown shows both.
 Prints images/s and the ratio gallery / raw latency (target ≤ 1.15 at batch 1), and where the gallery's batch-1 time
-goes, stage by stage.
+goes, stage by stage. With `--http` (run it in a loopback-only namespace), the embedded ViT's batch 1 is also timed
+over HTTP against `txgallery serve --demo vit`: a browser's upload of the file then `/vit_classify`, beside Gradio's
+`/ping` echo (its floor), an upload alone, and the raw path in this process, all interleaved round by round.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from txgallery.serving import connect  # noqa: E402
 from txgallery.vision import (ImageClassifier, fashion_mnist_examples, load_image, load_images,  # noqa: E402
                               sample_photos)
 from txgallery_demos.vit.run import TASK, ImageService  # noqa: E402
+from served import http_call, start_server, stop_server, upload  # noqa: E402
 from timing import interleaved  # noqa: E402
 
 
@@ -124,11 +127,39 @@ def breakdown(classifier: ImageClassifier, files: list[Path], rounds: int) -> di
                         "rollout": rollout, "eager forward": eager_forward}, rounds)
 
 
+def http_batch1(port: int, files: list[Path], rounds: int) -> dict[str, list[float]]:
+    """The embedded ViT's batch 1 over HTTP, beside Gradio's floor and the raw path in this process (seconds)."""
+    import httpx
+
+    loaded = store.get_store().load(store.resolve("embedded", TASK), attentions=True)
+    classifier = ImageClassifier(loaded.model, loaded.tokenizer, loaded.device)
+    decoded = [load_image(path) for path in files]
+
+    def raw(i: int) -> None:
+        with torch.inference_mode():
+            classifier.model(classifier.processor.batch([decoded[i % len(decoded)]])).softmax(-1)
+
+    server = start_server(port, "vit", timeout=600)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
+            return interleaved({
+                "raw forward (this process)": raw,
+                "echo /ping (floor)": lambda i: http_call(http, "ping", ["x"]),
+                "upload alone": lambda i: upload(http, files[i % len(files)]),
+                "gallery: upload + /vit_classify": lambda i: http_call(
+                    http, "vit_classify", [upload(http, files[i % len(files)]), "mean", 0.0]),
+            }, rounds, warmup=3)
+    finally:
+        stop_server(server)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=20, help="timed rounds at batch 1")
     parser.add_argument("--big-rounds", type=int, default=5, help="timed rounds at batch 32")
     parser.add_argument("--embedded-only", action="store_true", help="skip ViT-B/16 (minutes per round on 2 busy cores)")
+    parser.add_argument("--http", action="store_true", help="also time the embedded ViT over HTTP (starts a server)")
+    parser.add_argument("--port", type=int, default=7873)
     args = parser.parse_args()
     photos = list(sample_photos().values())
     fashion = list(fashion_mnist_examples().values())
@@ -152,6 +183,15 @@ def main() -> None:
           "thread and the top-5):")
     print(BREAKDOWN_HEADER + "\n|---|---|---|---|---|---|---|")
     print("\n".join(stages))
+    if args.http:
+        samples = http_batch1(args.port, fashion, args.rounds)
+        p50 = {name: statistics.median(values) * 1e3 for name, values in samples.items()}
+        print(f"\nThe embedded ViT over HTTP, batch 1, p50 of {args.rounds} rounds (ms):\n| path | p50 ms |\n|---|---|")
+        print("\n".join(f"| {name} | {value:.1f} |" for name, value in p50.items()))
+        raw, floor, gallery = (p50[k] for k in ("raw forward (this process)", "echo /ping (floor)",
+                                                "gallery: upload + /vit_classify"))
+        print(f"(gallery − echo) / raw = {(gallery - floor) / raw:.2f}×; without the upload as well: "
+              f"{(gallery - floor - p50['upload alone']) / raw:.2f}×")
 
 
 if __name__ == "__main__":

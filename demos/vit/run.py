@@ -92,21 +92,28 @@ def patch_grid_title(geometry: VitGeometry) -> str:
 
 def patch_grid_picture(picture: np.ndarray, geometry: VitGeometry) -> np.ndarray:
     """The picture as the model sees it, cut into its patches, each numbered in token order (an RGB array)."""
-    image = enlarged_picture(picture, SHOWN_SIDE)
-    draw = ImageDraw.Draw(image)
-    rows, cols = geometry.grid
-    cell_w, cell_h = image.width / cols, image.height / rows
+    image = enlarged_picture(picture, SHOWN_SIDE).convert("RGBA")
+    return np.asarray(Image.alpha_composite(image, _patch_grid_lines(geometry.grid, image.size)).convert("RGB"))
+
+
+@functools.lru_cache(maxsize=8)  # the same for every picture of a model: drawn once (the numbers took 2 ms a request)
+def _patch_grid_lines(grid: tuple[int, int], size: tuple[int, int]) -> Image.Image:
+    """The grid lines and patch numbers alone, on a transparent (RGBA) layer of `size`."""
+    layer = Image.new("RGBA", size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    rows, cols = grid
+    cell_w, cell_h = layer.width / cols, layer.height / rows
     for i in range(1, cols):
-        draw.line([(round(i * cell_w), 0), (round(i * cell_w), image.height)], fill=GRID_COLOUR, width=1)
+        draw.line([(round(i * cell_w), 0), (round(i * cell_w), layer.height)], fill=GRID_COLOUR, width=1)
     for i in range(1, rows):
-        draw.line([(0, round(i * cell_h)), (image.width, round(i * cell_h))], fill=GRID_COLOUR, width=1)
-    if geometry.num_patches <= 256:  # beyond that the numbers are unreadable
+        draw.line([(0, round(i * cell_h)), (layer.width, round(i * cell_h))], fill=GRID_COLOUR, width=1)
+    if rows * cols <= 256:  # beyond that the numbers are unreadable
         font = ImageFont.load_default(size=max(7, int(min(cell_w, cell_h) * 0.4)))
         for r in range(rows):
             for c in range(cols):
                 draw.text(((c + 0.5) * cell_w, (r + 0.5) * cell_h), str(r * cols + c + 1), fill=GRID_COLOUR,
                           anchor="mm", font=font)
-    return np.asarray(image)
+    return layer
 
 
 def rollout_picture(picture: np.ndarray, patch_map: np.ndarray) -> np.ndarray:
@@ -254,6 +261,7 @@ def build() -> gr.Blocks:
                                      elem_id="vit-patch-grid")
                 rollout_plot = gr.Image(label="Attention rollout of [CLS]", type="numpy", format="png",
                                         interactive=False, elem_id="vit-rollout")
+            captions = gr.Markdown(elem_id="vit-captions")  # text, not new labels: a component update costs ~10 ms
             recipe = gr.Dataframe(label="The recipe, in numbers", interactive=False)
             gr.Examples(examples, inputs=image, label="Examples: Fashion-MNIST test images and natural photos")
             with gr.Accordion("The [CLS] token and position embeddings", open=False):
@@ -283,6 +291,10 @@ def build() -> gr.Blocks:
                         plots.append(gr.BarPlot(label=name, elem_id=f"vit-compare-{i}", **bar))
             gr.Examples([str(p) for p in sample_photos().values()], inputs=photo, label="Natural photos")
 
+        @functools.lru_cache(maxsize=1)  # the page's model and its badge never change (a failure is not cached)
+        def main_badge() -> str:
+            return main.describe()
+
         @user_errors
         def classify(path, head_fusion: str, discard_ratio: float):
             head_fusion, discard_ratio = _check_settings(head_fusion, discard_ratio)
@@ -293,11 +305,11 @@ def build() -> gr.Blocks:
             name, probability = result.top[0]
             summary = f"### {name} · {probability:.1%}"
             if result.geometry is None:
-                return main.describe(), summary, top_frame(result.top), None, None, None
-            title = f"Attention rollout of [CLS] ({head_fusion} over heads, discard {discard_ratio:.0%})"
-            return (main.describe(), summary, top_frame(result.top),
-                    gr.Image(patch_grid_picture(result.seen, result.geometry), label=patch_grid_title(result.geometry)),
-                    gr.Image(rollout_picture(result.seen, result.rollout), label=title), recipe_table(result.geometry))
+                return main_badge(), summary, top_frame(result.top), None, None, "", None
+            captions_text = (f"**The patch grid:** {patch_grid_title(result.geometry)}. **Attention rollout of [CLS]:** "
+                             f"{head_fusion} over heads, discard ratio {discard_ratio:.0%}.")
+            return (main_badge(), summary, top_frame(result.top), patch_grid_picture(result.seen, result.geometry),
+                    rollout_picture(result.seen, result.rollout), captions_text, recipe_table(result.geometry))
 
         @functools.lru_cache(maxsize=1)  # the page's model never changes: drawn once (a refusal is not cached)
         def position_picture() -> np.ndarray:
@@ -329,7 +341,7 @@ def build() -> gr.Blocks:
             return [*outputs_badges, *outputs_plots]
 
         gr.on([run.click, image.upload], classify, inputs=[image, fusion, discard],
-              outputs=[badge, top_class, top5, grid_plot, rollout_plot, recipe], api_name="vit_classify",
+              outputs=[badge, top_class, top5, grid_plot, rollout_plot, captions, recipe], api_name="vit_classify",
               concurrency_id="vit")
         positions.click(show_positions, outputs=position_plot, api_name="vit_positions", concurrency_id="vit")
         gr.on([compare.click, photo.upload], compare_models, inputs=photo, outputs=[*badges, *plots],

@@ -1,0 +1,56 @@
+"""What the benchmarks share to time the served gallery over HTTP: start a server, upload a file, call an endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def start_server(port: int, demo: str = "sentiment", timeout: float = 300) -> subprocess.Popen:
+    """`txgallery serve --demo DEMO` on 127.0.0.1:port, waiting until it answers."""
+    server = subprocess.Popen([sys.executable, "-m", "txgallery.cli", "--log-level", "warning", "serve", "--demo",
+                               demo, "--port", str(port), "--preload"], start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(1)
+    os.killpg(server.pid, signal.SIGTERM)
+    raise RuntimeError("server did not start")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """Stop a server `start_server` started, and its children."""
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def http_call(http: httpx.Client, api_name: str, data: list) -> list:
+    """Gradio's two-step HTTP API: POST the call, then read the server-sent result."""
+    event_id = http.post(f"/gradio_api/call/{api_name}", json={"data": data}).json()["event_id"]
+    with http.stream("GET", f"/gradio_api/call/{api_name}/{event_id}") as stream:
+        event = None
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                if event == "error":
+                    raise RuntimeError(line)
+                return json.loads(line[5:])
+    raise RuntimeError("no result")
+
+
+def upload(http: httpx.Client, path: Path, mime: str = "image/png") -> dict:
+    """Upload a file as a browser does; the FileData that an endpoint's file input takes."""
+    with path.open("rb") as handle:
+        (uploaded,) = http.post("/gradio_api/upload", files={"files": (path.name, handle, mime)}).json()
+    return {"path": uploaded, "meta": {"_type": "gradio.FileData"}}
