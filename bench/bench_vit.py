@@ -127,19 +127,20 @@ def breakdown(classifier: ImageClassifier, files: list[Path], rounds: int) -> di
                         "rollout": rollout, "eager forward": eager_forward}, rounds)
 
 
-def http_batch1(port: int, files: list[Path], rounds: int) -> dict[str, list[float]]:
-    """The embedded ViT's batch 1 over HTTP, beside Gradio's floor and the raw path in this process (seconds)."""
+def http_batch1(port: int, files: list[Path], rounds: int, model: str = "embedded") -> dict[str, list[float]]:
+    """A ViT's batch 1 over HTTP, beside Gradio's floor and the raw path in this process (seconds)."""
     import httpx
 
-    loaded = store.get_store().load(store.resolve("embedded", TASK), attentions=True)
+    loaded = store.get_store().load(store.resolve(model, TASK), attentions=True)
     classifier = ImageClassifier(loaded.model, loaded.tokenizer, loaded.device)
     decoded = [load_image(path) for path in files]
 
     def raw(i: int) -> None:
         with torch.inference_mode():
-            classifier.model(classifier.processor.batch([decoded[i % len(decoded)]])).softmax(-1)
+            out = classifier.model(classifier.processor.batch([decoded[i % len(decoded)]]).to(classifier.device))
+            (out.logits if hasattr(out, "logits") else out).softmax(-1).cpu()
 
-    server = start_server(port, "vit", timeout=600)
+    server = start_server(port, "vit", timeout=600, extra=("--model", f"vit={model}"))
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as http:
             return interleaved({
@@ -165,13 +166,17 @@ def main() -> None:
     fashion = list(fashion_mnist_examples().values())
     rows, stages = measure("vit-fashion-mnist (embedded, 0.31M weights, 28×28)", store.resolve("embedded", TASK),
                            fashion, args.rounds, args.big_rounds)
-    stages = [stages]
+    stages, over_http = [stages], {}
+    if args.http:
+        over_http["vit-fashion-mnist (embedded)"] = http_batch1(args.port, fashion, args.rounds)
     if not args.embedded_only:
         with tempfile.TemporaryDirectory() as folder:
-            source = store.resolve(str(random_vit_b16(Path(folder))), TASK)
-            more, stage = measure("ViT-B/16 architecture (86M weights, 224×224, random weights)", source, photos,
-                                  args.rounds, args.big_rounds)
+            vit_b16 = str(random_vit_b16(Path(folder)))
+            more, stage = measure("ViT-B/16 architecture (86M weights, 224×224, random weights)",
+                                  store.resolve(vit_b16, TASK), photos, args.rounds, args.big_rounds)
             rows, stages = rows + more, stages + [stage]
+            if args.http:
+                over_http["ViT-B/16 architecture"] = http_batch1(args.port, photos, args.rounds, vit_b16)
     device = torch.cuda.get_device_name() if store.get_store().device == "cuda" else "CPU"
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; medians of {args.rounds} rounds (batch 1) and {args.big_rounds} (batch 32)")
@@ -183,11 +188,10 @@ def main() -> None:
           "thread and the top-5):")
     print(BREAKDOWN_HEADER + "\n|---|---|---|---|---|---|---|")
     print("\n".join(stages))
-    if args.http:
-        samples = http_batch1(args.port, fashion, args.rounds)
-        p50 = {name: statistics.median(values) * 1e3 for name, values in samples.items()}
-        print(f"\nThe embedded ViT over HTTP, batch 1, p50 of {args.rounds} rounds (ms):\n| path | p50 ms |\n|---|---|")
-        print("\n".join(f"| {name} | {value:.1f} |" for name, value in p50.items()))
+    for name, samples in over_http.items():
+        p50 = {path: statistics.median(values) * 1e3 for path, values in samples.items()}
+        print(f"\n{name} over HTTP, batch 1, p50 of {args.rounds} rounds (ms):\n| path | p50 ms |\n|---|---|")
+        print("\n".join(f"| {path} | {value:.1f} |" for path, value in p50.items()))
         raw, floor, gallery = (p50[k] for k in ("raw forward (this process)", "echo /ping (floor)",
                                                 "gallery: upload + /vit_classify"))
         print(f"(gallery − echo) / raw = {(gallery - floor) / raw:.2f}×; without the upload as well: "

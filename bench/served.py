@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mimetypes
 import os
 import signal
 import subprocess
@@ -13,10 +14,11 @@ from pathlib import Path
 import httpx
 
 
-def start_server(port: int, demo: str = "sentiment", timeout: float = 300) -> subprocess.Popen:
-    """`txgallery serve --demo DEMO` on 127.0.0.1:port, waiting until it answers."""
+def start_server(port: int, demo: str = "sentiment", timeout: float = 300,
+                 extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`txgallery serve --demo DEMO [EXTRA…]` on 127.0.0.1:port, waiting until it answers."""
     server = subprocess.Popen([sys.executable, "-m", "txgallery.cli", "--log-level", "warning", "serve", "--demo",
-                               demo, "--port", str(port), "--preload"], start_new_session=True)
+                               demo, "--port", str(port), "--preload", *extra], start_new_session=True)
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -49,8 +51,9 @@ def http_call(http: httpx.Client, api_name: str, data: list) -> list:
     raise RuntimeError("no result")
 
 
-def upload(http: httpx.Client, path: Path, mime: str = "image/png") -> dict:
+def upload(http: httpx.Client, path: Path) -> dict:
     """Upload a file as a browser does; the FileData that an endpoint's file input takes."""
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     with path.open("rb") as handle:
         (uploaded,) = http.post("/gradio_api/upload", files={"files": (path.name, handle, mime)}).json()
     return {"path": uploaded, "meta": {"_type": "gradio.FileData"}}
