@@ -282,6 +282,11 @@ def figure_picture(figure: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
+# How Gradio should encode pictures drawn over a photo (patch grids, rollouts): for a 336 × 336 photo PNG took 23-25 ms
+# each, per request, and JPEG 1 ms, with no visible difference at that size.
+OVERLAY_FORMAT = "jpeg"
+
+
 def enlarged_picture(picture: np.ndarray, side: int = 336) -> Any:
     """A picture as an RGB PIL image, scaled with sharp pixels to `side`×`side` (at least its own size)."""
     from PIL import Image

@@ -445,9 +445,9 @@ def build() -> gr.Blocks:
                 examples = fashion_examples()
                 if examples:
                     gr.Examples(examples, inputs=image, label="Fashion-MNIST test images")
-                vit_rollout = gr.Image(label="Attention rollout ([CLS] → patches)", type="numpy", format="png",
-                                       interactive=False, elem_id="attention-vit-rollout")
-                vit_layers = gr.Image(label="[CLS] attention of each layer", type="numpy", format="png",
+                vit_rollout = gr.Image(label="Attention rollout ([CLS] → patches)", type="numpy",
+                                       format=views.OVERLAY_FORMAT, interactive=False, elem_id="attention-vit-rollout")
+                vit_layers = gr.Image(label="[CLS] attention of each layer", type="numpy", format=views.OVERLAY_FORMAT,
                                       interactive=False)
             with gr.Tab("Export"):
                 gr.Markdown("Figures as PNG or SVG, and every layer's attention as NPZ (float32) or JSON. The "

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from txgallery import store
 from txgallery.attention import HEAD_FUSIONS, cls_patch_map, rollout_row
-from txgallery.attention_views import enlarged_picture, figure_picture, patch_map_overlay
+from txgallery.attention_views import OVERLAY_FORMAT, enlarged_picture, figure_picture, patch_map_overlay
 from txgallery.limits import VIT_TOP_K, InputError
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
@@ -257,9 +257,9 @@ def build() -> gr.Blocks:
                     top_class = gr.Markdown(elem_id="vit-top-class")
                     top5 = gr.BarPlot(label=f"Top {VIT_TOP_K} classes", elem_id="vit-top5", **bar)
             with gr.Row():
-                grid_plot = gr.Image(label="The patch grid", type="numpy", format="png", interactive=False,
+                grid_plot = gr.Image(label="The patch grid", type="numpy", format=OVERLAY_FORMAT, interactive=False,
                                      elem_id="vit-patch-grid")
-                rollout_plot = gr.Image(label="Attention rollout of [CLS]", type="numpy", format="png",
+                rollout_plot = gr.Image(label="Attention rollout of [CLS]", type="numpy", format=OVERLAY_FORMAT,
                                         interactive=False, elem_id="vit-rollout")
             captions = gr.Markdown(elem_id="vit-captions")  # text, not new labels: a component update costs ~10 ms
             recipe = gr.Dataframe(label="The recipe, in numbers", interactive=False)
