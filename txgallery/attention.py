@@ -476,7 +476,7 @@ def _attention_graph(model, vit, pixel_values):
     """`_timm_attentions_from_qkv` of this model as a traced TorchScript graph, for a small ViT on the CPU; else None.
 
     The embedded ViT's eager forward with its attention maps took 2.7 ms on one CPU thread, nearly all of it Python;
-    the traced graph of the same ops and weights takes 0.8-1.1 ms. (Measured alternatives: `torch.export`'s module
+    the traced graph of the same ops and weights takes 0.8-1.5 ms. (Measured alternatives: `torch.export`'s module
     1.8 ms; `torch.compile` 0.9 ms after 17 s of compiling in every process.) Traced once per model and input shape,
     checked against the eager result, and the graph reads the model's own parameters, not a copy. Where tracing is
     unavailable (TorchScript is deprecated in torch) or disagrees, the eager path runs and the log says why.
@@ -497,6 +497,7 @@ def _attention_graph(model, vit, pixel_values):
 
 
 def _trace_attention_graph(model, vit, pixel_values):
+    """Trace `_timm_attentions_from_qkv(model, vit, ·)` on `pixel_values`; the graph, or None (logged) if it fails."""
     import torch
 
     class LogitsAndAttentions(torch.nn.Module):
