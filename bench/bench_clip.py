@@ -78,6 +78,13 @@ def new_prompts(i: int) -> list[str]:
 BATCHES = {"1, new labels": 1, "1, same labels": 1, "32": 32}
 
 
+@torch.inference_mode()
+def raw_zero_shot(loaded: store.LoadedModel, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
+    """The baseline: PIL images and prompts through both encoders, then the softmax over the prompts."""
+    image_vectors = clip_models.embed_images(loaded, images)
+    return clip_models.zero_shot_probabilities(image_vectors @ clip_models.embed_texts(loaded, prompts).T, 100.0)
+
+
 def measure(source: store.ModelSource, files: dict[str, list[list[Path]]], rounds: int) -> dict[str, dict]:
     """Seconds per call of the raw and the gallery path, per batch."""
     loaded = store.get_store().load(source)
@@ -88,11 +95,8 @@ def measure(source: store.ModelSource, files: dict[str, list[list[Path]]], round
         raw_images = [[Image.open(path).convert("RGB") for path in paths] for paths in per_round]
         prompts = new_prompts if name == "1, new labels" else (lambda i: PROMPTS)
 
-        @torch.inference_mode()
         def raw(i: int) -> None:
-            images = clip_models.embed_images(loaded, raw_images[i])
-            texts = clip_models.embed_texts(loaded, prompts(i))
-            clip_models.zero_shot_probabilities(images @ texts.T, 100.0)
+            raw_zero_shot(loaded, raw_images[i], prompts(i))
 
         def gallery(i: int) -> None:
             if batch == 1:
@@ -113,10 +117,8 @@ def http_batch1(port: int, paths: list[Path], rounds: int) -> dict[str, list[flo
     loaded = store.get_store().load(store.resolve("embedded", clip_models.TASK))
     decoded = [Image.open(path).convert("RGB") for path in paths]
 
-    @torch.inference_mode()
     def raw(i: int) -> None:
-        images = clip_models.embed_images(loaded, [decoded[i]])
-        clip_models.zero_shot_probabilities(images @ clip_models.embed_texts(loaded, PROMPTS).T, 100.0)
+        raw_zero_shot(loaded, [decoded[i]], PROMPTS)
 
     server = start_server(port, "clip", timeout=600)
     try:

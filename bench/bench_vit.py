@@ -55,6 +55,13 @@ def random_vit_b16(folder: Path) -> Path:
     return folder
 
 
+def raw_forward(classifier: ImageClassifier, images: list[Image.Image]):
+    """The baseline: decoded PIL images -> the model's preprocessing -> forward -> softmax (on a GPU: waits for it)."""
+    with torch.inference_mode():
+        out = classifier.model(classifier.processor.batch(images).to(classifier.device))
+        return (out.logits if hasattr(out, "logits") else out).softmax(-1).cpu()
+
+
 def measure(name: str, source: store.ModelSource, files: list[Path], rounds: int,
             big_rounds: int) -> tuple[list[str], str]:
     """Rows of the results table for one model, and its row of the stage breakdown."""
@@ -67,9 +74,7 @@ def measure(name: str, source: store.ModelSource, files: list[Path], rounds: int
     decoded = [load_image(path) for path in files]
 
     def raw(images):
-        with torch.inference_mode():
-            out = classifier.model(classifier.processor.batch(images).to(classifier.device))
-            return (out.logits if hasattr(out, "logits") else out).softmax(-1).cpu()  # on a GPU: waits for it
+        return raw_forward(classifier, images)
 
     def gallery_one(i):
         return service.classify(np.asarray(load_image(files[i % len(files)])), "mean", 0.0)
@@ -136,9 +141,7 @@ def http_batch1(port: int, files: list[Path], rounds: int, model: str = "embedde
     decoded = [load_image(path) for path in files]
 
     def raw(i: int) -> None:
-        with torch.inference_mode():
-            out = classifier.model(classifier.processor.batch([decoded[i % len(decoded)]]).to(classifier.device))
-            (out.logits if hasattr(out, "logits") else out).softmax(-1).cpu()
+        raw_forward(classifier, [decoded[i % len(decoded)]])
 
     server = start_server(port, "vit", timeout=600, extra=("--model", f"vit={model}"))
     try:

@@ -400,12 +400,12 @@ def vit_attentions(model, pixel_values, head_fusion: str | None = None) -> VitAt
             from timm.layers import Attention
 
             uniform = len({(b.attn.num_heads, b.attn.head_dim) for b in vit.blocks}) == 1
-            if uniform and all(type(b.attn) is Attention for b in vit.blocks):
-                graph = _attention_graph(model, vit, pixel_values)
-                run = _timm_attentions_from_qkv if graph is None else lambda _model, _vit, pixels: graph(pixels)
+            if not (uniform and all(type(b.attn) is Attention for b in vit.blocks)):
+                attentions, logits = _timm_attentions_eager(model, vit, pixel_values)
+            elif (graph := _attention_graph(model, vit, pixel_values)) is not None:
+                attentions, logits = graph(pixel_values)
             else:
-                run = _timm_attentions_eager
-            attentions, logits = run(model, vit, pixel_values)
+                attentions, logits = _timm_attentions_from_qkv(model, vit, pixel_values)
             grid, prefix_tokens = tuple(vit.patch_embed.grid_size), vit.num_prefix_tokens
         # (layers, heads, T, T) in one tensor, or a list of (heads, T, T) where heads differ between layers
         if head_fusion is not None:  # -> (1, T, T) per layer
@@ -467,13 +467,14 @@ def _timm_attentions_from_qkv(model, vit, pixel_values):
     return torch.softmax(query @ key.transpose(-2, -1) * scale[:, None, None, None], dim=-1), logits
 
 
-GRAPH_MAX_WEIGHTS = 1_000_000  # below this, a ViT's CPU forward is mostly Python: module calls and op dispatch
-_graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(input shape, dtype): graph or None}
+# model -> {(input shape, dtype): graph, or None where tracing failed}; None for a model that gets no graph
+_graphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _graphs_guard = threading.Lock()
 
 
 def _attention_graph(model, vit, pixel_values):
-    """`_timm_attentions_from_qkv` of this model as a traced TorchScript graph, for a small ViT on the CPU; else None.
+    """`_timm_attentions_from_qkv` of this model as a traced TorchScript graph, for a tiny ViT on the CPU
+    (`store.is_tiny_cpu_model`); else None.
 
     The embedded ViT's eager forward with its attention maps took 2.7 ms on one CPU thread, nearly all of it Python;
     the traced graph of the same ops and weights takes 0.8-1.5 ms. (Measured alternatives: `torch.export`'s module
@@ -481,15 +482,14 @@ def _attention_graph(model, vit, pixel_values):
     checked against the eager result, and the graph reads the model's own parameters, not a copy. Where tracing is
     unavailable (TorchScript is deprecated in torch) or disagrees, the eager path runs and the log says why.
     """
-    if pixel_values.device.type != "cpu":
-        return None
+    from txgallery.store import is_tiny_cpu_model
+
     key = (tuple(pixel_values.shape), pixel_values.dtype)
     with _graphs_guard:
-        graphs = _graphs.get(model)
+        if model not in _graphs:
+            _graphs[model] = {} if is_tiny_cpu_model(model, pixel_values.device.type) else None
+        graphs = _graphs[model]
         if graphs is None:
-            small = sum(p.numel() for p in model.parameters()) < GRAPH_MAX_WEIGHTS
-            graphs = _graphs[model] = {} if small else {"too large": None}
-        if "too large" in graphs:
             return None
         if key not in graphs:
             graphs[key] = _trace_attention_graph(model, vit, pixel_values)

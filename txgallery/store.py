@@ -302,7 +302,15 @@ class ModelStore:
 
 # --- how a loaded model runs ------------------------------------------------------------------------------------
 
-SINGLE_THREAD_WEIGHTS = 1_000_000  # a CPU model with fewer weights runs best on one OpenMP thread
+TINY_CPU_WEIGHTS = 1_000_000  # below this, a CPU forward is mostly overhead: Python, op dispatch, thread wake-ups
+
+
+def is_tiny_cpu_model(model: Any, device: str) -> bool:
+    """Whether `model` is a torch module on the CPU with fewer than `TINY_CPU_WEIGHTS` weights."""
+    import torch
+
+    return (device == "cpu" and isinstance(model, torch.nn.Module)
+            and sum(p.numel() for p in model.parameters()) < TINY_CPU_WEIGHTS)
 
 
 def settle_threads_for(loaded: LoadedModel) -> bool:
@@ -315,12 +323,9 @@ def settle_threads_for(loaded: LoadedModel) -> bool:
     process-wide default that new threads start from). Set once, not per call: switching a thread's OpenMP team
     size back and forth around each forward cost more than it saved.
     """
-    import torch
     from threadpoolctl import ThreadpoolController
 
-    if loaded.device != "cpu" or not isinstance(loaded.model, torch.nn.Module):
-        return False
-    if sum(p.numel() for p in loaded.model.parameters()) >= SINGLE_THREAD_WEIGHTS:
+    if not is_tiny_cpu_model(loaded.model, loaded.device):
         return False
     ThreadpoolController().select(user_api="openmp").limit(limits=1)
     return True
