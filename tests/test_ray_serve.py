@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import httpx
 import psutil
@@ -80,6 +81,19 @@ def cluster(tiny_classifier_dir):
 @pytest.fixture(scope="module")
 def client(cluster) -> Client:
     return Client(cluster["url"] + "/", verbose=False)
+
+
+def _clients_per_thread(cluster) -> Callable[[], Client]:
+    """A Client for each calling thread, as each browser has its own session: a failure then belongs to one call, not
+    to a session stream that four threads share."""
+    local = threading.local()
+
+    def get() -> Client:
+        if not hasattr(local, "client"):
+            local.client = Client(cluster["url"] + "/", verbose=False)
+        return local.client
+
+    return get
 
 
 def _served(cluster) -> dict:
@@ -178,10 +192,11 @@ def test_every_demo_endpoint_answers_through_the_proxy(cluster, client, request)
         client.predict("   ", api_name="/sentiment_predict")
 
 
-def test_two_replicas_both_serve_requests(cluster, client):
+def test_two_replicas_both_serve_requests(cluster):
     before = _served(cluster)["replicas"].get(SENTIMENT, {})
+    client = _clients_per_thread(cluster)
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda i: client.predict(f"Review number {i}: great.", api_name="/sentiment_predict"),
+        results = list(pool.map(lambda i: client().predict(f"Review number {i}: great.", api_name="/sentiment_predict"),
                                 range(32)))
     assert all(label["label"] in {"positive", "negative"} for _, _, _, label, _ in results)
     after = _served(cluster)["replicas"][SENTIMENT]
@@ -219,16 +234,17 @@ def test_streaming_and_callbacks_through_handles(cluster):
         serve.delete("echo")
 
 
-def test_killing_a_replica_under_load_fails_no_request(cluster, client):
+def test_killing_a_replica_under_load_fails_no_request(cluster):
     import ray
     from ray import serve
 
     failures, answered, stop = [], [], threading.Event()
+    client = _clients_per_thread(cluster)
 
     def load():
         while not stop.is_set():
             try:
-                client.predict("Under load, still a fine film.", api_name="/sentiment_predict")
+                client().predict("Under load, still a fine film.", api_name="/sentiment_predict")
                 answered.append(time.monotonic())
             except Exception as exc:  # counted, not raised: the test reports them all
                 failures.append(repr(exc))

@@ -27,6 +27,7 @@ import importlib
 import logging
 import queue
 import re
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,9 +37,9 @@ from typing import Any, Iterator
 from pydantic import BaseModel, field_validator
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError, TaskCancelledError
-from ray.serve.exceptions import RequestCancelledError
 
-from txgallery.serving import LocalBackend, ServiceKey, collecting_services, prefer_passive_openmp, set_backend
+from txgallery.serving import (LocalBackend, ServiceKey, ServiceUnavailable, collecting_services,
+                               prefer_passive_openmp, set_backend)
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,9 @@ class GalleryArgs(BaseModel):
     max_ongoing_requests: int = 64  # per model replica (must exceed max_batch_size, or batches never fill)
     ui_concurrency: int = 64  # events the UI replica runs at once; the model deployments queue and batch them
     ui_num_cpus: float = 0.25
-    retries: int = 1  # calls retried once when their replica died (model methods here are pure functions)
+    # a call whose replica died under it is retried on another replica, with growing pauses, for up to this long
+    # (model methods here are pure functions); Serve's router may need a few seconds to learn the replica is gone
+    retry_window_s: float = 30.0
     # per deployment, by class name or deployment name: Serve options such as num_replicas, autoscaling_config,
     # ray_actor_options, max_ongoing_requests, user_config (a config's `deployments:` section can do the same)
     deployments: dict[str, dict[str, Any]] = {}
@@ -260,11 +263,48 @@ def _cause(exc: RayTaskError) -> BaseException:
     return cause if isinstance(cause, Exception) else exc
 
 
+# How a call whose replica died surfaces: as an actor error, or as a cancellation of the request (nobody here cancels a
+# plain call). asyncio's CancelledError is a BaseException: let out of the seam, it would cancel the Gradio event's
+# task instead of failing the call with a message.
+_REPLICA_GONE = (RayActorError, TaskCancelledError, asyncio.CancelledError, concurrent.futures.CancelledError)
+
+
+def _replica_gone(exc: BaseException) -> bool:
+    return isinstance(_cause(exc) if isinstance(exc, RayTaskError) else exc, _REPLICA_GONE)
+
+
+class _ReplicaRetry:
+    """Pauses between attempts at one call whose replica died, and gives up with a message after the window."""
+
+    FIRST_PAUSE_S, MAX_PAUSE_S = 0.1, 2.0
+
+    def __init__(self, backend: RayServeBackend, key: ServiceKey, method: str) -> None:
+        self.backend, self.key, self.method = backend, key, method
+        self.pause, self.deadline = self.FIRST_PAUSE_S, None
+
+    def after(self, exc: BaseException) -> None:
+        """Wait before the next attempt, or raise `ServiceUnavailable` when the window is spent."""
+        name = self.backend.names[self.key]
+        now = time.monotonic()
+        if self.deadline is None:
+            self.deadline = now + self.backend.retry_window_s
+            self.backend.retried += 1
+        if now + self.pause > self.deadline:
+            raise ServiceUnavailable(f"The model service {name} is unavailable: its replicas stopped during this call "
+                                     f"and retries for {self.backend.retry_window_s:.0f} s found none that answered. "
+                                     "Try again in a moment.") from None
+        log.warning("a replica of %s died during a call to %s (%s); retrying in %.1f s",
+                    name, self.method, type(exc).__name__, self.pause)
+        time.sleep(self.pause)
+        self.pause = min(self.pause * 2, self.MAX_PAUSE_S)
+
+
 class RayServeBackend:
     """The serving seam over Ray Serve: each service declared at build time is a deployment reached by its handle."""
 
-    def __init__(self, handles: dict[ServiceKey, Any], names: dict[ServiceKey, str], retries: int = 1) -> None:
-        self.handles, self.names, self.retries = handles, names, retries
+    def __init__(self, handles: dict[ServiceKey, Any], names: dict[ServiceKey, str],
+                 retry_window_s: float = 30.0) -> None:
+        self.handles, self.names, self.retry_window_s = handles, names, retry_window_s
         self.local = LocalBackend()  # services nobody declared at build time (logged once each)
         self.served: dict[str, Counter] = defaultdict(Counter)  # deployment -> replica id -> calls answered
         self.retried = 0  # calls repeated because their replica died while serving them
@@ -284,36 +324,45 @@ class RayServeBackend:
             return self.local.call(key, method, args, kwargs)
         if any(callable(v) for v in (*args, *kwargs.values())):
             return self._relay(key, handle, method, args, kwargs)
-        for attempt in range(self.retries + 1):
+        retry = _ReplicaRetry(self, key, method)
+        while True:
             try:
                 replica, value = handle.call.remote(method, args, kwargs).result()
                 break
-            except RayTaskError as exc:
-                raise _cause(exc) from None
-            # the replica died under this call (its in-flight requests surface as actor errors or as cancellations,
-            # nobody here cancels a plain call): another replica answers it
-            except (RayActorError, TaskCancelledError, RequestCancelledError, asyncio.CancelledError,
-                    concurrent.futures.CancelledError):
-                if attempt == self.retries:
-                    raise
-                self.retried += 1
-                log.warning("a replica of %s died during a call to %s; retrying", self.names[key], method)
+            except (RayTaskError, *_REPLICA_GONE) as exc:
+                if not _replica_gone(exc):
+                    raise _cause(exc) from None
+                retry.after(exc)
         self.served[self.names[key]][replica] += 1
         return value
 
     def stream(self, key: ServiceKey, method: str, args: tuple, kwargs: dict) -> Iterator[Any]:
-        """Items of a generator method as the replica produces them; closing the iterator cancels it there."""
+        """Items of a generator method as the replica produces them; closing the iterator cancels it there.
+
+        A replica that dies before the first item is retried like a call; after it, the stream ends with a message
+        (its items so far have been shown, and starting over would repeat them).
+        """
         handle = self._handle(key)
         if handle is None:
             yield from self.local.stream(key, method, args, kwargs)
             return
-        responses = handle.options(stream=True).stream.remote(method, args, kwargs)
-        try:
-            yield from responses
-        except RayTaskError as exc:
-            raise _cause(exc) from None
-        finally:
-            responses.cancel()
+        retry, started = _ReplicaRetry(self, key, method), False
+        while True:
+            responses = handle.options(stream=True).stream.remote(method, args, kwargs)
+            try:
+                for item in responses:
+                    started = True
+                    yield item
+                return
+            except (RayTaskError, *_REPLICA_GONE) as exc:
+                if not _replica_gone(exc):
+                    raise _cause(exc) from None
+                if started:
+                    raise ServiceUnavailable(f"The model service {self.names[key]} stopped in the middle of this "
+                                             "answer. Try again.") from None
+                retry.after(exc)
+            finally:
+                responses.cancel()
 
     def _relay(self, key: ServiceKey, handle, method: str, args: tuple, kwargs: dict) -> Any:
         callbacks: list = []
@@ -324,18 +373,23 @@ class RayServeBackend:
                 return CallbackRef(len(callbacks) - 1)
             return value
 
-        events = handle.options(stream=True).relay.remote(method, tuple(map(park, args)),
-                                                          {k: park(v) for k, v in kwargs.items()})
-        try:
-            for event in events:
-                if event[0] == "callback":
-                    callbacks[event[1]](*event[2], **event[3])
-                else:
-                    self.served[self.names[key]][event[1]] += 1
-                    return event[2]
-        except RayTaskError as exc:
-            raise _cause(exc) from None
-        raise RuntimeError(f"{key.name}.{method} ended without a result")
+        # a replica that dies is retried like a call: the method starts over and reports its progress again
+        parked_args, parked_kwargs = tuple(map(park, args)), {k: park(v) for k, v in kwargs.items()}
+        retry = _ReplicaRetry(self, key, method)
+        while True:
+            events = handle.options(stream=True).relay.remote(method, parked_args, parked_kwargs)
+            try:
+                for event in events:
+                    if event[0] == "callback":
+                        callbacks[event[1]](*event[2], **event[3])
+                    else:
+                        self.served[self.names[key]][event[1]] += 1
+                        return event[2]
+                raise RuntimeError(f"{key.name}.{method} ended without a result")
+            except (RayTaskError, *_REPLICA_GONE) as exc:
+                if not _replica_gone(exc):
+                    raise _cause(exc) from None
+                retry.after(exc)
 
     def served_by(self) -> dict[str, dict[str, int]]:
         """Calls answered per deployment and replica since this UI replica started."""
@@ -362,7 +416,8 @@ class GalleryIngress:
         self.args = GalleryArgs.model_validate(args)
         _configure(self.args)
         keys = {ServiceKey(import_class(path), tuple(service_args)): name for path, service_args, name in routes}
-        self.backend = RayServeBackend({key: handles[name] for key, name in keys.items()}, keys, self.args.retries)
+        self.backend = RayServeBackend({key: handles[name] for key, name in keys.items()}, keys,
+                                       self.args.retry_window_s)
         set_backend(self.backend)
         self.entries = discover_demos(only=self.args.demos or None)
 

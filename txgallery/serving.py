@@ -45,6 +45,10 @@ def prefer_passive_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+class ServiceUnavailable(RuntimeError):
+    """A model service could not answer (e.g. its replicas stopped); the message is meant for the user."""
+
+
 @dataclass(frozen=True)
 class ServiceKey:
     """Identifies one service instance: its class and constructor arguments."""

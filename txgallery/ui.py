@@ -13,6 +13,7 @@ import gradio as gr
 
 from txgallery.limits import InputError
 from txgallery.store import LoadedModel, ModelLoadError, ModelSource
+from txgallery.serving import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 def _as_user_error(fn: Callable, exc: Exception) -> gr.Error:
     if isinstance(exc, gr.Error):
         return exc
-    if isinstance(exc, (InputError, ModelLoadError)):
+    if isinstance(exc, (InputError, ModelLoadError, ServiceUnavailable)):
         return gr.Error(str(exc))
     if _is_out_of_memory(exc):
         log.warning("out of memory in %s: %s", fn.__name__, exc)
