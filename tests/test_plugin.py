@@ -5,6 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import gradio as gr
+import pytest
+
+from txgallery import gallery
+
 from txgallery.gallery import build_gallery, landing_html
 from txgallery.plugin import Demo, build_entry, discover_demos
 
@@ -115,3 +120,21 @@ def test_two_plugins_with_one_slug(plugin_dist):
     entries = [e for e in discover_demos() if e.name in ("thirdparty_hello", "thirdparty_twin")]
     assert [e.ok for e in entries] == [True, False]
     assert "already used by thirdparty_hello:demo" in entries[1].error
+
+
+@pytest.mark.parametrize("user_value, expected", [(None, gallery.ANALYTICS_EVERY), ("7", 7), ("1", 1)])
+def test_gallery_queue_refreshes_gradios_monitoring_summary_only_every_so_often(monkeypatch, user_value, expected):
+    if user_value is None:
+        monkeypatch.delenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", raising=False)
+    else:  # the user's own setting is kept ("1": Gradio's default, a pandas pass after every event)
+        monkeypatch.setenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", user_value)
+    with gr.Blocks() as app:
+        gr.api(gallery.ping, api_name="ping")
+    queue = gallery.queue(app)._queue
+    event = {"time": 0.0, "status": "success", "function": "ping", "process_time": 0.01, "session_hash": "a"}
+    queue.events_recorded = expected  # as many events as one refresh waits for
+    first = queue.compute_analytics_summary([event])
+    assert first["functions"]["ping"]["success_rate"] == 1.0
+    queue.events_recorded += 1  # one event more
+    second = queue.compute_analytics_summary([event, {**event, "status": "failed"}])
+    assert (second is first) == (expected > 1)

@@ -425,8 +425,8 @@ class GalleryIngress:
         import gradio as gr
         from fastapi import FastAPI
 
-        from txgallery.gallery import CSS, build_gallery
-        from txgallery.limits import MAX_SESSIONS, MAX_UPLOAD_SIZE, QUEUE_SIZE
+        from txgallery.gallery import CSS, build_gallery, queue
+        from txgallery.limits import MAX_SESSIONS, MAX_UPLOAD_SIZE
 
         app = FastAPI()
 
@@ -436,7 +436,7 @@ class GalleryIngress:
 
         blocks = build_gallery(self.entries)
         # the model deployments queue and batch; the UI only has to let the calls through
-        blocks.queue(default_concurrency_limit=self.args.ui_concurrency, max_size=QUEUE_SIZE)
+        queue(blocks, self.args.ui_concurrency)
         blocks.state_session_capacity = MAX_SESSIONS  # mount_gradio_app reads it from the Blocks (launch takes it)
         return gr.mount_gradio_app(app, blocks, path="", max_file_size=MAX_UPLOAD_SIZE, css=CSS, show_error=True,
                                    ssr_mode=False)

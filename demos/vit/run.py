@@ -22,7 +22,7 @@ from txgallery.attention import HEAD_FUSIONS, cls_patch_map, rollout_row
 from txgallery.attention_views import OVERLAY_FORMAT, enlarged_picture, figure_picture, patch_map_overlay
 from txgallery.limits import VIT_TOP_K, InputError
 from txgallery.plugin import ApiCall, Demo, ModelSlot
-from txgallery.serving import connect
+from txgallery.serving import ServiceUnavailable, connect
 from txgallery.ui import image_input, model_badge, user_errors
 from txgallery.vision import (FASHION_MNIST_LABELS, ImageClassifier, VitGeometry, fashion_mnist_examples, load_image,
                               sample_photos)
@@ -202,6 +202,10 @@ class ImageService:
         return VitResult(top=self.classifier.top_k(probabilities / probabilities.sum(), VIT_TOP_K), seen=seen,
                          geometry=geometry, rollout=cls_patch_map(cls_row, attention.grid, attention.prefix_tokens))
 
+    def geometry(self) -> VitGeometry | None:
+        """The model's patch and token numbers; None for a CNN."""
+        return self.classifier.geometry()
+
     def position_embeddings(self) -> np.ndarray | None:
         """The learned position embedding of each patch, (patches, embed_dim); None for a CNN."""
         return self.classifier.position_embeddings()
@@ -241,6 +245,37 @@ def build() -> gr.Blocks:
     compared = models + _services([store.resolve(CNN_REF, TASK, "the CNN to compare with")])
     examples = _examples()
     bar = dict(x="class", y="probability", y_lim=[0, 1], sort="-y", height=260)
+
+    # The page's model never changes, so neither do its badge and numbers: they are filled when the page loads, not
+    # returned with every picture (each output of an event costs Gradio a postprocessing pass and thread hops).
+    @functools.lru_cache(maxsize=1)  # a failure is not cached: the next page load tries again
+    def page_badge() -> str:
+        """Which model runs, where from, why and how good; or why it cannot run."""
+        if main is None:
+            return model_badge(main_source)
+        try:
+            return main.describe()
+        except (store.ModelLoadError, ServiceUnavailable) as exc:
+            return model_badge(store.ModelLoadError(str(exc)))
+
+    @functools.lru_cache(maxsize=1)
+    def page_recipe() -> pd.DataFrame | None:
+        """The page's ViT numbers beside the seed's; nothing for a CNN or a model that cannot load (its badge says
+        why)."""
+        try:
+            geometry = main.geometry() if main is not None else None
+        except (store.ModelLoadError, ServiceUnavailable):
+            return None
+        return recipe_table(geometry) if geometry is not None else None
+
+    # One picture with one setting is classified once: the answer goes out first, and the pictures drawn from the
+    # same result follow in a chained event. A Gradio upload's path names its content, so the path is a fair key.
+    @functools.lru_cache(maxsize=32)
+    def classified(path: str, head_fusion: str, discard_ratio: float) -> VitResult:
+        if main is None:
+            raise main_source
+        return main.classify(np.asarray(load_image(path)), head_fusion, discard_ratio)
+
     with gr.Blocks(title="Vision Transformer") as page:
         with gr.Tab("Patches and attention"):
             with gr.Row():
@@ -253,7 +288,7 @@ def build() -> gr.Blocks:
                         discard = gr.Slider(0.0, 0.95, value=0.0, step=0.05, label="Discard ratio")
                     run = gr.Button("Classify", variant="primary")
                 with gr.Column():
-                    badge = gr.Markdown(model_badge(main_source))
+                    gr.Markdown(page_badge)
                     top_class = gr.Markdown(elem_id="vit-top-class")
                     top5 = gr.BarPlot(label=f"Top {VIT_TOP_K} classes", elem_id="vit-top5", **bar)
             with gr.Row():
@@ -262,7 +297,8 @@ def build() -> gr.Blocks:
                 rollout_plot = gr.Image(label="Attention rollout of [CLS]", type="numpy", format=OVERLAY_FORMAT,
                                         interactive=False, elem_id="vit-rollout")
             captions = gr.Markdown(elem_id="vit-captions")  # text, not new labels: a component update costs ~10 ms
-            recipe = gr.Dataframe(label="The recipe, in numbers", interactive=False)
+            # the page's model never changes, so neither do its numbers: filled when the page loads, not per picture
+            gr.Dataframe(value=page_recipe, label="The recipe, in numbers", interactive=False)
             gr.Examples(examples, inputs=image, label="Examples: Fashion-MNIST test images and natural photos")
             with gr.Accordion("The [CLS] token and position embeddings", open=False):
                 gr.Markdown(
@@ -291,25 +327,23 @@ def build() -> gr.Blocks:
                         plots.append(gr.BarPlot(label=name, elem_id=f"vit-compare-{i}", **bar))
             gr.Examples([str(p) for p in sample_photos().values()], inputs=photo, label="Natural photos")
 
-        @functools.lru_cache(maxsize=1)  # the page's model and its badge never change (a failure is not cached)
-        def main_badge() -> str:
-            return main.describe()
-
         @user_errors
         def classify(path, head_fusion: str, discard_ratio: float):
             head_fusion, discard_ratio = _check_settings(head_fusion, discard_ratio)
-            picture = np.asarray(load_image(path))
-            if main is None:
-                raise main_source
-            result = main.classify(picture, head_fusion, discard_ratio)
+            result = classified(path, head_fusion, discard_ratio)
             name, probability = result.top[0]
-            summary = f"### {name} · {probability:.1%}"
+            return f"### {name} · {probability:.1%}", top_frame(result.top)
+
+        @user_errors
+        def explain(path, head_fusion: str, discard_ratio: float):
+            head_fusion, discard_ratio = _check_settings(head_fusion, discard_ratio)
+            result = classified(path, head_fusion, discard_ratio)  # the classification's result, when it ran just now
             if result.geometry is None:
-                return main_badge(), summary, top_frame(result.top), None, None, "", None
+                return None, None, ""
             captions_text = (f"**The patch grid:** {patch_grid_title(result.geometry)}. **Attention rollout of [CLS]:** "
                              f"{head_fusion} over heads, discard ratio {discard_ratio:.0%}.")
-            return (main_badge(), summary, top_frame(result.top), patch_grid_picture(result.seen, result.geometry),
-                    rollout_picture(result.seen, result.rollout), captions_text, recipe_table(result.geometry))
+            return (patch_grid_picture(result.seen, result.geometry), rollout_picture(result.seen, result.rollout),
+                    captions_text)
 
         @functools.lru_cache(maxsize=1)  # the page's model never changes: drawn once (a refusal is not cached)
         def position_picture() -> np.ndarray:
@@ -340,9 +374,10 @@ def build() -> gr.Blocks:
                     outputs_plots.append(None)
             return [*outputs_badges, *outputs_plots]
 
-        gr.on([run.click, image.upload], classify, inputs=[image, fusion, discard],
-              outputs=[badge, top_class, top5, grid_plot, rollout_plot, captions, recipe], api_name="vit_classify",
-              concurrency_id="vit")
+        gr.on([run.click, image.upload], classify, inputs=[image, fusion, discard], outputs=[top_class, top5],
+              api_name="vit_classify", concurrency_id="vit").success(
+            explain, inputs=[image, fusion, discard], outputs=[grid_plot, rollout_plot, captions],
+            api_name="vit_explain", concurrency_id="vit", show_progress="minimal")
         positions.click(show_positions, outputs=position_plot, api_name="vit_positions", concurrency_id="vit")
         gr.on([compare.click, photo.upload], compare_models, inputs=photo, outputs=[*badges, *plots],
               api_name="vit_compare", concurrency_id="vit")
@@ -361,6 +396,7 @@ demo = Demo(
     traffic=(ApiCall("vit_classify", lambda: (handle_file(str(next(iter(fashion_mnist_examples().values())))),
                                               "mean", 0.0)),
              ApiCall("vit_classify", lambda: (handle_file(str(sample_photos()["coffee"])), "max", 0.5)),
+             ApiCall("vit_explain", lambda: (handle_file(str(sample_photos()["coffee"])), "max", 0.5)),
              ApiCall("vit_compare", lambda: (handle_file(str(sample_photos()["chelsea"])),)),
              ApiCall("vit_positions")),
 )

@@ -25,7 +25,7 @@ def cnn() -> ImageService:
 
 
 def test_recipe_table_has_this_models_and_the_seeds_numbers(vit):
-    geometry = vit.classifier.geometry()
+    geometry = vit.geometry()
     table = recipe_table(geometry).set_index("step")
     assert table.loc["patches (tokens)", "this model"] == "4×4 = 16"
     assert table.loc["numbers per patch", "this model"] == "7·7·1 = 49"

@@ -21,6 +21,8 @@ def test_upload_an_image_and_read_the_top_class(page, gallery, tmp_path):
     Image.fromarray(images[2]).resize((112, 112), Image.Resampling.NEAREST).save(trousers)
     assert labels[2] == 1  # "Trouser"
     page.goto(gallery + "/vit", wait_until="load", timeout=120_000)
+    # the recipe's numbers are the model's: shown when the page loads, before any picture
+    expect(page.get_by_text("4×4 = 16")).to_be_visible(timeout=60_000)
     page.locator("#vit-image input[type=file]").set_input_files(str(trousers))  # the upload runs the classifier
     top = page.locator("#vit-top-class")
     expect(top).to_contain_text("%", timeout=120_000)
