@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +44,7 @@ from txgallery.serving import connect  # noqa: E402
 from txgallery.vision import (ImageClassifier, fashion_mnist_examples, load_image, load_images,  # noqa: E402
                               sample_photos)
 from txgallery_demos.vit.run import TASK, ImageService  # noqa: E402
-from served import http_call, start_server, stop_server, upload  # noqa: E402
+from served import distinct_copies, http_call, start_server, stop_server, upload  # noqa: E402
 from timing import interleaved  # noqa: E402
 
 
@@ -142,15 +143,22 @@ def whole_page(http, path: Path) -> None:
 
 
 def http_batch1(port: int, files: list[Path], rounds: int, model: str = "embedded") -> dict[str, list[float]]:
-    """A ViT's batch 1 over HTTP, beside Gradio's floor and the raw path in this process (seconds)."""
+    """A ViT's batch 1 over HTTP, beside Gradio's floor and the raw path in this process (seconds).
+
+    Every call gets a picture of its own (`distinct_copies`): the page keeps its most recent results, and a picture
+    it has seen would be answered without a forward.
+    """
     import httpx
 
+    warmup = 3
+    folder = Path(tempfile.mkdtemp(prefix="bench-vit-http-"))
+    for_classify, for_page = (distinct_copies(files, warmup + rounds, folder, series) for series in (0, 1))
     loaded = store.get_store().load(store.resolve(model, TASK), attentions=True)
     classifier = ImageClassifier(loaded.model, loaded.tokenizer, loaded.device)
-    decoded = [load_image(path) for path in files]
+    decoded = [load_image(path) for path in for_classify]
 
     def raw(i: int) -> None:
-        raw_forward(classifier, [decoded[i % len(decoded)]])
+        raw_forward(classifier, [decoded[i]])
 
     server = start_server(port, "vit", timeout=600, extra=("--model", f"vit={model}"))
     try:
@@ -160,11 +168,12 @@ def http_batch1(port: int, files: list[Path], rounds: int, model: str = "embedde
                 "echo /ping (floor)": lambda i: http_call(http, "ping", ["x"]),
                 "upload alone": lambda i: upload(http, files[i % len(files)]),
                 "gallery: upload + /vit_classify": lambda i: http_call(
-                    http, "vit_classify", [upload(http, files[i % len(files)]), "mean", 0.0]),
-                "gallery: upload + /vit_classify, then /vit_explain": lambda i: whole_page(http, files[i % len(files)]),
-            }, rounds, warmup=3)
+                    http, "vit_classify", [upload(http, for_classify[i]), "mean", 0.0]),
+                "gallery: upload + /vit_classify, then /vit_explain": lambda i: whole_page(http, for_page[i]),
+            }, rounds, warmup=warmup)
     finally:
         stop_server(server)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> None:

@@ -51,6 +51,22 @@ def http_call(http: httpx.Client, api_name: str, data: list) -> list:
     raise RuntimeError("no result")
 
 
+def distinct_copies(sources: list[Path], count: int, folder: Path, series: int = 0) -> list[Path]:
+    """`count` PNG files cycling through `sources`, no two alike (three pixels of the first row encode the index and
+    the series): a page that remembers a recent picture cannot answer one of these from memory."""
+    import numpy as np
+    from PIL import Image
+
+    copies = []
+    for i in range(count):
+        picture = np.array(Image.open(sources[i % len(sources)]))
+        picture[0, 0], picture[0, 1], picture[0, 2] = i % 256, (i // 256) % 256, series
+        path = folder / f"copy_s{series}_{i}.png"
+        Image.fromarray(picture).save(path)
+        copies.append(path)
+    return copies
+
+
 def upload(http: httpx.Client, path: Path) -> dict:
     """Upload a file as a browser does; the FileData that an endpoint's file input takes."""
     mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
