@@ -25,7 +25,7 @@ from txgallery import clip_models, embedded, store
 from txgallery.limits import (MAX_CLIP_CACHED_EMBEDDINGS, MAX_CLIP_GALLERY_UPLOADS, MAX_CLIP_LABELS,
                               MAX_CLIP_TEXT_CHARS, InputError)
 from txgallery.plugin import ApiCall, Demo, ModelSlot
-from txgallery.serving import connect
+from txgallery.serving import ServiceUnavailable, connect
 from txgallery.ui import image_input, model_badge, user_errors
 from txgallery.vision import load_image, load_images, sample_photos
 
@@ -284,8 +284,19 @@ def build() -> gr.Blocks:
             raise source
         return matcher
 
+    @functools.lru_cache(maxsize=1)  # a failure is not cached: the next page load tries again
+    def page_badge() -> str:
+        """The badge once the model has loaded (with how well it does); the page's model never changes, so it is
+        filled when the page loads rather than sent with every answer."""
+        if matcher is None:
+            return badge_text(source)
+        try:
+            return matcher.describe()
+        except (store.ModelLoadError, ServiceUnavailable) as exc:
+            return badge_text(store.ModelLoadError(str(exc)))
+
     with gr.Blocks(title="CLIP") as page:
-        badge = gr.Markdown(badge_text(source), elem_id="clip-badge")
+        gr.Markdown(page_badge, elem_id="clip-badge")
         with gr.Tab("Zero-shot classification"):
             with gr.Row():
                 with gr.Column():
@@ -329,7 +340,7 @@ def build() -> gr.Blocks:
             result = zero_shot(service(), path, prompts)
             rows = [[p, round(s, 4), round(q, 4)] for p, s, q in zip(prompts, result.similarities, result.probabilities)]
             rows.sort(key=lambda row: -row[1])
-            return service().describe(), dict(zip(chosen, result.probabilities)), rows
+            return dict(zip(chosen, result.probabilities)), rows
 
         @user_errors
         def text_to_image(text: str, files: list[str] | None):
@@ -355,7 +366,7 @@ def build() -> gr.Blocks:
             return similarity_figure(values, [name for name, _ in images], chosen)
 
         gr.on([run.click, image.upload], classify, inputs=[image, labels, template],
-              outputs=[badge, prediction, cosines], api_name="clip_classify", concurrency_id="clip")
+              outputs=[prediction, cosines], api_name="clip_classify", concurrency_id="clip")
         gr.on([search.click, query.submit], text_to_image, inputs=[query, uploads], outputs=found,
               api_name="clip_search", concurrency_id="clip")
         describe.click(image_to_text, inputs=[probe, candidates], outputs=described, api_name="clip_describe",
