@@ -103,3 +103,30 @@ def test_bad_settings_are_refused():
         _check_settings("median", 0.0)
     with pytest.raises(InputError, match="discard ratio"):
         _check_settings("mean", 1.0)
+
+
+def test_the_page_answers_first_and_draws_its_pictures_from_the_same_forward(monkeypatch, tmp_path):
+    from PIL import Image
+
+    from txgallery_demos.vit.run import build
+
+    forwards = []
+    original = ImageService.classify
+
+    def counted(self, *args, **kwargs):
+        forwards.append(args[1:])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ImageService, "classify", counted)
+    page = build()
+    handler = {fn.api_name: fn.fn for fn in page.fns.values()}
+    path = tmp_path / "sneaker.png"
+    Image.open(fashion_mnist_examples()["Sneaker"]).save(path)
+
+    summary, top = handler["vit_classify"](str(path), "mean", 0.0)
+    assert summary.startswith("### Sneaker") and list(top.columns) == ["class", "probability"]
+    grid, rollout, captions = handler["vit_explain"](str(path), "mean", 0.0)
+    assert grid.shape == rollout.shape == (SHOWN_SIDE, SHOWN_SIDE, 3) and "16 patches" in captions
+    assert len(forwards) == 1  # the pictures came from the classification's result
+    handler["vit_explain"](str(path), "max", 0.5)  # other settings: another forward, another rollout
+    assert forwards == [("mean", 0.0), ("max", 0.5)]
