@@ -20,6 +20,7 @@ import gradio as gr
 from gradio_client import handle_file
 import numpy as np
 from PIL import Image
+from threadpoolctl import ThreadpoolController
 
 from txgallery import clip_models, embedded, store
 from txgallery.limits import (MAX_CLIP_CACHED_EMBEDDINGS, MAX_CLIP_GALLERY_UPLOADS, MAX_CLIP_LABELS,
@@ -193,6 +194,11 @@ class EmbeddingCache:
     def __len__(self) -> int:
         return len(self._vectors)
 
+    def missing(self, keys: list[str]) -> int:
+        """How many of `keys` are not cached."""
+        with self._guard:
+            return sum(key not in self._vectors for key in keys)
+
     def get(self, keys: list[str], compute: Callable[[list[int]], np.ndarray]) -> np.ndarray:
         """The vectors of `keys` (K, D); `compute(indices)` embeds, in one batch, the ones not cached."""
         with self._guard:
@@ -212,6 +218,12 @@ class EmbeddingCache:
         return np.stack([found[key] for key in keys])
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 class ClipMatcher:
     """An image–text model from the model store: embeddings, zero-shot classification and similarity matrices."""
 
@@ -221,6 +233,11 @@ class ClipMatcher:
         self.scale = clip_models.logit_scale(self.loaded.model)
         # the gallery's photos and the user's labels come back request after request: each is embedded once
         self._images, self._texts = EmbeddingCache(), EmbeddingCache()
+        # the text encoder's thread beside the image encoder (`similarity`); OpenMP's team size is per thread, so it
+        # is set once there, when the thread starts
+        half = max(1, _torch_threads() // 2)
+        self._text_thread = ThreadPoolExecutor(1, thread_name_prefix="clip-text", initializer=lambda: (
+            ThreadpoolController().select(user_api="openmp").limit(limits=half)))
 
     def describe(self) -> str:
         """The model badge for the UI."""
@@ -239,7 +256,23 @@ class ClipMatcher:
 
     def similarity(self, images: list[np.ndarray], texts: list[str]) -> np.ndarray:
         """Cosine similarity of every image with every text, shape (N, M)."""
+        if self._side_by_side(images, texts):
+            return self._similarity_side_by_side(images, texts)
         return clip_models.cosine_matrix(self.embed_images(images), self.embed_texts(texts))
+
+    # One picture and new prompts (zero-shot with new labels, image → text): on the CPU the two encoders run side by
+    # side, each on half of this thread's OpenMP threads. Small encoders scale poorly over threads, so one after the
+    # other on 2 cores wasted most of the second core: the stand-in's text and image took 98 ms that way and 70 ms
+    # side by side (BENCHMARKS.md). Many pictures keep all threads: their encoder is the whole cost.
+    def _side_by_side(self, images: list[np.ndarray], texts: list[str]) -> bool:
+        return (len(images) == 1 and self.loaded.device == "cpu" and _torch_threads() >= 2
+                and self._texts.missing(list(texts)) > 0)
+
+    def _similarity_side_by_side(self, images: list[np.ndarray], texts: list[str]) -> np.ndarray:
+        with ThreadpoolController().limit(limits=max(1, _torch_threads() // 2), user_api="openmp"):  # restored after
+            text_vectors = self._text_thread.submit(self.embed_texts, texts)
+            image_vectors = self.embed_images(images)
+        return clip_models.cosine_matrix(image_vectors, text_vectors.result())
 
     def classify(self, image: np.ndarray, prompts: list[str]) -> ZeroShotResult:
         """Zero-shot classification of one image among the prompts."""
@@ -248,19 +281,10 @@ class ClipMatcher:
         return ZeroShotResult(probabilities=probabilities.tolist(), similarities=similarities[0].tolist())
 
 
-_prefetch = ThreadPoolExecutor(max_workers=4, thread_name_prefix="clip-prompts")
-
-
 def zero_shot(matcher: ClipMatcher, path: str | Path, prompts: list[str]) -> ZeroShotResult:
-    """Zero-shot classification of an uploaded image file among the prompts.
-
-    The prompts are embedded on the model's thread while the upload decodes on this one (a 600 × 400 PNG takes
-    about 7 ms to decode here, a tenth of the stand-in's forwards); `classify` then finds them in the cache.
-    """
-    prompts_ready = _prefetch.submit(matcher.embed_texts, prompts)
-    picture = np.asarray(load_image(path))
-    prompts_ready.result()
-    return matcher.classify(picture, prompts)
+    """Zero-shot classification of an uploaded image file among the prompts (new prompts are embedded beside the
+    picture, see `ClipMatcher.similarity`)."""
+    return matcher.classify(np.asarray(load_image(path)), prompts)
 
 
 # --- the UI ------------------------------------------------------------------------------------------------------

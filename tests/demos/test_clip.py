@@ -141,7 +141,7 @@ def test_zero_shot_of_an_uploaded_file_equals_classifying_the_decoded_picture(ma
     upload = tmp_path / "chelsea.png"
     Image.fromarray(skimage.data.chelsea()).save(upload)
     prompts = apply_template("a photo of a {}", ["cat", "car", "rocket", f"{tmp_path.name} thing"])
-    from_file = zero_shot(matcher, upload, prompts)  # prompts embedded beside the decode, then found cached
+    from_file = zero_shot(matcher, upload, prompts)  # new prompts: embedded beside the picture
     from_picture = matcher.classify(skimage.data.chelsea(), prompts)
     np.testing.assert_allclose(from_file.probabilities, from_picture.probabilities, atol=1e-6)
     (tmp_path / "notes.png").write_text("not a picture")
@@ -157,3 +157,40 @@ def test_badge_names_the_standin_honestly(matcher):
 def test_rank_is_best_first():
     assert rank(np.array([0.1, 0.7, 0.3]), ["a", "b", "c"]) == [("b", 0.7), ("c", pytest.approx(0.3)),
                                                               ("a", pytest.approx(0.1))]
+
+
+def test_one_picture_and_new_prompts_run_both_encoders_side_by_side(matcher, monkeypatch, tmp_path):
+    import threading
+
+    import torch
+    from threadpoolctl import ThreadpoolController
+
+    from txgallery import clip_models
+
+    text_threads = []
+    embed_texts = clip_models.embed_texts
+
+    def recorded(loaded, texts, **kwargs):
+        text_threads.append(threading.current_thread().name)
+        return embed_texts(loaded, texts, **kwargs)
+
+    monkeypatch.setattr(clip_models, "embed_texts", recorded)
+
+    def openmp_threads() -> int:
+        return ThreadpoolController().select(user_api="openmp").info()[0]["num_threads"]
+
+    picture = skimage.data.coffee()
+    prompts = apply_template("a photo of {}", ["a cup of coffee", "a cat", f"{tmp_path.name} on a table"])
+    before = openmp_threads()
+    side_by_side = matcher.similarity([picture], prompts)
+    assert openmp_threads() == before  # this thread's OpenMP team is given back
+    expected = clip_models.cosine_matrix(clip_models.embed_images(matcher.loaded, [Image.fromarray(picture)]),
+                                         embed_texts(matcher.loaded, prompts))
+    np.testing.assert_allclose(side_by_side, expected, atol=1e-5)
+    assert int(np.argmax(side_by_side[0])) == 0
+    if torch.get_num_threads() >= 2:  # on one thread there is nothing to share
+        assert text_threads == ["clip-text_0"]
+    # cached prompts, or many pictures: no second thread (the image encoder is then the whole cost)
+    matcher.similarity([skimage.data.astronaut()], prompts)
+    matcher.similarity([picture, skimage.data.astronaut()], [f"{p}, twice" for p in prompts])
+    assert text_threads[-1] == threading.current_thread().name and len(text_threads) <= 2
