@@ -218,6 +218,9 @@ class EmbeddingCache:
         return np.stack([found[key] for key in keys])
 
 
+SIDE_BY_SIDE_MAX_WEIGHTS = 60_000_000  # the stand-in has 27M (EfficientNet-Lite0 + MiniLM-L6), ViT-B-32 151M
+
+
 def _torch_threads() -> int:
     import torch
 
@@ -231,6 +234,7 @@ class ClipMatcher:
         self.source = source
         self.loaded = store.get_store().load(source)
         self.scale = clip_models.logit_scale(self.loaded.model)
+        self._weights = sum(p.numel() for p in self.loaded.model.parameters())
         # the gallery's photos and the user's labels come back request after request: each is embedded once
         self._images, self._texts = EmbeddingCache(), EmbeddingCache()
         # the text encoder's thread beside the image encoder (`similarity`); OpenMP's team size is per thread, so it
@@ -260,13 +264,15 @@ class ClipMatcher:
             return self._similarity_side_by_side(images, texts)
         return clip_models.cosine_matrix(self.embed_images(images), self.embed_texts(texts))
 
-    # One picture and new prompts (zero-shot with new labels, image → text): on the CPU the two encoders run side by
-    # side, each on half of this thread's OpenMP threads. Small encoders scale poorly over threads, so one after the
-    # other on 2 cores wasted most of the second core: the stand-in's text and image took 98 ms that way and 70 ms
-    # side by side (BENCHMARKS.md). Many pictures keep all threads: their encoder is the whole cost.
+    # One picture and new prompts (zero-shot with new labels, image → text): on the CPU a small model's two encoders
+    # run side by side, each on half of this thread's OpenMP threads. Small encoders scale poorly over threads, so one
+    # after the other on 2 cores wasted most of the second core: the stand-in's text and image took 98 ms that way
+    # and 70 ms side by side (BENCHMARKS.md). Large encoders scale well, and halving the threads of the larger one
+    # costs more than the overlap gains (open_clip ViT-B-32: 1.26× raw side by side). Many pictures keep all threads
+    # too: their encoder is the whole cost.
     def _side_by_side(self, images: list[np.ndarray], texts: list[str]) -> bool:
-        return (len(images) == 1 and self.loaded.device == "cpu" and _torch_threads() >= 2
-                and self._texts.missing(list(texts)) > 0)
+        return (len(images) == 1 and self.loaded.device == "cpu" and self._weights < SIDE_BY_SIDE_MAX_WEIGHTS
+                and _torch_threads() >= 2 and self._texts.missing(list(texts)) > 0)
 
     def _similarity_side_by_side(self, images: list[np.ndarray], texts: list[str]) -> np.ndarray:
         with ThreadpoolController().limit(limits=max(1, _torch_threads() // 2), user_api="openmp"):  # restored after
