@@ -117,6 +117,17 @@ def model_badge(source: ModelSource | ModelLoadError, loaded: LoadedModel | None
     return text
 
 
+def loaded_badge(service, source: ModelSource | ModelLoadError,
+                 badge: Callable[[ModelSource | ModelLoadError], str] = model_badge) -> str:
+    """A page's badge once its model has loaded (`service.describe()`), or `badge` of why the model cannot run."""
+    if service is None:
+        return badge(source)
+    try:
+        return service.describe()
+    except (ModelLoadError, ServiceUnavailable) as exc:
+        return badge(ModelLoadError(str(exc)))
+
+
 def lesson_panel(lesson: str, open: bool = False) -> gr.Accordion:
     """The 'what is this / what to try' panel at the top of a demo page."""
     with gr.Accordion("Lesson: what this shows and what to try", open=open) as panel:

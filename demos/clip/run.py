@@ -26,8 +26,8 @@ from txgallery import clip_models, embedded, store
 from txgallery.limits import (MAX_CLIP_CACHED_EMBEDDINGS, MAX_CLIP_GALLERY_UPLOADS, MAX_CLIP_LABELS,
                               MAX_CLIP_TEXT_CHARS, InputError)
 from txgallery.plugin import ApiCall, Demo, ModelSlot
-from txgallery.serving import ServiceUnavailable, connect
-from txgallery.ui import image_input, model_badge, user_errors
+from txgallery.serving import connect
+from txgallery.ui import image_input, loaded_badge, model_badge, user_errors
 from txgallery.vision import load_image, load_images, sample_photos
 
 SLUG = "clip"
@@ -318,12 +318,7 @@ def build() -> gr.Blocks:
     def page_badge() -> str:
         """The badge once the model has loaded (with how well it does); the page's model never changes, so it is
         filled when the page loads rather than sent with every answer."""
-        if matcher is None:
-            return badge_text(source)
-        try:
-            return matcher.describe()
-        except (store.ModelLoadError, ServiceUnavailable) as exc:
-            return badge_text(store.ModelLoadError(str(exc)))
+        return loaded_badge(matcher, source, badge_text)
 
     with gr.Blocks(title="CLIP") as page:
         gr.Markdown(page_badge, elem_id="clip-badge")

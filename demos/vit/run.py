@@ -23,7 +23,7 @@ from txgallery.attention_views import OVERLAY_FORMAT, enlarged_picture, figure_p
 from txgallery.limits import VIT_TOP_K, InputError
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import ServiceUnavailable, connect
-from txgallery.ui import image_input, model_badge, user_errors
+from txgallery.ui import image_input, loaded_badge, model_badge, user_errors
 from txgallery.vision import (FASHION_MNIST_LABELS, ImageClassifier, VitGeometry, fashion_mnist_examples, load_image,
                               sample_photos)
 
@@ -251,12 +251,7 @@ def build() -> gr.Blocks:
     @functools.lru_cache(maxsize=1)  # a failure is not cached: the next page load tries again
     def page_badge() -> str:
         """Which model runs, where from, why and how good; or why it cannot run."""
-        if main is None:
-            return model_badge(main_source)
-        try:
-            return main.describe()
-        except (store.ModelLoadError, ServiceUnavailable) as exc:
-            return model_badge(store.ModelLoadError(str(exc)))
+        return loaded_badge(main, main_source)
 
     @functools.lru_cache(maxsize=1)
     def page_recipe() -> pd.DataFrame | None:
