@@ -111,8 +111,8 @@ CATALOGUE: list[BadInput] = [
     BadInput("vit", "a text file named .jpg", "vit_classify", _upload(_file("photo.jpg", b"hello"), "mean", 0.0),
              "not an image"),
     BadInput("vit", "a truncated PNG", "vit_classify", _upload(_truncated_png, "mean", 0.0), "corrupt or truncated"),
-    BadInput("vit", "an empty file", "vit_classify", _upload(_file("empty.png", b""), "mean", 0.0), "not an image"),
-    BadInput("vit", "discard ratio 0.99", "vit_classify", _upload(_png, "mean", 0.99), "greater than maximum value"),
+    BadInput("vit", "an empty file", "vit_classify", _upload(_file("empty.png", b""), "mean", 0.0), "is empty"),
+    BadInput("vit", "discard ratio 0.99", "vit_classify", _upload(_png, "mean", 0.99), "between 0 and 0.95"),
     BadInput("vit", "ViT vs CNN without a photo", "vit_compare", (None,), "upload an image"),
     # --- clip ---
     BadInput("clip", "no labels", "clip_classify", _upload(_png, "", "a photo of a {}"), "enter some labels"),

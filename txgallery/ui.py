@@ -104,6 +104,30 @@ def image_input(**kwargs) -> gr.Image:
     return component
 
 
+# --- values for a hot event that skips Gradio's processing ----------------------------------------------------------
+# Gradio runs each input's `preprocess` and each output's `postprocess` on a worker thread of its own, one hop per
+# component. For a model that answers in a few milliseconds those hops cost as much as the forward, so such an event
+# is declared with `preprocess=False, postprocess=False` and takes and returns what Gradio would have passed on.
+
+def upload_path(value: str | dict | None) -> str | None:
+    """The file path of an image or file input's value: the path itself, or the FileData dict Gradio passes to an
+    event run with `preprocess=False` (already checked to be an upload of this server)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("path"), str):
+        return value["path"]
+    raise InputError("The upload could not be read; please upload the file again.")
+
+
+def bar_plot_value(rows: Iterable[tuple[str, float]], x: str, y: str) -> dict:
+    """What a `gr.BarPlot(x=x, y=y)` shows for (label, number) rows, as its own postprocessing serialises a table of
+    them: the value for an event run with `postprocess=False`."""
+    from gradio.components.native_plot import PlotData
+
+    return PlotData(columns=[x, y], data=[[label, number] for label, number in rows],
+                    datatypes={x: "nominal", y: "quantitative"}, mark="bar").model_dump()
+
+
 def model_badge(source: ModelSource | ModelLoadError, loaded: LoadedModel | None = None) -> str:
     """Markdown saying which model runs, where it came from and why (or why it cannot run)."""
     if isinstance(source, ModelLoadError):

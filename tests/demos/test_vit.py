@@ -103,6 +103,12 @@ def test_bad_settings_are_refused():
         _check_settings("median", 0.0)
     with pytest.raises(InputError, match="discard ratio"):
         _check_settings("mean", 1.0)
+    with pytest.raises(InputError, match="between 0 and 0.95"):  # the slider's end, for an API call that skips it
+        _check_settings("mean", 0.96)
+    with pytest.raises(InputError, match="a number"):
+        _check_settings("mean", "half")
+    with pytest.raises(InputError, match="Head fusion"):
+        _check_settings(["mean"], 0.0)
 
 
 def test_the_page_answers_first_and_draws_its_pictures_from_the_same_forward(monkeypatch, tmp_path):
@@ -123,8 +129,10 @@ def test_the_page_answers_first_and_draws_its_pictures_from_the_same_forward(mon
     path = tmp_path / "sneaker.png"
     Image.open(fashion_mnist_examples()["Sneaker"]).save(path)
 
-    summary, top = handler["vit_classify"](str(path), "mean", 0.0)
-    assert summary.startswith("### Sneaker") and list(top.columns) == ["class", "probability"]
+    # the answer's event skips Gradio's processing: it takes the upload's FileData and returns the plot's value
+    summary, top = handler["vit_classify"]({"path": str(path), "meta": {"_type": "gradio.FileData"}}, "mean", 0.0)
+    assert summary.startswith("### Sneaker") and top["columns"] == ["class", "probability"]
+    assert top["data"][0][0] == "Sneaker" and len(top["data"]) == VIT_TOP_K and top["mark"] == "bar"
     grid, rollout, captions = handler["vit_explain"](str(path), "mean", 0.0)
     assert grid.shape == rollout.shape == (SHOWN_SIDE, SHOWN_SIDE, 3) and "16 patches" in captions
     assert len(forwards) == 1  # the pictures came from the classification's result

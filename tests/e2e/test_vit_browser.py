@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,9 @@ def test_upload_an_image_and_read_the_top_class(page, gallery, tmp_path):
     expect(top).to_contain_text("%", timeout=120_000)
     assert top.inner_text().split("·")[0].strip() == "Trouser"
     expect(page.get_by_text("held-out accuracy")).to_be_visible()
+    # the top-5 bar plot is drawn, best class first (Vega names the x axis's values for screen readers)
+    expect(page.locator("#vit-top5 [aria-label^='X-axis']")).to_have_attribute("aria-label", re.compile(
+        r"5 values: Trouser, "), timeout=60_000)
     for picture in ("#vit-patch-grid img", "#vit-rollout img"):  # both pictures arrive, each with its caption
         expect(page.locator(picture)).to_be_visible(timeout=60_000)
     expect(page.get_by_text("16 patches of 7×7")).to_be_visible()
