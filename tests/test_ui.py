@@ -45,3 +45,17 @@ def test_upload_path_takes_a_path_or_an_unprocessed_upload():
     assert upload_path(None) is None
     with pytest.raises(InputError, match="upload the file again"):
         upload_path({"url": "http://example.com/cat.png"})
+
+
+def test_shown_value_is_the_components_own_postprocessing():
+    import gradio as gr
+    import numpy as np
+    from PIL import Image
+
+    from txgallery.ui import shown_value
+
+    picture = np.zeros((24, 32, 3), np.uint8)
+    shown = shown_value(gr.Image(format="jpeg"), picture)
+    assert shown["path"].endswith(".jpeg") and Image.open(shown["path"]).size == (32, 24)
+    assert shown_value(gr.Markdown(), "    **bold**\n    text") == "**bold**\ntext"  # dedented, as Gradio does
+    assert shown_value(gr.Image(), None) is None

@@ -23,7 +23,8 @@ from txgallery.attention_views import OVERLAY_FORMAT, enlarged_picture, figure_p
 from txgallery.limits import VIT_TOP_K, InputError
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import ServiceUnavailable, connect
-from txgallery.ui import bar_plot_value, image_input, loaded_badge, model_badge, upload_path, user_errors
+from txgallery.ui import (bar_plot_value, image_input, loaded_badge, model_badge, shown_value, upload_path,
+                          user_errors)
 from txgallery.vision import (FASHION_MNIST_LABELS, ImageClassifier, VitGeometry, fashion_mnist_examples, load_image,
                               sample_photos)
 
@@ -337,15 +338,16 @@ def build() -> gr.Blocks:
             return f"### {name} · {probability:.1%}", top5_value
 
         @user_errors
-        def explain(path, head_fusion: str, discard_ratio: float):
+        def explain(upload: dict | str | None, head_fusion: str, discard_ratio: float):
             head_fusion, discard_ratio = _check_settings(head_fusion, discard_ratio)
-            result = classified(path, head_fusion, discard_ratio)  # the classification's result, when it ran just now
+            # the classification's result, when it ran just now
+            result = classified(upload_path(upload), head_fusion, discard_ratio)
             if result.geometry is None:
                 return None, None, ""
             captions_text = (f"**The patch grid:** {patch_grid_title(result.geometry)}. **Attention rollout of [CLS]:** "
                              f"{head_fusion} over heads, discard ratio {discard_ratio:.0%}.")
-            return (patch_grid_picture(result.seen, result.geometry), rollout_picture(result.seen, result.rollout),
-                    captions_text)
+            return (shown_value(grid_plot, patch_grid_picture(result.seen, result.geometry)),
+                    shown_value(rollout_plot, rollout_picture(result.seen, result.rollout)), captions_text)
 
         @functools.lru_cache(maxsize=1)  # the page's model never changes: drawn once (a refusal is not cached)
         def position_picture() -> np.ndarray:
@@ -376,12 +378,12 @@ def build() -> gr.Blocks:
                     outputs_plots.append(None)
             return [*outputs_badges, *outputs_plots]
 
-        # The answer skips Gradio's per-component processing (a worker-thread hop per input and output, as long as the
-        # embedded ViT's forward): `classify` takes the upload's FileData and returns the bar plot's serialised value.
+        # Both events skip Gradio's per-component processing (a worker-thread hop per input and output, together as
+        # long as the embedded ViT's forward): they take the upload's FileData and return what the browser is sent.
         gr.on([run.click, image.upload], classify, inputs=[image, fusion, discard], outputs=[top_class, top5],
               api_name="vit_classify", concurrency_id="vit", preprocess=False, postprocess=False).success(
             explain, inputs=[image, fusion, discard], outputs=[grid_plot, rollout_plot, captions],
-            api_name="vit_explain", concurrency_id="vit", show_progress="minimal")
+            api_name="vit_explain", concurrency_id="vit", show_progress="minimal", preprocess=False, postprocess=False)
         positions.click(show_positions, outputs=position_plot, api_name="vit_positions", concurrency_id="vit")
         gr.on([compare.click, photo.upload], compare_models, inputs=photo, outputs=[*badges, *plots],
               api_name="vit_compare", concurrency_id="vit")

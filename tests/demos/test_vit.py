@@ -134,7 +134,9 @@ def test_the_page_answers_first_and_draws_its_pictures_from_the_same_forward(mon
     assert summary.startswith("### Sneaker") and top["columns"] == ["class", "probability"]
     assert top["data"][0][0] == "Sneaker" and len(top["data"]) == VIT_TOP_K and top["mark"] == "bar"
     grid, rollout, captions = handler["vit_explain"](str(path), "mean", 0.0)
-    assert grid.shape == rollout.shape == (SHOWN_SIDE, SHOWN_SIDE, 3) and "16 patches" in captions
+    for shown in (grid, rollout):  # the pictures as the browser gets them: files in Gradio's cache
+        assert Image.open(shown["path"]).size == (SHOWN_SIDE, SHOWN_SIDE)
+    assert "16 patches" in captions
     assert len(forwards) == 1  # the pictures came from the classification's result
     handler["vit_explain"](str(path), "max", 0.5)  # other settings: another forward, another rollout
     assert forwards == [("mean", 0.0), ("max", 0.5)]
