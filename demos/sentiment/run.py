@@ -20,7 +20,7 @@ from txgallery.limits import (MAX_ATTRIBUTION_TOKENS, MAX_BATCH_TEXTS, MAX_TOKEN
                               truncate_text)
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import model_badge, user_errors
+from txgallery.ui import model_badge, shown_value, user_errors
 from txgallery.uploads import find_column, header_names, read_csv_rows
 
 SLUG = "sentiment"
@@ -57,8 +57,10 @@ TEXT_COLUMNS = ("text", "sentence", "review", "content")
 
 def clean_text(text: str | None) -> tuple[str, str | None]:
     """Validate one input text; returns it (truncated if huge) and a notice, or raises `InputError`."""
-    if text is None or not text.strip():
+    if text is None or (isinstance(text, str) and not text.strip()):
         raise InputError("Please enter some text: the input is empty.")
+    if not isinstance(text, str):  # an API call that is not the page's textbox
+        raise InputError(f"The text must be a string, not {type(text).__name__}.")
     text, notice = truncate_text(text)
     return text.strip(), notice
 
@@ -245,6 +247,8 @@ def build() -> gr.Blocks:
             table = gr.Dataframe(label="Predictions", wrap=True)
             download = gr.File(label="Download predictions (CSV)")
 
+        answer = [notice, *badges, *labels]
+
         @user_errors
         def classify(value: str):
             cleaned, message = clean_text(value)
@@ -264,7 +268,8 @@ def build() -> gr.Blocks:
                     outputs_labels.append(None)
             if truncated:
                 message = f"{message or ''} Only the first {MAX_TOKENS} tokens were classified.".strip()
-            return [f"ℹ️ {message}" if message else "", *outputs_badges, *outputs_labels]
+            values = [f"ℹ️ {message}" if message else "", *outputs_badges, *outputs_labels]
+            return [shown_value(component, value) for component, value in zip(answer, values)]
 
         @user_errors
         def explain(value: str):
@@ -287,8 +292,10 @@ def build() -> gr.Blocks:
             frame.to_csv(out, index=False)
             return frame, str(out), "\n".join(f"⚠️ {failure}" for failure in failures)
 
-        gr.on([run.click, text.submit], classify, inputs=text, outputs=[notice, *badges, *labels],
-              api_name="sentiment_predict", concurrency_id="sentiment"
+        # The answer skips Gradio's per-component hops (one worker-thread hop per input and output, a few ms together):
+        # `classify` makes each output's value with the component's own postprocess (`shown_value`).
+        gr.on([run.click, text.submit], classify, inputs=text, outputs=answer,
+              api_name="sentiment_predict", concurrency_id="sentiment", preprocess=False, postprocess=False
               ).then(explain, inputs=text, outputs=highlights, api_name="sentiment_explain", concurrency_id="sentiment")
         run_batch.click(classify_many, inputs=[lines, upload], outputs=[table, download, batch_notice],
                         api_name="sentiment_batch", concurrency_id="sentiment")

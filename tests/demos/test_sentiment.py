@@ -30,6 +30,11 @@ def test_empty_text_is_refused(text):
         clean_text(text)
 
 
+def test_text_that_is_not_a_string_is_refused():  # the page's answer skips Gradio's textbox preprocessing
+    with pytest.raises(InputError, match="must be a string, not int"):
+        clean_text(5)
+
+
 def test_huge_text_is_truncated_with_a_notice():
     text, notice = clean_text("good." * 20_000)
     assert len(text) == MAX_INPUT_CHARS and "100,000" in notice and f"{MAX_INPUT_CHARS:,}" in notice
