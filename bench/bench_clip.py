@@ -8,12 +8,14 @@ the real laion2b checkpoint costs), interleaving the paths round by round in thi
   gallery    what the page does: `load_image` of an uploaded PNG, RGB arrays through the serving seam
              (`connect(ClipMatcher, source)`, the model's own thread), preprocessing, both encoders, softmax
 Batch 1 is one image against 6 prompts (the page's `zero_shot`: on the CPU, new prompts are embedded on a second
-thread beside the image, each encoder on half the OpenMP threads), twice: with new labels every call (nothing cached: the prompts differ round by round, for raw
-too) and with the same labels and a new image each call (the page's prompt cache answers). Batch 32 is 32 images
+thread beside the image, each encoder on half the OpenMP threads), twice: with new labels every call (nothing
+cached: the prompts differ round by round, for raw too) and with the same labels and a new image each call (the
+page's prompt cache answers). Batch 32 is 32 images
 against 6 prompts (`similarity`, the search and matrix path). Every round uses pictures never seen before, so the
 page's image cache cannot help.
 With `--http`, batch 1 is also measured over HTTP against `txgallery serve --demo clip` (stand-in only), with the
-same labels and with new labels every call, next to Gradio's `/ping` floor and an upload alone. Prints images/s and the ratio gallery / raw (target ≤ 1.15 at batch 1).
+same labels and with new labels every call, next to Gradio's `/ping` floor and an upload alone. Prints images/s and
+the ratio gallery / raw (target ≤ 1.15 at batch 1).
 """
 
 from __future__ import annotations

@@ -143,9 +143,14 @@ def position_figure(similarity: np.ndarray) -> Figure:
     return figure
 
 
+def top_rows(top: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Top classes with their probabilities rounded for the bar plot (best first)."""
+    return [(name, round(p, 4)) for name, p in top]
+
+
 def top_frame(top: list[tuple[str, float]]) -> pd.DataFrame:
     """Top classes as a table for the bar plot (best first)."""
-    return pd.DataFrame({"class": [name for name, _ in top], "probability": [round(p, 4) for _, p in top]})
+    return pd.DataFrame(top_rows(top), columns=["class", "probability"])
 
 
 def held_out_note(metrics: dict) -> str:
@@ -334,7 +339,7 @@ def build() -> gr.Blocks:
             head_fusion, discard_ratio = _check_settings(head_fusion, discard_ratio)
             result = classified(upload_path(upload), head_fusion, discard_ratio)
             name, probability = result.top[0]
-            top5_value = bar_plot_value(((n, round(p, 4)) for n, p in result.top), "class", "probability")
+            top5_value = bar_plot_value(top_rows(result.top), bar["x"], bar["y"])
             return f"### {name} · {probability:.1%}", top5_value
 
         @user_errors
