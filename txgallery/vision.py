@@ -27,7 +27,7 @@ from PIL import Image
 
 from txgallery import limits
 from txgallery.embedded import register_embedded
-from txgallery.paths import WEIGHTS_DIR
+from txgallery.paths import PACKAGE_DIR, WEIGHTS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -169,25 +169,22 @@ def sample_photos() -> dict[str, Path]:
     return photos
 
 
-def fashion_mnist_examples(scale: int = 4) -> dict[str, Path]:
-    """The first test image of each Fashion-MNIST class as a PNG (upscaled `scale`× with nearest pixels): label -> path.
+FASHION_MNIST_EXAMPLES_DIR = PACKAGE_DIR / "data" / "fashion-mnist"  # shipped: no dataset needed to show them
 
-    Nearest-neighbour upscaling keeps each original pixel as a `scale`×`scale` block, so a box filter reading the
-    file back at 28×28 recovers the test image exactly.
+
+def fashion_mnist_examples() -> dict[str, Path]:
+    """The first test image of each Fashion-MNIST class, shipped as a PNG upscaled 4× with nearest pixels: label -> path.
+
+    Nearest-neighbour upscaling keeps each original pixel as a 4×4 block, so a box filter reading the file back at
+    28×28 recovers the test image exactly. The files ship with txgallery, so the examples need no Debian dataset.
     """
-    from txgallery.paths import home
-
-    images, labels = load_fashion_mnist("test")
-    folder = home() / "fashion-mnist-examples"
-    folder.mkdir(parents=True, exist_ok=True)
+    files = {path.name.split("-", 1)[1]: path for path in FASHION_MNIST_EXAMPLES_DIR.glob("test*.png")}
     examples = {}
-    for label, name in enumerate(FASHION_MNIST_LABELS):
-        index = int(np.argmax(labels == label))
-        path = folder / f"test{index:05d}-{name.replace('/', '-').replace(' ', '-').lower()}.png"
-        if not path.exists():
-            picture = Image.fromarray(images[index]).resize((28 * scale, 28 * scale), Image.Resampling.NEAREST)
-            _write_atomically(picture, path)
-        examples[name] = path
+    for name in FASHION_MNIST_LABELS:
+        key = name.replace("/", "-").replace(" ", "-").lower() + ".png"
+        if key not in files:
+            raise FileNotFoundError(f"the shipped Fashion-MNIST example {key} is missing from {FASHION_MNIST_EXAMPLES_DIR}")
+        examples[name] = files[key]
     return examples
 
 

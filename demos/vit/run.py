@@ -226,13 +226,15 @@ def _services(refs: list[store.ModelSource | store.ModelLoadError]) -> list[tupl
             for s in refs]
 
 
-def _examples() -> list[str]:
-    """Example files: Fashion-MNIST test images (when the dataset is installed), then natural photos."""
-    try:
-        fashion = [str(p) for p in fashion_mnist_examples().values()]
-    except FileNotFoundError:
-        fashion = []
-    return fashion[:6] + [str(p) for p in sample_photos().values()]
+def _example_groups(source) -> list[tuple[str, list[str]]]:
+    """(label, files) per group of examples: the embedded ViT's own task first, then photos outside it."""
+    fashion = [str(p) for p in fashion_mnist_examples().values()]
+    photos = [str(p) for p in sample_photos().values()]
+    if getattr(source, "kind", None) == "embedded":
+        return [("Fashion-MNIST test images: the model's own task (10 clothing classes)", fashion),
+                ("Outside its training data: natural photos. The model only knows clothing, so it still answers "
+                 "with a clothing class, often confidently", photos)]
+    return [("Natural photos", photos), ("Fashion-MNIST test images (small grey clothing pictures)", fashion)]
 
 
 MAX_DISCARD_RATIO = 0.95  # dropping more leaves too few attention weights to trace
@@ -255,7 +257,7 @@ def build() -> gr.Blocks:
     models = _services(store.resolve_choice(SLUG, TASK))
     _, main_source, main = models[0]
     compared = models + _services([store.resolve(CNN_REF, TASK, "the CNN to compare with")])
-    examples = _examples()
+    example_groups = _example_groups(main_source)
     bar = dict(x="class", y="probability", y_lim=[0, 1], sort="-y", height=260)
 
     # The page's model never changes, so neither do its badge and numbers: they are filled when the page loads, not
@@ -306,7 +308,8 @@ def build() -> gr.Blocks:
             captions = gr.Markdown(elem_id="vit-captions")  # text, not new labels: a component update costs ~10 ms
             # the page's model never changes, so neither do its numbers: filled when the page loads, not per picture
             gr.Dataframe(value=page_recipe, label="The recipe, in numbers", interactive=False)
-            gr.Examples(examples, inputs=image, label="Examples: Fashion-MNIST test images and natural photos")
+            for label, files in example_groups:
+                gr.Examples(files, inputs=image, label=label, examples_per_page=len(files))
             with gr.Accordion("The [CLS] token and position embeddings", open=False):
                 gr.Markdown(
                     "The **[CLS] token** is a learned vector placed before the patch tokens. It is no patch: it "
