@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import zipfile
+from pathlib import Path
 
 from txgallery.ui import zip_for_download
 
@@ -12,13 +15,41 @@ def test_zip_for_download_keeps_the_tree_and_stores_weights_uncompressed(tmp_pat
     (model / "sub").mkdir(parents=True)
     (model / "model.safetensors").write_bytes(bytes(range(256)) * 100)
     (model / "sub" / "config.json").write_text('{"a": 1}')
-    archive = zip_for_download(model)
-    assert archive == str(tmp_path / "variant.zip")
+    archive = Path(zip_for_download(model))
+    assert archive.name == "variant.zip" and archive.parent.parent == Path(tempfile.gettempdir())
     with zipfile.ZipFile(archive) as zipped:
         assert sorted(zipped.namelist()) == ["model.safetensors", "sub/config.json"]
         assert zipped.read("sub/config.json") == b'{"a": 1}'
         assert all(info.compress_type == zipfile.ZIP_STORED for info in zipped.infolist())
-    assert zip_for_download(model, tmp_path / "other.zip") == str(tmp_path / "other.zip")
+    assert Path(zip_for_download(model, "other.zip")).name == "other.zip"
+
+
+def test_a_zip_of_a_model_outside_the_temp_and_working_directories_downloads(tmp_path, monkeypatch):
+    """What a page returns must download wherever TXGALLERY_HOME is: Gradio refuses files outside its temp dir, upload
+    folder and working directory, so a model saved under the user's cache must still come back as a file."""
+    import gradio as gr
+    from gradio_client import Client
+
+    from conftest import free_port
+
+    outside = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="txgallery-test-home-"))
+    try:
+        model = outside / "efficiency" / "fp32"
+        model.mkdir(parents=True)
+        (model / "config.json").write_text('{"a": 1}')
+        monkeypatch.chdir(tmp_path)
+        with gr.Blocks() as app:
+            button, files = gr.Button(), gr.File(file_count="multiple")
+            button.click(lambda: [zip_for_download(model)], None, files, api_name="download")
+        app.launch(server_port=free_port(), prevent_thread_lock=True, quiet=True)
+        try:
+            (downloaded,) = Client(app.local_url, verbose=False).predict(api_name="/download")
+            with zipfile.ZipFile(downloaded) as zipped:
+                assert zipped.read("config.json") == b'{"a": 1}'
+        finally:
+            app.close()
+    finally:
+        shutil.rmtree(outside)
 
 
 def test_bar_plot_value_is_what_the_bar_plot_makes_of_the_same_table():

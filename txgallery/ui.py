@@ -171,13 +171,17 @@ def tag_line(tags: Iterable[str]) -> str:
     return " ".join(f"`{t}`" for t in tags)
 
 
-def zip_for_download(directory: str | Path, archive: str | Path | None = None) -> str:
-    """A zip of a saved model directory for a download button (default: the directory's name + `.zip`), as a path.
+def zip_for_download(directory: str | Path, name: str | None = None) -> str:
+    """A zip of a saved model directory for a download button (default name: the directory's + `.zip`), as a path.
 
-    Stored, not deflated: weights barely compress (7% for a float32 model) and deflating 90 MB takes about 5 s.
+    The archive goes to a fresh folder in the system's temp directory, wherever the directory lives: Gradio serves a
+    returned file only from there, its upload folder or the working directory, so a zip beside a model in
+    `TXGALLERY_HOME` would be refused. Stored, not deflated: weights barely compress (7% for a float32 model).
     """
+    import tempfile
+
     directory = Path(directory)
-    archive = Path(archive) if archive is not None else directory.with_name(directory.name + ".zip")
+    archive = Path(tempfile.mkdtemp(prefix="txgallery-download-")) / (name or directory.name + ".zip")
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zipped:
         for path in sorted(directory.rglob("*")):
             if path.is_file():

@@ -352,7 +352,7 @@ class FinetunePlayground:
     def adapter_archive(self, run_id: str) -> str:
         """A zip of what the run trained (the adapter, or the trained tensors) with `finetune.json`."""
         run = self._run(run_id)
-        return zip_for_download(run.out_dir, str(run.out_dir) + "-adapter.zip")
+        return zip_for_download(run.out_dir, run.out_dir.name + "-adapter.zip")
 
     def export_merged(self, run_id: str) -> str:
         """A zip of a plain model directory with the training merged in (loadable by the sentiment demo)."""
