@@ -4,6 +4,8 @@ Space's app serving a real prediction through `SpacesBackend`, and `txgallery sp
 from __future__ import annotations
 
 import sys
+import threading
+import time
 import types
 import zipfile
 
@@ -48,6 +50,110 @@ def test_gpu_applies_spaces_gpu_when_present(zerogpu):
     assert wrapped is not _decorated
     assert wrapped(1) == 2
     assert zerogpu == [("_decorated", 30)]
+
+
+class _Counter:
+    """A service with a streamed method and a plain one, recording how many of its steps run at once."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.most_active = 0
+        self.closed = 0
+
+    def _step(self) -> None:
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        time.sleep(0.005)  # long enough for another thread to enter if nothing kept it out
+        self.active -= 1
+
+    def count(self, n: int):
+        try:
+            for i in range(n):
+                self._step()
+                yield i
+        finally:
+            self.closed += 1
+
+    def describe(self) -> str:
+        self._step()
+        return "a counter"
+
+
+def _finishes(target, timeout: float = 30) -> None:
+    """Run `target` in a thread; a thread still alive after `timeout` s is a deadlock (the suite never hangs)."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"still waiting after {timeout} s: deadlocked"
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture()
+def spaces_backend(zerogpu):
+    previous = serving.get_backend()
+    backend = SpacesBackend()
+    serving.set_backend(backend)
+    yield backend
+    serving.set_backend(previous)
+
+
+def test_a_page_calls_its_service_while_reading_its_stream(spaces_backend, zerogpu):
+    """The generation page's loop: `for update in service.generate(...)` calls `service.describe()` between items
+    and after the last one. Holding the service's lock for the stream's life deadlocked the page on the Space."""
+    service = serving.connect(_Counter)
+    seen = []
+
+    def page() -> None:
+        stream = service.count(3)
+        try:
+            for item in stream:
+                seen.append((item, service.describe()))
+        finally:
+            stream.close()
+        seen.append(service.describe())
+
+    _finishes(page)
+    assert seen == [(0, "a counter"), (1, "a counter"), (2, "a counter"), "a counter"]
+    assert ("_stream", 60) in zerogpu and ("_call", 60) in zerogpu  # both went through @spaces.GPU
+
+
+def test_a_stream_read_from_several_threads_keeps_one_step_at_a_time(spaces_backend):
+    """Gradio may ask for successive items from different threads; two streams and plain calls on one service
+    interleave step by step, never two steps at once, and a stream closed early stops its generator."""
+    service = serving.connect(_Counter)
+    first, second = service.count(40), service.count(40)
+    got: dict[str, list] = {"first": [], "second": []}
+
+    def read(name: str, stream, k: int) -> None:
+        for _ in range(k):
+            got[name].append(next(stream))
+            service.describe()
+
+    def readers(k: int) -> None:
+        threads = [threading.Thread(target=read, args=("first", first, k)),
+                   threading.Thread(target=read, args=("second", second, k))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    _finishes(lambda: readers(10))
+    _finishes(lambda: readers(10))  # new threads read the same streams on
+    assert got == {"first": list(range(20)), "second": list(range(20))}
+    _finishes(first.close)
+    _finishes(lambda: list(second))
+    instance, _ = spaces_backend._instance(serving.ServiceKey(_Counter, ()))
+    assert instance.most_active == 1
+    assert instance.closed == 2  # the closed stream stopped; the finished one ended
 
 
 @pytest.mark.slow

@@ -45,18 +45,25 @@ def _stream(instance: Any, method: str, args: tuple, kwargs: dict) -> Iterator[A
 
 
 class SpacesBackend:
-    """Services in this process, each call run inline (one at a time per service) through `gpu()`."""
+    """Services in this process, each call run inline (one at a time per service) through `gpu()`.
+
+    "One at a time" holds for each step of a stream too, but never across its `yield`: a page that reads a stream
+    calls other methods of the same service between items (the generation page asks `describe()` when the stream
+    finishes), so a lock held for the stream's whole life would make the page wait for itself forever.
+    """
 
     def __init__(self, duration: int = GPU_SECONDS) -> None:
         self._instances: dict[ServiceKey, Any] = {}
-        self._locks: dict[ServiceKey, threading.Lock] = {}
+        # Re-entrant: a stream dropped without close() is closed by the garbage collector, which may run on a thread
+        # that is inside a step of the same service; a plain lock would deadlock there.
+        self._locks: dict[ServiceKey, threading.RLock] = {}
         self._guard = threading.Lock()
         self._call = gpu(_call, duration=duration)
         self._stream = gpu(_stream, duration=duration)
 
-    def _instance(self, key: ServiceKey) -> tuple[Any, threading.Lock]:
+    def _instance(self, key: ServiceKey) -> tuple[Any, threading.RLock]:
         with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
+            lock = self._locks.setdefault(key, threading.RLock())
         with lock:  # construction (model loading) happens once, outside the GPU function, as ZeroGPU expects
             if key not in self._instances:
                 self._instances[key] = key.cls(*key.args)
@@ -80,13 +87,24 @@ class SpacesBackend:
             return self._call(instance, method, args, kwargs)
 
     def stream(self, key: ServiceKey, method: str, args: tuple, kwargs: dict) -> Iterator[Any]:
-        """Items of a generator method, produced through `@spaces.GPU`; closing the iterator stops it."""
+        """Items of a generator method, produced through `@spaces.GPU`; closing the iterator stops it.
+
+        The service's lock is taken for each step (producing one item, or closing) and released before the item
+        is handed over. Gradio may ask for successive items from different threads, so no step leaves it held.
+        """
         instance, lock = self._instance(key)
         with lock:
             items = self._stream(instance, method, args, kwargs)
-            try:
-                yield from items
-            finally:
+        try:
+            while True:
+                with lock:
+                    try:
+                        item = next(items)
+                    except StopIteration:
+                        return
+                yield item
+        finally:
+            with lock:  # next() and close() of the same generator never overlap
                 items.close()
 
 
