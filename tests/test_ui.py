@@ -30,7 +30,7 @@ def test_a_zip_of_a_model_outside_the_temp_and_working_directories_downloads(tmp
     import gradio as gr
     from gradio_client import Client
 
-    from conftest import free_port
+    from support import free_port
 
     outside = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="txgallery-test-home-"))
     try:

@@ -326,6 +326,8 @@ def train_embedded_t5(out_dir: Path | None = None, recipe: T5Recipe | None = Non
                       validation=(splits.validation.texts, splits.validation.labels), on_step=on_step)
     bar.close()
     out_dir.mkdir(parents=True, exist_ok=True)
+    # declared as hub checkpoints declare theirs, so a page offers only these tasks
+    model.config.task_specific_params = {name: {"prefix": prefix} for name, prefix in TASK_PREFIXES.items()}
     model.half().save_pretrained(str(out_dir))  # fp16 on disk to ship under 5 MB
     tokenizer.save_pretrained(str(out_dir))
     (out_dir / "README.md").write_text(T5_README)

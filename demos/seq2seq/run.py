@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -47,7 +48,7 @@ is T5's own pre-training objective. It knows nothing else: summaries and transla
 tokens, {MAX_SEQ2SEQ_NEW_TOKENS} new tokens, {MAX_SEQ2SEQ_BEAMS} beams.
 """
 
-# what each prefix asks for; the embedded model knows the first two
+# every prefix the page knows, offered for a model that declares no tasks (FLAN-T5 follows instructions)
 TASK_PREFIXES = {
     "sentiment (sst2 sentence:)": "sst2 sentence: ",
     "fill in the blank (fill:)": "fill: ",
@@ -55,6 +56,52 @@ TASK_PREFIXES = {
     "translate to German (translate English to German:)": "translate English to German: ",
     "no prefix (the text as it is)": "",
 }
+# the names under which checkpoints declare their tasks (`task_specific_params`), as the page shows them
+TASK_NAMES = {"sentiment": "sentiment", "fill": "fill in the blank", "summarization": "summarize",
+              "translation_en_to_de": "translate to German", "translation_en_to_fr": "translate to French",
+              "translation_en_to_ro": "translate to Romanian"}
+HUB_FOR_OTHER_TASKS = "t5-small"  # declares summarisation and translation
+
+
+def declared_tasks(config: dict) -> dict[str, str]:
+    """The tasks a model was trained for, label -> prefix, from its config's `task_specific_params` (as T5 and BART
+    checkpoints declare them); every known prefix when it declares none."""
+    tasks = {}
+    for name, params in (config.get("task_specific_params") or {}).items():
+        prefix = (params or {}).get("prefix", "")
+        tasks[f"{TASK_NAMES.get(name, name.replace('_', ' '))} ({prefix.strip() or 'no prefix'})"] = prefix
+    return tasks or dict(TASK_PREFIXES)
+
+
+def model_config(source: store.ModelSource | store.ModelLoadError) -> dict:
+    """A model's config.json as a dict, read without loading the model (empty when it cannot be read)."""
+    import json
+
+    from txgallery.paths import WEIGHTS_DIR
+
+    if isinstance(source, store.ModelLoadError):
+        return {}
+    if source.kind == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source.ref, "config.json")
+        path = Path(cached) if isinstance(cached, str) else None
+    else:
+        path = (WEIGHTS_DIR / source.ref if source.kind == "embedded" else Path(source.ref)) / "config.json"
+    try:
+        return json.loads(path.read_text()) if path is not None else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def check_task(task: str, tasks: dict[str, str], model: str) -> str:
+    """The prefix of `task`, or a message that the model was not trained for it and which hub model is."""
+    if task not in tasks:
+        raise InputError(f"`{model}` was not trained for “{task}”; it knows: {', '.join(tasks)}. Online, a hub model "
+                         f"can: `txgallery serve --model {SLUG}=embedded,{HUB_FOR_OTHER_TASKS}`.")
+    return tasks[task]
+
+
 SENTINEL = "<extra_id_0>"
 BLANK = "___"
 
@@ -205,10 +252,17 @@ def attention_figures(result: Seq2SeqResult | None, layer: str, head: str):
     return cross, encoder
 
 
+def _other_tasks_note(tasks: dict[str, str]) -> str:
+    missing = [label.split(" (")[0] for label in TASK_PREFIXES if label not in tasks and "no prefix" not in label]
+    return (f"This model was not trained to {' or '.join(missing)}: online, add a hub model that was, "
+            f"`txgallery serve --model {SLUG}=embedded,{HUB_FOR_OTHER_TASKS}`." if missing else "")
+
+
 def build() -> gr.Blocks:
     """The text-to-text page: input and task prefix, decoding controls, output, cross- and encoder attention."""
     services = _services()
     names = list(services)
+    tasks = {name: declared_tasks(model_config(source)) for name, (source, _) in services.items()}
     with gr.Blocks(title="Encoder–decoder text-to-text") as page:
         first_source, _ = services[names[0]]
         badge = gr.Markdown(model_badge(first_source), elem_id="seq2seq-badge")
@@ -216,7 +270,9 @@ def build() -> gr.Blocks:
             with gr.Column(scale=3):
                 text = gr.Textbox(label="Text", lines=4, placeholder="Type a review, or a sentence with ___ for fill…",
                                   max_length=None, elem_id="seq2seq-text")
-                prefix = gr.Dropdown(list(TASK_PREFIXES), value=list(TASK_PREFIXES)[0], label="Task prefix")
+                prefix = gr.Dropdown(list(tasks[names[0]]), value=list(tasks[names[0]])[0], elem_id="seq2seq-task",
+                                     label="Task (the ones this model was trained for)")
+                other_tasks = gr.Markdown(_other_tasks_note(tasks[names[0]]), elem_id="seq2seq-other-tasks")
             with gr.Column(scale=2):
                 model_name = gr.Dropdown(names, value=names[0], label="Model", visible=len(names) > 1)
                 decoding = gr.Radio(["greedy", "beam search"], value="greedy", label="Decoding")
@@ -238,10 +294,10 @@ def build() -> gr.Blocks:
         @user_errors
         def generate(value: str, task: str, chosen: str, how: str, beam_count: float, new_tokens: float):
             settings = check_settings(new_tokens, 1 if how == "greedy" else beam_count)
-            source_text, message = task_input(value, TASK_PREFIXES.get(task, ""))
             source, service = services[chosen]
             if service is None:
                 raise source
+            source_text, message = task_input(value, check_task(task, tasks[chosen], chosen))
             result = service.generate(source_text, settings)
             if result.truncated:
                 message = f"{message or ''} Only the first {MAX_SEQ2SEQ_SOURCE_TOKENS} tokens were read.".strip()
@@ -259,6 +315,10 @@ def build() -> gr.Blocks:
         gr.on([run.click, text.submit], generate, inputs=[text, prefix, model_name, decoding, beams, max_new],
               outputs=[badge, notice, output, layer, head, cross_plot, encoder_plot, state],
               api_name="seq2seq_generate", concurrency_id="seq2seq")
+        def show_tasks(chosen: str):
+            return gr.Dropdown(list(tasks[chosen]), value=list(tasks[chosen])[0]), _other_tasks_note(tasks[chosen])
+
+        model_name.change(show_tasks, model_name, [prefix, other_tasks], api_name=False)
         gr.on([layer.input, head.input], redraw, inputs=[state, layer, head], outputs=[cross_plot, encoder_plot],
               api_name="seq2seq_attention", concurrency_id="seq2seq")
     return page

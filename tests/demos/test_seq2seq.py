@@ -10,7 +10,7 @@ from txgallery import store
 from txgallery.datasets import rotten_tomatoes_splits
 from txgallery.limits import MAX_INPUT_CHARS, MAX_SEQ2SEQ_BEAMS, MAX_SEQ2SEQ_NEW_TOKENS, MAX_SEQ2SEQ_SOURCE_TOKENS, InputError
 from txgallery.seq2seq import T5Recipe, build_tokenizer, evaluate, make_t5
-from txgallery_demos.seq2seq.run import (SENTINEL, TASK, TASK_PREFIXES, GenerationSettings, TextToText,
+from txgallery_demos.seq2seq.run import (SENTINEL, TASK, TASK_PREFIXES, GenerationSettings, TextToText, check_task, declared_tasks,
                                          attention_figures, check_settings, fuse_heads, task_input)
 
 SENTIMENT, FILL = TASK_PREFIXES["sentiment (sst2 sentence:)"], TASK_PREFIXES["fill in the blank (fill:)"]
@@ -147,3 +147,46 @@ def test_embedded_model_matches_its_reported_scores(embedded):
     scores = evaluate(embedded.model, embedded.tokenizer, test.texts, test.labels)
     assert scores["sentiment_accuracy"] == pytest.approx(embedded.loaded.metrics["test_accuracy"], abs=0.002)
     assert scores["fill_exact_match"] == pytest.approx(embedded.loaded.metrics["test"]["fill_exact_match"], abs=0.002)
+
+
+# --- tasks: only those the model was trained for ----------------------------------------------------------------------
+
+
+def test_declared_tasks_come_from_the_config_as_hub_checkpoints_declare_them():
+    t5_small = {"task_specific_params": {"summarization": {"prefix": "summarize: "},
+                                         "translation_en_to_de": {"prefix": "translate English to German: "}}}
+    assert declared_tasks(t5_small) == {"summarize (summarize:)": "summarize: ",
+                                        "translate to German (translate English to German:)":
+                                            "translate English to German: "}
+    bart_cnn = {"task_specific_params": {"summarization": {"length_penalty": 2.0}}}
+    assert declared_tasks(bart_cnn) == {"summarize (no prefix)": ""}
+    assert declared_tasks({}) == TASK_PREFIXES  # a model that declares nothing (FLAN-T5) gets every prefix
+    with pytest.raises(InputError, match="not trained for “summarize.*t5-small"):
+        check_task("summarize (summarize:)", {"sentiment (sst2 sentence:)": "sst2 sentence: "}, "t5-rt-text2text")
+
+
+def test_the_page_offers_the_embedded_t5_only_its_two_tasks_and_names_a_hub_model_for_the_rest():
+    from gradio_client import Client
+
+    from support import free_port
+    from txgallery import settings
+    from txgallery.gallery import build_single, launch
+    from txgallery.plugin import DemoEntry
+    from txgallery_demos.seq2seq.run import demo
+
+    settings.configure(settings.Settings())
+    app = launch(build_single(DemoEntry(name="seq2seq", origin="test", demo=demo)), port=free_port(), block=False,
+                 quiet=True)
+    try:
+        client = Client(app.local_url, verbose=False)
+        parameters = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/seq2seq_generate"]
+        offered = parameters["parameters"][1]["python_type"]["type"]
+        assert "sentiment (sst2 sentence:)" in offered and "fill in the blank (fill:)" in offered
+        assert "summarize" not in offered and "German" not in offered
+        with pytest.raises(Exception, match="translate to German"):  # refused, not answered "positive"
+            client.predict("A fine film.", "translate to German (translate English to German:)", "t5-rt-text2text",
+                           "greedy", 4, 8, api_name="/seq2seq_generate")
+        assert client.predict("A fine film.", "sentiment (sst2 sentence:)", "t5-rt-text2text", "greedy", 4, 8,
+                              api_name="/seq2seq_generate")[2] in {"positive", "negative"}
+    finally:
+        app.close()
