@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -140,3 +142,16 @@ def test_the_page_answers_first_and_draws_its_pictures_from_the_same_forward(mon
     assert len(forwards) == 1  # the pictures came from the classification's result
     handler["vit_explain"](str(path), "max", 0.5)  # other settings: another forward, another rollout
     assert forwards == [("mean", 0.0), ("max", 0.5)]
+
+
+def test_the_examples_show_the_models_own_task_without_the_dataset_installed(tmp_path, monkeypatch):
+    """Fashion-MNIST test images ship with the package: the page shows them first even where Debian's dataset is
+    absent, and the photos come second, labelled as outside the model's training data."""
+    from txgallery.vision import FASHION_MNIST_ENV
+    from txgallery_demos.vit.run import _example_groups
+
+    monkeypatch.setenv(FASHION_MNIST_ENV, str(tmp_path))  # an empty folder: no dataset
+    (own, fashion), (outside, photos) = _example_groups(store.resolve("embedded", TASK))
+    assert "Fashion-MNIST" in own and len(fashion) == len(FASHION_MNIST_LABELS)
+    assert all(Path(path).stat().st_size < 2_000 for path in fashion)
+    assert "Outside its training data" in outside and any("chelsea" in path for path in photos)
