@@ -187,3 +187,15 @@ def test_a_tiny_cpu_models_service_thread_runs_on_one_openmp_thread_and_no_other
     assert torch.get_num_threads() == before  # the calling thread, and the default new threads start from
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(torch.get_num_threads).result() == before
+
+
+def test_smollm2_says_what_its_first_load_does_until_it_is_converted(tmp_path, monkeypatch):
+    from txgallery.ui import first_use_note
+
+    monkeypatch.setenv("TXGALLERY_HOME", str(tmp_path))  # a cold cache
+    smollm2 = store.resolve("embedded:smollm2-135m", "text-generation")
+    assert "first time" in first_use_note(smollm2) and "--preload" in first_use_note(smollm2)
+    (tmp_path / "smollm2-135m-instruct").mkdir()
+    (tmp_path / "smollm2-135m-instruct" / "config.json").write_text("{}")
+    assert first_use_note(smollm2) is None
+    assert first_use_note(store.resolve("embedded", "text-classification")) is None  # nothing to do once

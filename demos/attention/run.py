@@ -27,7 +27,7 @@ from txgallery.limits import (MAX_ATTENTION_TOKENS_DECODER, MAX_ATTENTION_TOKENS
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.vision import fashion_mnist_examples
 from txgallery.serving import connect
-from txgallery.ui import image_input, model_badge, user_errors
+from txgallery.ui import announce_first_use, image_input, model_badge, user_errors
 
 SLUG = "attention"
 ENCODER_TASK = "feature-extraction"
@@ -475,6 +475,7 @@ def build() -> gr.Blocks:
             cleaned, message = clean_text(value)
             second_clean = clean_text(second, "second sentence")[0] if second and second.strip() else ""
             service = explorer(name)
+            announce_first_use(models.get(name))
             result = service.analyse(cleaned, second_clean)
             layer_index = min(int(layer_index or 0), result.layers - 1)
             head_index = min(int(head_index or 0), result.heads - 1)

@@ -26,7 +26,7 @@ from txgallery.limits import (MAX_CSV_CLASSES, MAX_CSV_ROWS, MAX_FINETUNE_RUNS_K
                               MAX_UPLOAD_BYTES, MIN_CSV_ROWS, InputError, truncate_text)
 from txgallery.plugin import Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import model_badge, user_errors, zip_for_download
+from txgallery.ui import first_use_note, model_badge, user_errors, zip_for_download
 from txgallery.uploads import find_column, header_names, read_csv_rows
 
 SLUG = "finetune"
@@ -161,6 +161,8 @@ def progress_text(status: JobStatus) -> str:
     """A text progress bar with the step, loss, latest held-out metric and ETA."""
     if status.state == "queued":
         return f"⏳ Waiting in the training queue (position {status.queue_position})…"
+    if status.state == "running" and not status.step and not status.losses:
+        return "⏳ Loading the model and the data before the first step…"
     share = status.step / status.total if status.total else 0.0
     bar = "█" * round(20 * share) + "░" * (20 - round(20 * share))
     parts = [f"`{bar}` {share:.0%} · step {status.step}/{status.total}"]
@@ -478,7 +480,8 @@ def build() -> gr.Blocks:
             job_id = playground.start(kind, config, owner=request.session_hash or "", data=data)
             state.current_job = job_id
             state.job_ids.append(job_id)
-            text = f"⏳ Queued {config.method} on {task_name}." + (f" {notice}" if notice else "")
+            first_use = first_use_note(decoder) if kind == "shakespeare" else None
+            text = f"⏳ Queued {config.method} on {task_name}." + "".join(f" {n}" for n in (notice, first_use) if n)
             return state, text, gr.Timer(active=True)
 
         @user_errors

@@ -21,7 +21,7 @@ from txgallery.generation import (GenerationUpdate, SamplingSettings, Step, chec
 from txgallery.limits import GENERATION_MAX_BEAMS, GENERATION_MAX_NEW_TOKENS, GENERATION_MAX_PROMPT_TOKENS, InputError
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import model_badge, user_errors
+from txgallery.ui import first_use_note, model_badge, user_errors
 
 SLUG = "generation"
 TASK = "text-generation"
@@ -350,6 +350,8 @@ def build() -> gr.Blocks:
             cleaned, notices = clean_prompt(text)
             settings, more = settings_from(max_new_tokens, seed_value, chat_value, knob_values)
             steps: list[Step] = []
+            if note := first_use_note(by_name.get(name, (None,))[0]):
+                yield gr.skip(), f"⏳ {note}", gr.skip(), gr.skip(), gr.skip()
             stream = service.generate(cleaned, settings, notices + more)
             try:
                 for update in stream:
@@ -377,6 +379,8 @@ def build() -> gr.Blocks:
             steps: tuple[list[Step], list[Step]] = ([], [])
             last: list[GenerationUpdate | None] = [None, None]
             notes = [*notices, *(f"A: {n}" for n in notes_a), *(f"B: {n}" for n in notes_b)]
+            if note := first_use_note(by_name.get(name, (None,))[0]):
+                yield f"⏳ {note}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
             stream = service.compare(cleaned, first, second)
             try:
                 for which, update in stream:

@@ -183,6 +183,8 @@ def test_generation(page, server):
     _open(page, server, "generation", "Generate")
     _first_example(page)
     page.locator("#generation-run").click()
+    # a cold cache: the first load converts SmolLM2's GGUF file, and the page says so instead of a bare spinner
+    expect(page.locator("#generation-notice")).to_contain_text("first time", timeout=60_000)
     stats = page.locator("#generation-stats")
     expect(stats).to_contain_text("finished", timeout=RESULT_TIMEOUT)
     assert page.locator("#generation-output .token-container").count() >= 2
