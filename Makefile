@@ -13,7 +13,7 @@ else
 TORCH := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: install browser datasets serve test bench clean
+.PHONY: install browser datasets serve test screenshots bench clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,11 @@ datasets:
 test: install browser datasets
 	@if [ "$$(id -u)" = 0 ]; then ns="unshare -n"; else ns="unshare -rn"; fi; \
 	$$ns sh -c 'ip link set lo up && exec $(PY) -m pytest $(ARGS)'
+
+# The README's screenshots: the browser tests, saving into docs/ (make test saves them to a scratch folder).
+screenshots: install browser datasets
+	@if [ "$$(id -u)" = 0 ]; then ns="unshare -n"; else ns="unshare -rn"; fi; \
+	TXGALLERY_SCREENSHOTS=1 $$ns sh -c 'ip link set lo up && exec $(PY) -m pytest tests/e2e $(ARGS)'
 
 bench: install
 	$(PY) bench/bench_sentiment.py $(ARGS)

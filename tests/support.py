@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -10,3 +13,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def screenshot_path(name: str) -> Path:
+    """Where a browser test saves its screenshot: `docs/` under `make screenshots` (TXGALLERY_SCREENSHOTS=1), else a
+    scratch folder, so that `make test` leaves the work tree clean."""
+    if os.environ.get("TXGALLERY_SCREENSHOTS") == "1":
+        return Path(__file__).resolve().parents[1] / "docs" / name
+    scratch = Path(tempfile.gettempdir()) / "txgallery-screenshots"
+    scratch.mkdir(exist_ok=True)
+    return scratch / name

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import expect
 
+from support import screenshot_path
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "attention.png"
+SCREENSHOT = screenshot_path("attention.png")
 
 
 def _pick(page, dropdown: str, option: str) -> None:

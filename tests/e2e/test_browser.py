@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import expect
 
+from support import screenshot_path
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "gallery.png"
+SCREENSHOT = screenshot_path("gallery.png")
 
 
 def test_landing_page_to_sentiment_prediction(page, gallery):

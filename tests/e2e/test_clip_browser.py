@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+
 import skimage.data
 from PIL import Image
 from playwright.sync_api import expect
 
+from support import screenshot_path
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "clip.png"
+SCREENSHOT = screenshot_path("clip.png")
 
 
 def test_upload_a_photo_and_read_the_top_class(page, gallery, tmp_path):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import expect
 
+from support import screenshot_path
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "generation.png"
+SCREENSHOT = screenshot_path("generation.png")
 
 
 def test_stream_a_completion_and_open_a_step(page, gallery):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import expect
 
+from support import screenshot_path
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "seq2seq.png"
+SCREENSHOT = screenshot_path("seq2seq.png")
 
 
 def test_type_generate_and_see_output_and_cross_attention(page, gallery):

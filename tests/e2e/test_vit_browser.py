@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
+from support import screenshot_path
 from txgallery.vision import load_fashion_mnist
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "vit.png"
+SCREENSHOT = screenshot_path("vit.png")
 
 
 def test_upload_an_image_and_read_the_top_class(page, gallery, tmp_path):
