@@ -321,7 +321,7 @@ def build() -> gr.Blocks:
         return loaded_badge(matcher, source, badge_text)
 
     with gr.Blocks(title="CLIP") as page:
-        gr.Markdown(page_badge, elem_id="clip-badge")
+        badge = gr.Markdown(badge_text(source), elem_id="clip-badge")  # the loaded model's figures follow
         with gr.Tab("Zero-shot classification"):
             with gr.Row():
                 with gr.Column():
@@ -397,6 +397,8 @@ def build() -> gr.Blocks:
         describe.click(image_to_text, inputs=[probe, candidates], outputs=described, api_name="clip_describe",
                        concurrency_id="clip")
         compute.click(matrix, inputs=[texts, uploads], outputs=heatmap, api_name="clip_matrix", concurrency_id="clip")
+        # on the first visit, not while the gallery starts: the page is up before any model has loaded
+        page.load(page_badge, None, badge, api_name=False, show_progress="hidden")
     return page
 
 

@@ -297,7 +297,7 @@ def build() -> gr.Blocks:
                         discard = gr.Slider(0.0, MAX_DISCARD_RATIO, value=0.0, step=0.05, label="Discard ratio")
                     run = gr.Button("Classify", variant="primary")
                 with gr.Column():
-                    gr.Markdown(page_badge)
+                    badge = gr.Markdown(model_badge(main_source))  # the loaded model's figures follow
                     top_class = gr.Markdown(elem_id="vit-top-class")
                     top5 = gr.BarPlot(label=f"Top {VIT_TOP_K} classes", elem_id="vit-top5", **bar)
             with gr.Row():
@@ -307,7 +307,7 @@ def build() -> gr.Blocks:
                                         interactive=False, elem_id="vit-rollout")
             captions = gr.Markdown(elem_id="vit-captions")  # text, not new labels: a component update costs ~10 ms
             # the page's model never changes, so neither do its numbers: filled when the page loads, not per picture
-            gr.Dataframe(value=page_recipe, label="The recipe, in numbers", interactive=False)
+            recipe = gr.Dataframe(label="The recipe, in numbers", interactive=False)
             for label, files in example_groups:
                 gr.Examples(files, inputs=image, label=label, examples_per_page=len(files))
             with gr.Accordion("The [CLS] token and position embeddings", open=False):
@@ -395,6 +395,8 @@ def build() -> gr.Blocks:
         positions.click(show_positions, outputs=position_plot, api_name="vit_positions", concurrency_id="vit")
         gr.on([compare.click, photo.upload], compare_models, inputs=photo, outputs=[*badges, *plots],
               api_name="vit_compare", concurrency_id="vit")
+        # on the first visit, not while the gallery starts: the page is up before any model has loaded
+        page.load(lambda: (page_badge(), page_recipe()), None, [badge, recipe], api_name=False, show_progress="hidden")
     return page
 
 
