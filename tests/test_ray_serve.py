@@ -129,6 +129,35 @@ def test_checked_in_configs_name_deployments_the_builder_makes():
     assert config["http_options"]["host"] == "0.0.0.0"  # the cluster's proxy; local runs pass 127.0.0.1
 
 
+def test_checked_in_configs_batch_what_the_service_classes_batch():
+    """A deployment's `user_config.batched_methods` replaces its class's batched methods: the checked-in configs list
+    exactly those (an empty list turned batching off for the vision deployments), and the KubeRay manifest carries
+    the same applications as deploy/serve_config.yaml."""
+    from pathlib import Path
+
+    import yaml
+
+    from txgallery.gallery import build_gallery
+    from txgallery.plugin import discover_demos
+    from txgallery.ray_serve import INGRESS_NAME, batched_methods, deployment_names
+    from txgallery.serving import collecting_services
+
+    with collecting_services() as keys:
+        build_gallery(discover_demos())
+    declared = {name: set(batched_methods(key.cls)) for key, name in deployment_names(keys).items()}
+    assert declared["ImageService-vit-fashion-mnist"] == {"predict"}  # what the vision service batches
+    assert declared["ClipMatcher-conse-effnet-minilm"] == {"embed_images", "embed_texts"}
+    deploy = Path(__file__).resolve().parents[1] / "deploy"
+    config = yaml.safe_load((deploy / "serve_config.yaml").read_text())
+    manifest = yaml.safe_load((deploy / "kuberay" / "rayservice.yaml").read_text())
+    (app,) = config["applications"]
+    configured = {d["name"]: set(d["user_config"]["batched_methods"]) for d in app["deployments"]
+                  if d["name"] != INGRESS_NAME and "batched_methods" in (d.get("user_config") or {})}
+    assert configured, "the config sets batched_methods for no deployment"
+    assert configured == {name: declared[name] for name in configured}
+    assert yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"] == config["applications"]
+
+
 def test_app_is_running_with_a_deployment_per_model_service(cluster):
     from ray import serve
 
