@@ -37,7 +37,13 @@ def _zips(files: Any) -> list[Path]:
 
 
 def _check_sentiment(result: tuple) -> None:
-    assert result[-1]["label"] == "positive", result
+    # (notice, one badge per configured model, one label per model): every model that could load says "positive";
+    # one that could not (a hub model offline, as on the Space) has no label and a badge that says why
+    models = (len(result) - 1) // 2
+    badges, labels = result[1:1 + models], result[1 + models:]
+    assert any(label and label.get("label") == "positive" for label in labels), result
+    for badge, label in zip(badges, labels):
+        assert (label and label.get("label") == "positive") or (not label and "⚠️" in str(badge)), (badge, label)
 
 
 def _check_sentiment_batch(result: tuple) -> None:
@@ -72,7 +78,8 @@ def _check_clip(result: tuple) -> None:
 
 def _check_efficiency(result: tuple) -> None:
     table, _, downloads = result
-    assert {"fp32", "int8"} <= {str(row[0]) for row in table["data"]}, table
+    # the variants' names as the table shows them: "fp32 (baseline)", "int8 dynamic (PyTorch)"
+    assert {"fp32", "int8"} <= {str(row[0]).split()[0] for row in table["data"]}, table
     assert len(_zips(downloads)) == 2
 
 
