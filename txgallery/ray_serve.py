@@ -44,7 +44,8 @@ from txgallery.serving import (LocalBackend, ServiceKey, ServiceUnavailable, col
 log = logging.getLogger(__name__)
 
 INGRESS_NAME = "GalleryIngress"
-SERVED_ROUTE = "/txgallery/served"  # JSON: which replica of which deployment answered how many calls
+# JSON: which replica of which deployment answered how many calls, and which services ran inside the UI replica
+SERVED_ROUTE = "/txgallery/served"
 
 # Methods batched by default, like the task table of transformers pipelines: "module:Class" -> method names.
 # A service class may instead declare `batched_methods = ("predict",)`; a config's `user_config` overrides both.
@@ -395,6 +396,10 @@ class RayServeBackend:
         """Calls answered per deployment and replica since this UI replica started."""
         return {name: dict(counts) for name, counts in self.served.items()}
 
+    def in_ui_replica(self) -> list[str]:
+        """Services called that had no deployment (a demo connected them after build time): they ran here."""
+        return sorted(key.name for key in self._warned)
+
 
 # --- the UI ingress and the application builder -----------------------------------------------------------------------
 
@@ -421,7 +426,7 @@ class GalleryIngress:
         set_backend(self.backend)
         self.entries = discover_demos(only=self.args.demos or None)
 
-    def __serve_build_asgi_app__(self):
+    async def __serve_build_asgi_app__(self):
         import gradio as gr
         from fastapi import FastAPI
 
@@ -432,9 +437,13 @@ class GalleryIngress:
 
         @app.get(SERVED_ROUTE)
         def served() -> dict:
-            return {"replicas": self.backend.served_by(), "retried": self.backend.retried}
+            return {"replicas": self.backend.served_by(), "retried": self.backend.retried,
+                    "in_ui_replica": self.backend.in_ui_replica()}
 
-        blocks = build_gallery(self.entries)
+        # Off the replica's event loop: a page may call its service while it is built (a component whose value is a
+        # function is filled once then), and a handle's blocking `.result()` refuses to run on an event loop
+        # ("Sync methods should not be called from within an asyncio event loop"): the page became an error page.
+        blocks = await asyncio.to_thread(build_gallery, self.entries)
         # the model deployments queue and batch; the UI only has to let the calls through
         queue(blocks, self.args.ui_concurrency)
         blocks.state_session_capacity = MAX_SESSIONS  # mount_gradio_app reads it from the Blocks (launch takes it)

@@ -462,13 +462,18 @@ def build() -> gr.Blocks:
                     export_npz = gr.Button("Download tensors")
                 download = gr.File(label="Download", elem_id="attention-download")
 
+        # connected here, at build time, so that on Ray Serve each text model is a deployment of its own (a service
+        # first connected inside an event runs in the UI replica)
+        explorers = {name: connect(AttentionExplorer, source) for name, source in models.items()
+                     if not isinstance(source, store.ModelLoadError)}
+
         def explorer(name: str):
             source = models.get(name)
             if source is None:
                 raise InputError(f"Unknown model {name!r}; choose one of {', '.join(models)}.")
             if isinstance(source, store.ModelLoadError):
                 raise source
-            return connect(AttentionExplorer, source)
+            return explorers[name]
 
         @user_errors
         def analyse(name: str, value: str, second: str, layer_index, head_index, chosen: list):
