@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -175,7 +174,6 @@ def space():
 def test_every_main_action_answers_through_gradio_client(space, tmp_path):
     """Each page's main action, called as a program calls the Space, gives a real result within CALL_TIMEOUT."""
     from gradio_client import Client
-
     from gradio_client.exceptions import AppError
 
     client = Client(space.url, verbose=False, download_files=str(tmp_path), analytics_enabled=False)
