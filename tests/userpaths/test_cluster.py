@@ -1,4 +1,4 @@
-"""The cluster operator's path: a two-node Ray cluster, `serve deploy` of the shipped config, every page through the proxy.
+"""The cluster operator's path: two Ray nodes, `serve deploy` of the shipped config, every page through the proxy.
 
 As deploy/README.md tells an operator (on one machine, on 127.0.0.1):
 
