@@ -48,9 +48,10 @@ CONFIG = ROOT / "deploy" / "serve_config.yaml"
 BIN = Path(sys.executable).parent  # ray and serve of this environment
 APP = "txgallery"
 INGRESS = "GalleryIngress"
-# Per node. The shipped config asks for 14 logical CPUs (4 of them the efficiency lab's) and 2 GPUs at 0.25 each:
-# each node declares 10 CPUs and 2 GPUs, so the whole app fits with room for the classifier to scale and for the
-# fine-tuning playground's Ray Train workers. Logical CPUs are a scheduling budget; the machine may have fewer cores.
+# Per node. The shipped config (with the builder's defaults for the services it does not list: the ViT and text
+# attention explorers) asks for 16 logical CPUs (4 of them the efficiency lab's) and 2.5 GPUs, 0.25 per model
+# replica: each node declares 10 CPUs and 2 GPUs, so the whole app fits with room for the classifier to scale and for
+# the fine-tuning playground's Ray Train workers. Logical CPUs are a scheduling budget; the machine has fewer cores.
 NODE_CPUS, NODE_GPUS = 10, 2
 OBJECT_STORE_BYTES = 256 * 1024 ** 2  # per node (Ray's default is 30% of memory; the app passes small objects)
 READY_TIMEOUT_S = 600
