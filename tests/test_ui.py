@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
+import io
+import os
 import shutil
 import tempfile
 import zipfile
 from pathlib import Path
 
-from txgallery.ui import zip_for_download
+from txgallery.ui import offer_download, zipped
 
 
-def test_zip_for_download_keeps_the_tree_and_stores_weights_uncompressed(tmp_path):
+def test_zipped_keeps_the_tree_and_stores_weights_uncompressed(tmp_path):
     model = tmp_path / "variant"
     (model / "sub").mkdir(parents=True)
     (model / "model.safetensors").write_bytes(bytes(range(256)) * 100)
     (model / "sub" / "config.json").write_text('{"a": 1}')
-    archive = Path(zip_for_download(model))
-    assert archive.name == "variant.zip" and archive.parent.parent == Path(tempfile.gettempdir())
-    with zipfile.ZipFile(archive) as zipped:
-        assert sorted(zipped.namelist()) == ["model.safetensors", "sub/config.json"]
-        assert zipped.read("sub/config.json") == b'{"a": 1}'
-        assert all(info.compress_type == zipfile.ZIP_STORED for info in zipped.infolist())
-    assert Path(zip_for_download(model, "other.zip")).name == "other.zip"
+    with zipfile.ZipFile(io.BytesIO(zipped(model))) as archive:
+        assert sorted(archive.namelist()) == ["model.safetensors", "sub/config.json"]
+        assert archive.read("sub/config.json") == b'{"a": 1}'
+        assert all(info.compress_type == zipfile.ZIP_STORED for info in archive.infolist())
 
 
-def test_a_zip_of_a_model_outside_the_temp_and_working_directories_downloads(tmp_path, monkeypatch):
+def test_offered_downloads_live_in_the_temp_dir_and_old_ones_are_removed(monkeypatch):
+    from txgallery import limits
+
+    first = Path(offer_download("variant.zip", b"one"))
+    assert first.name == "variant.zip" and first.read_bytes() == b"one"
+    assert first.parent.parent == Path(tempfile.gettempdir()) / "txgallery-downloads"
+    os.utime(first.parent, (0, 0))  # an offer made long ago
+    monkeypatch.setattr(limits, "DOWNLOAD_RETENTION_S", 60)
+    second = Path(offer_download("../../escape.zip", b"two"))
+    assert second.parent.parent == first.parent.parent and second.name == "escape.zip"
+    assert not first.exists() and second.exists()
+
+
+def test_a_model_saved_outside_the_temp_and_working_directories_downloads(tmp_path, monkeypatch):
     """What a page returns must download wherever TXGALLERY_HOME is: Gradio refuses files outside its temp dir, upload
     folder and working directory, so a model saved under the user's cache must still come back as a file."""
     import gradio as gr
@@ -40,12 +52,12 @@ def test_a_zip_of_a_model_outside_the_temp_and_working_directories_downloads(tmp
         monkeypatch.chdir(tmp_path)
         with gr.Blocks() as app:
             button, files = gr.Button(), gr.File(file_count="multiple")
-            button.click(lambda: [zip_for_download(model)], None, files, api_name="download")
+            button.click(lambda: [offer_download("fp32.zip", zipped(model))], None, files, api_name="download")
         app.launch(server_port=free_port(), prevent_thread_lock=True, quiet=True)
         try:
             (downloaded,) = Client(app.local_url, verbose=False).predict(api_name="/download")
-            with zipfile.ZipFile(downloaded) as zipped:
-                assert zipped.read("config.json") == b'{"a": 1}'
+            with zipfile.ZipFile(downloaded) as archive:
+                assert archive.read("config.json") == b'{"a": 1}'
         finally:
             app.close()
     finally:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import io
 import logging
 import zipfile
 from pathlib import Path
@@ -189,19 +191,36 @@ def tag_line(tags: Iterable[str]) -> str:
     return " ".join(f"`{t}`" for t in tags)
 
 
-def zip_for_download(directory: str | Path, name: str | None = None) -> str:
-    """A zip of a saved model directory for a download button (default name: the directory's + `.zip`), as a path.
-
-    The archive goes to a fresh folder in the system's temp directory, wherever the directory lives: Gradio serves a
-    returned file only from there, its upload folder or the working directory, so a zip beside a model in
-    `TXGALLERY_HOME` would be refused. Stored, not deflated: weights barely compress (7% for a float32 model).
-    """
-    import tempfile
-
-    directory = Path(directory)
-    archive = Path(tempfile.mkdtemp(prefix="txgallery-download-")) / (name or directory.name + ".zip")
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zipped:
-        for path in sorted(directory.rglob("*")):
+def zipped(directory: str | Path) -> bytes:
+    """A saved model directory as zip bytes. A service makes them where it saved the model and the page writes them
+    out: on a cluster the UI may run on another machine. Stored, not deflated: weights barely compress (7%)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for path in sorted(Path(directory).rglob("*")):
             if path.is_file():
-                zipped.write(path, path.relative_to(directory).as_posix())
-    return str(archive)
+                archive.write(path, path.relative_to(directory).as_posix())
+    return buffer.getvalue()
+
+
+def offer_download(name: str, data: bytes) -> str:
+    """Write `data` as the file `name` that a page returns for download, and return its path.
+
+    It goes to the system's temp directory, wherever TXGALLERY_HOME is: Gradio serves a returned file only from there,
+    its upload folder or the working directory. Gradio keeps its own copy, so offers older than
+    `DOWNLOAD_RETENTION_S` are removed as new ones are written.
+    """
+    import shutil
+    import tempfile
+    import time
+
+    from txgallery.limits import DOWNLOAD_RETENTION_S
+
+    root = Path(tempfile.gettempdir()) / "txgallery-downloads"
+    root.mkdir(exist_ok=True)
+    for old in root.iterdir():
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > DOWNLOAD_RETENTION_S:
+                shutil.rmtree(old, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(dir=root)) / Path(name).name
+    path.write_bytes(data)
+    return str(path)

@@ -30,7 +30,7 @@ from txgallery.onnx_model import OnnxSequenceClassifier, export_classifier, quan
 from txgallery.paths import home
 from txgallery.plugin import Demo, ModelSlot
 from txgallery.training import LoraRecipe, accuracy, seed_everything, train_classifier
-from txgallery.ui import user_errors, zip_for_download
+from txgallery.ui import offer_download, user_errors, zipped
 
 SLUG = "efficiency"
 TASK = "text-classification"
@@ -437,6 +437,13 @@ class EfficiencyLab:
                 measurements.append(measure(variant, data, reference, build_s))
             return results_table(measurements), measurements
 
+    def archive(self, saved: str) -> bytes:
+        """A variant or student this lab saved, as zip bytes for the page's download (see `txgallery.ui.zipped`)."""
+        directory = Path(saved).resolve()
+        if not directory.is_relative_to((home() / "efficiency").resolve()) or not directory.is_dir():
+            raise InputError("That model was not saved by this lab.")
+        return zipped(directory)
+
     def model_sizes(self) -> pd.DataFrame:
         """The BERT-shapes table (see `model_sizes`)."""
         with self._exclusive():
@@ -505,7 +512,8 @@ def build() -> gr.Blocks:
                     share, what = updates.get()
                     progress(share, desc=what)
             frame, measurements = job.result()
-            return frame, results_chart(frame), [zip_for_download(m.saved) for m in measurements]
+            return frame, results_chart(frame), [offer_download(f"{Path(m.saved).name}.zip", lab.archive(m.saved))
+                                                  for m in measurements]
 
         @user_errors
         def train_student(layers_value, steps_value, temperature_value, alpha_value):
@@ -527,7 +535,7 @@ def build() -> gr.Blocks:
             text = (f"**{result.verdict}** Teacher (6 layers): {result.teacher_accuracy:.3f}. Student: "
                     f"{result.layers} layers, {result.student_parameters_m:.1f}M parameters, {result.steps} steps; "
                     f"held-out accuracy on {EVAL_SIZE} Rotten Tomatoes sentences. Saved to `{result.saved}`.")
-            yield text, pd.DataFrame(rows), zip_for_download(result.saved)
+            yield text, pd.DataFrame(rows), offer_download(f"{result.saved.name}.zip", lab.archive(str(result.saved)))
 
         @user_errors
         def measure_shapes():

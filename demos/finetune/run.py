@@ -26,7 +26,7 @@ from txgallery.limits import (MAX_CSV_CLASSES, MAX_CSV_ROWS, MAX_FINETUNE_RUNS_K
                               MAX_UPLOAD_BYTES, MIN_CSV_ROWS, InputError, truncate_text)
 from txgallery.plugin import Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import first_use_note, model_badge, user_errors, zip_for_download
+from txgallery.ui import first_use_note, model_badge, offer_download, user_errors, zipped
 from txgallery.uploads import find_column, header_names, read_csv_rows
 
 SLUG = "finetune"
@@ -351,16 +351,14 @@ class FinetunePlayground:
             base = answer()
         return Prediction(base=base, tuned=answer())
 
-    def adapter_archive(self, run_id: str) -> str:
-        """A zip of what the run trained (the adapter, or the trained tensors) with `finetune.json`."""
-        run = self._run(run_id)
-        return zip_for_download(run.out_dir, run.out_dir.name + "-adapter.zip")
+    def adapter_archive(self, run_id: str) -> bytes:
+        """What the run trained (the adapter, or the trained tensors) with `finetune.json`, as zip bytes."""
+        return zipped(self._run(run_id).out_dir)
 
-    def export_merged(self, run_id: str) -> str:
-        """A zip of a plain model directory with the training merged in (loadable by the sentiment demo)."""
+    def export_merged(self, run_id: str) -> bytes:
+        """A plain model directory with the training merged in (loadable by the sentiment demo), as zip bytes."""
         run = self._run(run_id)
-        out = finetune.merge_and_export(run.model, run.tokenizer, Path(str(run.out_dir) + "-merged"))
-        return zip_for_download(out)
+        return zipped(finetune.merge_and_export(run.model, run.tokenizer, Path(str(run.out_dir) + "-merged")))
 
     def forget(self, run_ids: list[str], job_ids: list[str] = ()) -> None:
         """Drop a session's runs and their files (called when the browser session ends)."""
@@ -372,8 +370,6 @@ class FinetunePlayground:
                 self.records.pop(run_id, None)
                 for suffix in ("", "-merged"):
                     shutil.rmtree(str(self.out_root / run_id) + suffix, ignore_errors=True)
-                for suffix in ("-adapter.zip", "-merged.zip"):
-                    Path(str(self.out_root / run_id) + suffix).unlink(missing_ok=True)
 
 
 # --- the UI ---------------------------------------------------------------------------------------------------------
@@ -525,13 +521,13 @@ def build() -> gr.Blocks:
         def on_download(run_id: str, state: Session):
             if not run_id or run_id not in state.run_ids:
                 raise InputError("Train a run first, then pick it here.")
-            return [playground.adapter_archive(run_id)]
+            return [offer_download(f"{run_id}-adapter.zip", playground.adapter_archive(run_id))]
 
         @user_errors
         def on_export(run_id: str, state: Session):
             if not run_id or run_id not in state.run_ids:
                 raise InputError("Train a run first, then pick it here.")
-            return [playground.export_merged(run_id)]
+            return [offer_download(f"{run_id}-merged.zip", playground.export_merged(run_id))]
 
         task.change(on_task, task, [upload, targets, method], api_name=False)
         page.load(on_task, task, [upload, targets, method], api_name=False)

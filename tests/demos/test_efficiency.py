@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -127,6 +131,20 @@ def test_one_run_at_a_time(base):
     with lab._exclusive():
         with pytest.raises(InputError, match="Another optimisation run is in progress"):
             lab.run(["int8"], 0.5, False)
+
+
+def test_the_lab_zips_only_what_it_saved(base, tmp_path):
+    """The page asks the lab for the zip (the lab may run on another machine); nothing outside its folder is sent."""
+    from txgallery.paths import home
+
+    lab = EfficiencyLab(store.resolve("embedded", "text-classification"))
+    saved = home() / "efficiency" / "test-variant"
+    saved.mkdir(parents=True, exist_ok=True)
+    (saved / "config.json").write_text("{}")
+    assert zipfile.ZipFile(io.BytesIO(lab.archive(str(saved)))).namelist() == ["config.json"]
+    for elsewhere in (tmp_path, home() / "efficiency" / ".." / "smollm2-135m-instruct", Path("/etc")):
+        with pytest.raises(InputError, match="not saved by this lab"):
+            lab.archive(str(elsewhere))
 
 
 def test_distillation_reports_honestly(base, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import zipfile
 
 import pytest
@@ -113,8 +114,8 @@ def test_playground_trains_compares_downloads_and_cleans_up(playground, tmp_path
     assert prediction.base != prediction.tuned  # the adapter changed the answer
 
     # the downloaded adapter, unzipped elsewhere, reloads to the same predictions
-    archive = playground.adapter_archive(record.run_id)
-    zipfile.ZipFile(archive).extractall(tmp_path / "download")
+    archive = playground.adapter_archive(record.run_id)  # bytes: the page may run on another machine
+    zipfile.ZipFile(io.BytesIO(archive)).extractall(tmp_path / "download")
     reloaded, _, _ = finetune.load_run(tmp_path / "download")
     run = playground.runs[record.run_id]
     batch = run.tokenizer(["a lovely film"], return_tensors="pt")
@@ -123,7 +124,7 @@ def test_playground_trains_compares_downloads_and_cleans_up(playground, tmp_path
                               torch.tensor([prediction.tuned["negative"], prediction.tuned["positive"]]), atol=1e-5)
 
     merged = playground.export_merged(record.run_id)
-    assert "config.json" in zipfile.ZipFile(merged).namelist()
+    assert "config.json" in zipfile.ZipFile(io.BytesIO(merged)).namelist()
     records = playground.records_for([record.run_id])
     assert comparison_table(records).loc[0, "method"] == "lora" and len(comparison_figure(records).axes) == 4
 
