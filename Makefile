@@ -13,7 +13,7 @@ else
 TORCH := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: install browser datasets serve test screenshots bench clean
+.PHONY: install browser datasets space-wheels serve test screenshots bench clean
 
 install: $(VENV)/.installed
 
@@ -41,7 +41,12 @@ datasets:
 	@test -d /usr/share/datasets/fashion-mnist || { [ "$$(id -u)" = 0 ] && apt-get install -y -q dataset-fashion-mnist; } || \
 	  { echo "install Fashion-MNIST first: sudo apt-get install -y dataset-fashion-mnist"; exit 1; }
 
-test: install browser datasets
+# The Space user path installs the built Space's requirements.txt in a fresh venv with no network: this step (with the
+# registries reachable) fills the local wheel cache it installs from (~/.cache/txgallery-space-wheelhouse).
+space-wheels: install
+	$(PY) tests/userpaths/space_wheelhouse.py
+
+test: install browser datasets space-wheels
 	@if [ "$$(id -u)" = 0 ]; then ns="unshare -n"; else ns="unshare -rn"; fi; \
 	$$ns sh -c 'ip link set lo up && exec $(PY) -m pytest $(ARGS)'
 
