@@ -159,13 +159,17 @@ def test_landing_page_shows_every_demo_and_no_broken_card(page, server):
     assert page.locator(".tx-broken").count() == 0, page.locator(".tx-broken").first.inner_text()
 
 
-def test_sentiment(page, server):
-    _open(page, server, "sentiment", "Classify")
+def _top_label_of_first_example(page: Page, server: Server, slug: str, label: str) -> str:
+    """Run the page's first example through its Classify button; the top class its `gr.Label` shows."""
+    _open(page, server, slug, "Classify")
     _first_example(page)
     page.get_by_role("button", name="Classify", exact=True).first.click()
-    label = page.locator("#sentiment-label-0")
-    expect(label).to_contain_text("%", timeout=RESULT_TIMEOUT)
-    assert label.inner_text().splitlines()[1] == "positive"
+    expect(page.locator(label)).to_contain_text("%", timeout=RESULT_TIMEOUT)
+    return page.locator(label).inner_text().splitlines()[1]  # "Prediction…", then the top class
+
+
+def test_sentiment(page, server):
+    assert _top_label_of_first_example(page, server, "sentiment", "#sentiment-label-0") == "positive"
 
 
 def test_attention(page, server):
@@ -210,12 +214,8 @@ def test_vit_shows_its_own_task_first_and_classifies_it(page, server):
 
 
 def test_clip(page, server):
-    _open(page, server, "clip", "Classify")
-    _first_example(page)
-    page.get_by_role("button", name="Classify", exact=True).first.click()
-    prediction = page.locator("#clip-label")
-    expect(prediction).to_contain_text("%", timeout=RESULT_TIMEOUT)
-    assert prediction.inner_text().splitlines()[1] == "cat"  # the first example is scikit-image's chelsea
+    # the first example is scikit-image's chelsea
+    assert _top_label_of_first_example(page, server, "clip", "#clip-label") == "cat"
 
 
 def test_efficiency_measures_and_its_zips_download(page, server):
