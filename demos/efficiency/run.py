@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import gradio as gr
 import pandas as pd
@@ -385,57 +385,46 @@ def distil(teacher, tokenizer, layers: int = 2, steps: int = 200, temperature: f
 
 
 class EfficiencyLab:
-    """Builds and measures variants of one classifier; one run at a time (each run uses every core)."""
+    """Builds and measures variants of one classifier (each run uses every core; the page runs one at a time)."""
 
     def __init__(self, source: store.ModelSource) -> None:
         self.source = source
         self.loaded = store.get_store().load(source)
-        self.busy = threading.Lock()
-
-    @contextlib.contextmanager
-    def _exclusive(self):
-        if not self.busy.acquire(blocking=False):
-            raise InputError("Another optimisation run is in progress on this model; try again when it has finished.")
-        try:
-            yield
-        finally:
-            self.busy.release()
 
     def run(self, techniques: list[str], sparsity: float, structured: bool,
             progress: Callable[[float, str], None] | None = None) -> tuple[pd.DataFrame, list[Measurement]]:
         """Build the chosen variants, measure each beside the fp32 baseline, return the table."""
         if "pruning" in techniques:
             check_sparsity(sparsity)
-        with self._exclusive():
-            model, tokenizer = self.loaded.model, self.loaded.tokenizer
-            if not isinstance(model, torch.nn.Module):
-                raise InputError("The lab starts from a PyTorch model; this one is already an ONNX Runtime session.")
-            data = rotten_tomatoes_splits().test.head(EVAL_SIZE)
-            out = home() / "efficiency" / time.strftime("%Y%m%d-%H%M%S")
-            steps: list[tuple[str, Callable[[], Variant]]] = [("fp32", lambda: fp32_variant(model, tokenizer, out / "fp32"))]
-            if "int8" in techniques:
-                steps.append(("int8", lambda: int8_variant(model, tokenizer, out / "int8")))
-            if "onnx" in techniques or "onnx-int8" in techniques:
-                steps.append(("onnx", lambda: onnx_variant(model, tokenizer, out / "onnx")))
-            if "onnx-int8" in techniques:
-                steps.append(("onnx-int8", lambda: onnx_int8_variant(out / "onnx", tokenizer, out / "onnx-int8",
-                                                                     _count(model))))
-            if "pruning" in techniques:
-                steps.append(("pruned", lambda: pruned_variant(model, tokenizer, sparsity, structured, out / "pruned")))
-            if "compile" in techniques:
-                steps.append(("torch.compile", lambda: compiled_variant(model, tokenizer, out / "fp32", data.texts)))
-            measurements: list[Measurement] = []
-            reference: list[int] = []
-            for i, (name, make) in enumerate(steps):
-                if progress:
-                    progress(i / len(steps), f"building and measuring {name}")
-                started = time.perf_counter()
-                variant = make()
-                build_s = time.perf_counter() - started
-                if not reference:
-                    reference = predictions(variant.model, variant.tokenizer, data.texts)
-                measurements.append(measure(variant, data, reference, build_s))
-            return results_table(measurements), measurements
+        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        if not isinstance(model, torch.nn.Module):
+            raise InputError("The lab starts from a PyTorch model; this one is already an ONNX Runtime session.")
+        data = rotten_tomatoes_splits().test.head(EVAL_SIZE)
+        out = home() / "efficiency" / time.strftime("%Y%m%d-%H%M%S")
+        steps: list[tuple[str, Callable[[], Variant]]] = [("fp32", lambda: fp32_variant(model, tokenizer, out / "fp32"))]
+        if "int8" in techniques:
+            steps.append(("int8", lambda: int8_variant(model, tokenizer, out / "int8")))
+        if "onnx" in techniques or "onnx-int8" in techniques:
+            steps.append(("onnx", lambda: onnx_variant(model, tokenizer, out / "onnx")))
+        if "onnx-int8" in techniques:
+            steps.append(("onnx-int8", lambda: onnx_int8_variant(out / "onnx", tokenizer, out / "onnx-int8",
+                                                                 _count(model))))
+        if "pruning" in techniques:
+            steps.append(("pruned", lambda: pruned_variant(model, tokenizer, sparsity, structured, out / "pruned")))
+        if "compile" in techniques:
+            steps.append(("torch.compile", lambda: compiled_variant(model, tokenizer, out / "fp32", data.texts)))
+        measurements: list[Measurement] = []
+        reference: list[int] = []
+        for i, (name, make) in enumerate(steps):
+            if progress:
+                progress(i / len(steps), f"building and measuring {name}")
+            started = time.perf_counter()
+            variant = make()
+            build_s = time.perf_counter() - started
+            if not reference:
+                reference = predictions(variant.model, variant.tokenizer, data.texts)
+            measurements.append(measure(variant, data, reference, build_s))
+        return results_table(measurements), measurements
 
     def archive(self, saved: str) -> bytes:
         """A variant or student this lab saved, as zip bytes for the page's download (see `txgallery.ui.zipped`)."""
@@ -446,15 +435,12 @@ class EfficiencyLab:
 
     def model_sizes(self) -> pd.DataFrame:
         """The BERT-shapes table (see `model_sizes`)."""
-        with self._exclusive():
-            return model_sizes(self.loaded.tokenizer, rotten_tomatoes_splits().test.head(32).texts)
+        return model_sizes(self.loaded.tokenizer, rotten_tomatoes_splits().test.head(32).texts)
 
     def distil(self, layers: int, steps: int, temperature: float, alpha: float,
                on_step: Callable[[str, int, int, float], None] | None = None) -> DistillationResult:
         """Distil the lab's model into a smaller student (see `distil`)."""
-        with self._exclusive():
-            return distil(self.loaded.model, self.loaded.tokenizer, layers, steps, temperature, alpha,
-                          on_step=on_step)
+        return distil(self.loaded.model, self.loaded.tokenizer, layers, steps, temperature, alpha, on_step=on_step)
 
 
 # --- the UI ----------------------------------------------------------------------------------------------------------
@@ -463,12 +449,25 @@ class EfficiencyLab:
 _background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="txgallery-efficiency-ui")
 
 
+@contextlib.contextmanager
+def one_run_at_a_time(running: threading.Lock) -> Iterator[None]:
+    """Hold `running` for one run, or tell a second visitor at once that a run is in progress (the service would
+    only queue the call: a wait of minutes with no word)."""
+    if not running.acquire(blocking=False):
+        raise InputError("Another optimisation run is in progress on this model; try again when it has finished.")
+    try:
+        yield
+    finally:
+        running.release()
+
+
 def build() -> gr.Blocks:
     """The lab page: build-and-measure, and distillation."""
     from txgallery.serving import connect
 
     (source,) = store.resolve_choice(SLUG, TASK)[:1]
     lab = None if isinstance(source, store.ModelLoadError) else connect(EfficiencyLab, source)
+    running = threading.Lock()  # the page's lab runs one job at a time; each uses every core
     with gr.Blocks(title="Efficiency lab") as page:  # the gallery's page header already names the model
         with gr.Tab("Quantize, export, prune"):
             techniques = gr.CheckboxGroup(["int8", "onnx", "onnx-int8", "pruning", "compile"],
@@ -502,48 +501,53 @@ def build() -> gr.Blocks:
         def build_and_measure(chosen, sparsity_value, structured_value, progress=gr.Progress()):
             if lab is None:
                 raise source
-            progress(0, desc="building and measuring the variants…")
-            updates: queue.Queue = queue.Queue()
-            job = _background.submit(lab.run, list(chosen or []), sparsity_value, structured_value,
-                                     progress=lambda share, what: updates.put((share, what)))
-            while not job.done():  # gr.Progress is updated from this (the request's) thread only
-                time.sleep(0.3)
-                while not updates.empty():
-                    share, what = updates.get()
-                    progress(share, desc=what)
-            frame, measurements = job.result()
-            return frame, results_chart(frame), [offer_download(f"{Path(m.saved).name}.zip", lab.archive(m.saved))
-                                                  for m in measurements]
+            with one_run_at_a_time(running):
+                progress(0, desc="building and measuring the variants…")
+                updates: queue.Queue = queue.Queue()
+                job = _background.submit(lab.run, list(chosen or []), sparsity_value, structured_value,
+                                         progress=lambda share, what: updates.put((share, what)))
+                while not job.done():  # gr.Progress is updated from this (the request's) thread only
+                    time.sleep(0.3)
+                    while not updates.empty():
+                        share, what = updates.get()
+                        progress(share, desc=what)
+                frame, measurements = job.result()
+                files = [offer_download(f"{Path(m.saved).name}.zip", lab.archive(m.saved)) for m in measurements]
+            return frame, results_chart(frame), files
 
         @user_errors
         def train_student(layers_value, steps_value, temperature_value, alpha_value):
             if lab is None:
                 raise source
-            updates: queue.Queue = queue.Queue()
-            job = _background.submit(lab.distil, layers_value, steps_value, temperature_value, alpha_value,
-                                     on_step=lambda *update: updates.put(update))
-            rows: list[dict] = []
-            while not (job.done() and updates.empty()):  # stream the loss curves while both students train
-                time.sleep(0.5)
-                while not updates.empty():
-                    run_name, step, total, loss = updates.get()
-                    rows.append({"step": step, "loss": loss, "run": run_name})
-                if rows:
-                    yield (f"Training the student {rows[-1]['run']}: step {rows[-1]['step']}/{steps_value:.0f}…",
-                           pd.DataFrame(rows), None)
-            result = job.result()
-            text = (f"**{result.verdict}** Teacher (6 layers): {result.teacher_accuracy:.3f}. Student: "
-                    f"{result.layers} layers, {result.student_parameters_m:.1f}M parameters, {result.steps} steps; "
-                    f"held-out accuracy on {EVAL_SIZE} Rotten Tomatoes sentences. Saved to `{result.saved}`.")
-            yield text, pd.DataFrame(rows), offer_download(f"{result.saved.name}.zip", lab.archive(str(result.saved)))
+            with one_run_at_a_time(running):
+                updates: queue.Queue = queue.Queue()
+                job = _background.submit(lab.distil, layers_value, steps_value, temperature_value, alpha_value,
+                                         on_step=lambda *update: updates.put(update))
+                rows: list[dict] = []
+                while not (job.done() and updates.empty()):  # stream the loss curves while both students train
+                    time.sleep(0.5)
+                    while not updates.empty():
+                        run_name, step, total, loss = updates.get()
+                        rows.append({"step": step, "loss": loss, "run": run_name})
+                    if rows:
+                        yield (f"Training the student {rows[-1]['run']}: step {rows[-1]['step']}/"
+                               f"{steps_value:.0f}…", pd.DataFrame(rows), None)
+                result = job.result()
+                text = (f"**{result.verdict}** Teacher (6 layers): {result.teacher_accuracy:.3f}. Student: "
+                        f"{result.layers} layers, {result.student_parameters_m:.1f}M parameters, {result.steps} "
+                        f"steps; held-out accuracy on {EVAL_SIZE} Rotten Tomatoes sentences. Saved to "
+                        f"`{result.saved}`.")
+                student = offer_download(f"{result.saved.name}.zip", lab.archive(str(result.saved)))
+            yield text, pd.DataFrame(rows), student
 
         @user_errors
         def measure_shapes():
             if lab is None:
                 raise source
-            return lab.model_sizes()
+            with one_run_at_a_time(running):
+                return lab.model_sizes()
 
-        # Two events may run at once so that a second user hears "another run is in progress" at once (the lab
+        # Two events may run at once so that a second visitor hears "another run is in progress" at once (the page
         # runs one job at a time) instead of waiting in the queue behind a run of several minutes.
         measure_sizes.click(measure_shapes, None, sizes, api_name="efficiency_sizes", concurrency_id="efficiency",
                             concurrency_limit=2)

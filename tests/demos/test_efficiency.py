@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from pathlib import Path
 
@@ -126,11 +127,32 @@ def test_compiled_variant_gives_the_same_logits(tiny_classifier_dir, tmp_path):
             torch.testing.assert_close(variant.model(**batch).logits, model(**batch).logits, atol=1e-4, rtol=1e-4)
 
 
-def test_one_run_at_a_time(base):
-    lab = EfficiencyLab(store.resolve("embedded", "text-classification"))
-    with lab._exclusive():
-        with pytest.raises(InputError, match="Another optimisation run is in progress"):
-            lab.run(["int8"], 0.5, False)
+def test_a_second_visitor_hears_at_once_that_a_run_is_in_progress():
+    """Through the page and the serving seam (which would only queue the second call behind the first)."""
+    from gradio_client import Client
+    from gradio_client.utils import Status
+
+    from support import free_port
+    from txgallery import settings
+    from txgallery.gallery import build_single, launch
+    from txgallery.plugin import DemoEntry
+    from txgallery_demos.efficiency.run import demo
+
+    settings.configure(settings.Settings())
+    app = launch(build_single(DemoEntry(name="efficiency", origin="test", demo=demo)), port=free_port(), block=False,
+                 quiet=True)
+    try:
+        first = Client(app.local_url, verbose=False).submit([], 0.5, False, api_name="/efficiency_measure")
+        while first.status().code not in (Status.PROCESSING, Status.PROGRESS) and not first.done():
+            time.sleep(0.1)  # until the first run has started
+        with pytest.raises(Exception, match="Another optimisation run is in progress"):
+            Client(app.local_url, verbose=False).predict([], 0.5, False, api_name="/efficiency_measure")
+        assert not first.done()  # refused while the first was still running, not queued behind it
+        table, _, files = first.result(timeout=600)
+        assert [row[0] for row in table["data"]] == ["fp32 (baseline)"] and len(files) == 1
+        Client(app.local_url, verbose=False).predict([], 0.5, False, api_name="/efficiency_measure")  # free again
+    finally:
+        app.close()
 
 
 def test_the_lab_zips_only_what_it_saved(base, tmp_path):
