@@ -30,6 +30,17 @@ def test_ping(client):
     assert client.predict("hello", api_name="/ping") == "hello"
 
 
+def test_only_real_endpoints_are_public(client):
+    """The API page lists what a program may call: each demo's named endpoints (`SLUG_…`) and /ping; the pages'
+    own UI events (a model switch, a redraw, a session's state) stay private."""
+    from txgallery.plugin import discover_demos
+
+    slugs = tuple(f"/{entry.slug}_" for entry in discover_demos() if entry.ok)
+    public = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert [name for name in public if name != "/ping" and not name.startswith(slugs)] == []
+    assert {"/sentiment_predict", "/attention_analyse", "/finetune_start"} <= set(public)
+
+
 def test_predict_side_by_side_with_a_model_that_cannot_load(client):
     notice, badge_ok, badge_bad, label_ok, label_bad = client.predict(
         "A wonderful, warm and funny film.", api_name="/sentiment_predict")

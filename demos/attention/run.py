@@ -570,7 +570,7 @@ def build() -> gr.Blocks:
             source = models[name]
             return model_badge(source), gr.Textbox(interactive=not (name == names[-1]))
 
-        model_choice.change(switch_model, model_choice, [badge, pair])
+        model_choice.change(switch_model, model_choice, [badge, pair], api_name=False)
         analysed = gr.on([run.click, text.submit], analyse, inputs=[model_choice, text, pair, layer, head, heads],
                          outputs=[result_state, badge, notice, layer, head, heads, model_html, stats],
                          api_name="attention_analyse", concurrency_id=SLUG)
@@ -579,12 +579,13 @@ def build() -> gr.Blocks:
                       ).then(step_views, [model_choice, result_state, layer, head],
                              [steps_note, steps_plot, vectors_plot], api_name="attention_steps", concurrency_id=SLUG)
         for control in (layer, head, heads):
-            control.input(layer_views, view_inputs, [head_html, heatmap], concurrency_id=SLUG)
+            control.input(layer_views, view_inputs, [head_html, heatmap], api_name=False, concurrency_id=SLUG)
         for control in (layer, head):
             control.input(step_views, [model_choice, result_state, layer, head], [steps_note, steps_plot, vectors_plot],
-                          concurrency_id=SLUG)
-        model_html.click(open_thumbnail, result_state, [layer, head, opened, model_html], concurrency_id=SLUG
-                         ).then(layer_views, view_inputs, [head_html, heatmap], concurrency_id=SLUG)
+                          api_name=False, concurrency_id=SLUG)
+        model_html.click(open_thumbnail, result_state, [layer, head, opened, model_html], api_name=False,
+                         concurrency_id=SLUG).then(layer_views, view_inputs, [head_html, heatmap], api_name=False,
+                                                   concurrency_id=SLUG)
         show_positions.click(position_views, [model_choice, positions], [positions_note, *position_plots],
                              api_name="attention_positions", concurrency_id=SLUG)
         run_vit.click(vit_views, [image, fusion, discard], [vit_label, vit_rollout, vit_layers],

@@ -404,7 +404,7 @@ def build() -> gr.Blocks:
             playground.forget(session.run_ids, session.job_ids)
 
     with gr.Blocks(title="Fine-tuning playground") as page:
-        session = gr.State(lambda: Session([], []), delete_callback=cleanup)
+        session = gr.State(Session([], []), delete_callback=cleanup)  # Gradio gives each session a copy
         gr.Markdown(model_badge(encoder) + ("\n\nStyle tuning: " + model_badge(decoder) if decoder else ""))
         with gr.Tab("Train"):
             with gr.Row():
