@@ -100,3 +100,21 @@ def test_allow_hub_from_toml_and_flags(tmp_path):
     config.write_text('[gallery]\nallow_hub = "gpt2"\n')
     with pytest.raises(settings.SettingsError, match="allow_hub"):
         settings.load_settings([], config_file=config, environ={})
+
+
+def test_a_demos_models_fill_its_first_slot_and_the_others_keep_their_default(tiny_classifier_dir):
+    """`--model attention=DIR` sets the attention explorer's encoders; its decoder slot stays SmolLM2, in the model
+    list the page shows and in what `txgallery serve --preload` and `txgallery list --models` load."""
+    from txgallery.cli import check_models
+    from txgallery.gallery import models_markdown
+    from txgallery.plugin import discover_demos
+
+    settings.configure(settings.load_settings([f"attention={tiny_classifier_dir}"], environ={}))
+    try:
+        (entry,) = discover_demos(only=["attention"])
+        shown = models_markdown(entry)
+        assert shown.count(f"`{tiny_classifier_dir}`") == 1 and "`smollm2-135m`" in shown
+        lines = [line for _, line in check_models([entry], load=False)]
+        assert len(lines) == 2 and str(tiny_classifier_dir) in lines[0] and "smollm2-135m" in lines[1], lines
+    finally:
+        settings.configure(settings.Settings())

@@ -25,8 +25,8 @@ def check_models(entries, load: bool) -> list[tuple[bool, str]]:
 
     statuses = []
     for entry in entries:
-        for slot in entry.demo.models if entry.ok else ():
-            for source in store.resolve_choice(entry.slug, slot.task, slot.default):
+        for sources in store.resolve_slots(entry.slug, entry.demo.models) if entry.ok else ():
+            for source in sources:
                 try:
                     if isinstance(source, store.ModelLoadError):
                         raise source

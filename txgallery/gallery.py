@@ -54,10 +54,10 @@ def landing_html(entries: list[DemoEntry]) -> str:
 def models_markdown(entry: DemoEntry) -> str:
     """Which models the demo runs, where they come from and why — before anything is loaded."""
     lines = []
-    for slot in entry.demo.models:
-        for source in store.resolve_choice(entry.demo.slug, slot.task, slot.default):
-            lines.append(f"- {model_badge(source)}")
-        if slot.hub_example:
+    slots = entry.demo.models
+    for index, (slot, sources) in enumerate(zip(slots, store.resolve_slots(entry.demo.slug, slots))):
+        lines += [f"- {model_badge(source)}" for source in sources]
+        if slot.hub_example and index == 0:  # `--model SLUG=…` sets the first slot only
             lines.append(f"- Online, compare with a hub model: `txgallery serve --model "
                          f"{entry.demo.slug}=embedded,{slot.hub_example}`")
     return "\n".join(lines)

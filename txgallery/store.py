@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 from urllib.parse import urlparse
 
 from txgallery import embedded
@@ -388,3 +388,14 @@ def resolve_choice(slug: str, task: str, default: str = "embedded") -> list[Mode
             resolved.append(ModelLoadError(f"{ref!r}: {exc}", ref=ref))
     return resolved
 
+
+def resolve_slots(slug: str, slots: Sequence[Any]) -> list[list[ModelSource | ModelLoadError]]:
+    """The models of each of a demo's slots (`ModelSlot`s): the configured ones (`--model SLUG=…`, the environment
+    or the TOML file) fill its first slot, the models its page offers; every other slot runs its default."""
+    resolved = [resolve_choice(slug, slots[0].task, slots[0].default)] if slots else []
+    for slot in slots[1:]:
+        try:
+            resolved.append([resolve(slot.default, slot.task, "the demo's default")])
+        except ModelLoadError as exc:
+            resolved.append([ModelLoadError(f"{slot.default!r}: {exc}", ref=slot.default)])
+    return resolved
