@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import gradio as gr
+import httpx
 import pytest
 
 from txgallery import gallery
@@ -138,3 +142,26 @@ def test_gallery_queue_refreshes_gradios_monitoring_summary_only_every_so_often(
     queue.events_recorded += 1  # one event more
     second = queue.compute_analytics_summary([event, {**event, "status": "failed"}])
     assert (second is first) == (expected > 1)
+
+
+def test_a_demo_runs_alone_from_its_file(tmp_path):
+    """`python demos/NAME/run.py` serves that demo by itself, as Gradio's own demo folder does."""
+    from support import free_port
+
+    port = free_port()
+    run_py = Path(__file__).resolve().parents[1] / "demos" / "seq2seq" / "run.py"
+    server = subprocess.Popen([sys.executable, str(run_py)], cwd=tmp_path, env={**os.environ,
+                              "GRADIO_SERVER_PORT": str(port)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/config", timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert server.poll() is None, server.stderr.read().decode()[-2000:]
+        assert page.status_code == 200 and "seq2seq_generate" in page.text
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -615,3 +615,9 @@ demo = Demo(
              ApiCall("attention_vit", lambda: (handle_file(str(next(iter(fashion_mnist_examples().values())))),
                                                "mean", 0.0))),
 )
+
+
+if __name__ == "__main__":  # `python demos/attention/run.py` serves this demo alone
+    from txgallery.gallery import launch_one
+
+    launch_one(demo)

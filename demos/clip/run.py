@@ -417,3 +417,9 @@ demo = Demo(
              ApiCall("clip_describe", lambda: (handle_file(str(sample_photos()["chelsea"])), DEFAULT_TEXTS)),
              ApiCall("clip_matrix", (DEFAULT_TEXTS, None))),
 )
+
+
+if __name__ == "__main__":  # `python demos/clip/run.py` serves this demo alone
+    from txgallery.gallery import launch_one
+
+    launch_one(demo)

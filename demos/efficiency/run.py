@@ -568,3 +568,9 @@ demo = Demo(
     lesson=LESSON,
     models=(ModelSlot(task=TASK, default="embedded", hub_example="distilbert-base-uncased-finetuned-sst-2-english"),),
 )
+
+
+if __name__ == "__main__":  # `python demos/efficiency/run.py` serves this demo alone
+    from txgallery.gallery import launch_one
+
+    launch_one(demo)

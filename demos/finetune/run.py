@@ -558,3 +558,9 @@ demo = Demo(
     models=(ModelSlot(task=ENCODER_TASK, default="embedded"),
             ModelSlot(task=DECODER_TASK, default=DECODER_DEFAULT)),
 )
+
+
+if __name__ == "__main__":  # `python demos/finetune/run.py` serves this demo alone
+    from txgallery.gallery import launch_one
+
+    launch_one(demo)

@@ -421,3 +421,9 @@ demo = Demo(
              ApiCall("generation_generate", lambda: (_generators()[0][0], EXAMPLES[0], False, 8, 1,
                                                      "sampling", 0.8, 50, 0.9, 1.1, 4))),
 )
+
+
+if __name__ == "__main__":  # `python demos/generation/run.py` serves this demo alone
+    from txgallery.gallery import launch_one
+
+    launch_one(demo)

@@ -314,3 +314,9 @@ demo = Demo(
     traffic=(ApiCall("sentiment_predict", (EXAMPLES[0],)), ApiCall("sentiment_predict", (EXAMPLES[1],)),
              ApiCall("sentiment_explain", (EXAMPLES[3],)), ApiCall("sentiment_batch", ("\n".join(EXAMPLES), None))),
 )
+
+
+if __name__ == "__main__":  # `python demos/sentiment/run.py` serves this demo alone
+    from txgallery.gallery import launch_one
+
+    launch_one(demo)

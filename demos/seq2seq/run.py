@@ -338,3 +338,9 @@ demo = Demo(
              ApiCall("seq2seq_generate", lambda: ("The plot is a mess and the jokes fall flat.", list(TASK_PREFIXES)[0],
                                                   list(_services())[0], "beam search", 3, 8))),
 )
+
+
+if __name__ == "__main__":  # `python demos/seq2seq/run.py` serves this demo alone
+    from txgallery.gallery import launch_one
+
+    launch_one(demo)

@@ -416,3 +416,9 @@ demo = Demo(
              ApiCall("vit_compare", lambda: (handle_file(str(sample_photos()["chelsea"])),)),
              ApiCall("vit_positions")),
 )
+
+
+if __name__ == "__main__":  # `python demos/vit/run.py` serves this demo alone
+    from txgallery.gallery import launch_one
+
+    launch_one(demo)
