@@ -15,7 +15,7 @@ import pytest
 from txgallery import gallery
 
 from txgallery.gallery import build_gallery, landing_html
-from txgallery.plugin import Demo, build_entry, discover_demos
+from txgallery.plugin import Demo, DemoEntry, build_entry, discover_demos
 
 GOOD_PLUGIN = """
 import gradio as gr
@@ -165,3 +165,18 @@ def test_a_demo_runs_alone_from_its_file(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_landing_page_and_the_pages_follow_the_lesson():
+    """Cards in the lesson's order (attention, encoder, decoder, encoder–decoder, ViT, CLIP, fine-tuning, efficiency)
+    with "Start here" on the first; each page ends with a link to the next one, the last with none."""
+    import re
+
+    entries = discover_demos()
+    lesson = ["attention", "sentiment", "generation", "seq2seq", "vit", "clip", "finetune", "efficiency"]
+    landing = landing_html(entries + [DemoEntry(name="broken", origin="test", error="ImportError: x")])
+    assert re.findall(r'data-demo="([a-z0-9_]+)"', landing) == [*lesson, "broken"]
+    assert landing.count("Start here") == 1 and landing.index("Start here") < landing.index('data-demo="sentiment"')
+    config = build_gallery(entries).config
+    nexts = [c["props"]["value"] for c in config["components"] if "tx-next" in (c["props"].get("elem_classes") or [])]
+    assert [re.search(r"\]\(([a-z0-9_]+)\)", text).group(1) for text in nexts] == lesson[1:]

@@ -27,11 +27,19 @@ CSS = """
 .tx-tag {display: inline-block; font-size: 12px; padding: 1px 8px; margin: 2px 4px 0 0; border-radius: 10px;
          background: var(--background-fill-secondary);}
 .tx-card.tx-broken {border-color: #d33; background: #fff4f4; color: #600;}
+.tx-start {float: right; font-size: 12px; font-weight: 600; padding: 1px 8px; border-radius: 10px;
+           background: var(--color-accent); color: white;}
 """
 
 
-def card_html(entry: DemoEntry) -> str:
-    """One landing-page card: title, description, tags and a link; or the reason a plugin is broken."""
+def lesson_order(entries: list[DemoEntry]) -> list[DemoEntry]:
+    """The demos in the order of the lesson (`Demo.order`, then slug); broken plugins last."""
+    return sorted(entries, key=lambda e: (e.demo is None, e.demo.order if e.demo else 0, e.slug))
+
+
+def card_html(entry: DemoEntry, start: bool = False) -> str:
+    """One landing-page card: title, description, tags and a link (`start`: marked as the place to begin); or the
+    reason a plugin is broken."""
     if not entry.ok:
         return (f'<div class="tx-card tx-broken" data-demo="{html.escape(entry.slug)}">'
                 f"<h3>⚠️ {html.escape(entry.name)}</h3><p>This demo could not be loaded.</p>"
@@ -40,15 +48,18 @@ def card_html(entry: DemoEntry) -> str:
     demo = entry.demo
     tags = "".join(f'<span class="tx-tag">{html.escape(t)}</span>' for t in demo.tags)
     broken = f"<p><b>⚠️ {html.escape(entry.error)}</b></p>" if entry.error else ""
+    begin = '<span class="tx-start">Start here</span>' if start else ""
     return (f'<a class="tx-card{" tx-broken" if entry.error else ""}" href="{html.escape(demo.slug)}" '
-            f'data-demo="{html.escape(demo.slug)}"><h3>{html.escape(demo.title)}</h3>'
+            f'data-demo="{html.escape(demo.slug)}">{begin}<h3>{html.escape(demo.title)}</h3>'
             f"<p>{html.escape(demo.description)}</p>{broken}"
             f'<p style="font-size:13px;opacity:.8">Teaches: {html.escape(demo.topic)}</p>{tags}</a>')
 
 
 def landing_html(entries: list[DemoEntry]) -> str:
-    """The grid of demo cards."""
-    return '<div class="tx-cards">' + "".join(card_html(e) for e in entries) + "</div>"
+    """The grid of demo cards, in the lesson's order, the first marked "Start here"."""
+    ordered = lesson_order(entries)
+    first = next((e for e in ordered if e.ok and not e.error), None)
+    return '<div class="tx-cards">' + "".join(card_html(e, start=e is first) for e in ordered) + "</div>"
 
 
 def models_markdown(entry: DemoEntry) -> str:
@@ -63,8 +74,9 @@ def models_markdown(entry: DemoEntry) -> str:
     return "\n".join(lines)
 
 
-def render_page(entry: DemoEntry, blocks: gr.Blocks | None) -> None:
-    """The chrome around a demo: header, models, lesson, then the demo itself (or its error)."""
+def render_page(entry: DemoEntry, blocks: gr.Blocks | None, following: DemoEntry | None = None) -> None:
+    """The chrome around a demo: header, models, lesson, the demo itself (or its error), then a link to the
+    `following` demo of the lesson."""
     if entry.demo is None or blocks is None:
         gr.Markdown(f"# ⚠️ {entry.name}\nThis demo could not be loaded, so it is switched off. The rest of the "
                     f"gallery works.\n\n**Reason:** `{entry.error}`\n\n**From:** {entry.origin}")
@@ -76,6 +88,9 @@ def render_page(entry: DemoEntry, blocks: gr.Blocks | None) -> None:
     if demo.lesson:
         lesson_panel(demo.lesson)
     blocks.render()
+    if following is not None and following.demo is not None:
+        gr.Markdown(f"**Next:** [{following.demo.title}]({following.slug}) — {following.demo.topic}",
+                    elem_classes=["tx-next"])
 
 
 def ping(text: str) -> str:
@@ -92,9 +107,12 @@ def build_gallery(entries: list[DemoEntry] | None = None, title: str = "txgaller
                     "configure hub models when online (`txgallery serve --help`).")
         gr.HTML(landing_html(entries), elem_id="tx-landing")
         gr.api(ping, api_name="ping")
-    for entry in entries:
+    ordered = lesson_order(entries)
+    working = [e for e in ordered if e.ok and not e.error]
+    for entry in ordered:
+        following = working[working.index(entry) + 1] if entry in working[:-1] else None
         with app.route(entry.demo.title if entry.demo else f"⚠️ {entry.name}", f"/{entry.slug}"):
-            render_page(entry, built[entry.slug])
+            render_page(entry, built[entry.slug], following)
     return app
 
 

@@ -59,6 +59,7 @@ class Demo:
     lesson: str = ""
     models: tuple[ModelSlot, ...] = ()
     traffic: tuple[ApiCall, ...] = ()  # a realistic mix of cheap calls (load tests, `txgallery` deployment checks)
+    order: int = 1000  # place on the path through the material (landing page, "Next" links): lower first, then slug
 
     def __post_init__(self) -> None:
         if not self.slug.replace("_", "").replace("-", "").isalnum() or self.slug != self.slug.lower():

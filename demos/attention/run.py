@@ -600,6 +600,7 @@ def build() -> gr.Blocks:
 
 demo = Demo(
     slug=SLUG,
+    order=10,
     title="Attention explorer",
     description="Every layer and head of a real encoder, decoder and ViT, and attention recomputed step by step.",
     build=build,

@@ -404,6 +404,7 @@ def build() -> gr.Blocks:
 
 demo = Demo(
     slug=SLUG,
+    order=60,
     title="CLIP zero-shot",
     description="Match images and texts in one embedding space: zero-shot labels, search both ways, a similarity matrix.",
     build=build,

@@ -560,6 +560,7 @@ def build() -> gr.Blocks:
 
 demo = Demo(
     slug=SLUG,
+    order=80,
     title="Efficiency lab",
     description="Quantize, export to ONNX, prune and distil a real classifier, and measure what each one buys.",
     build=build,

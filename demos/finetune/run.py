@@ -548,6 +548,7 @@ def build() -> gr.Blocks:
 
 demo = Demo(
     slug=SLUG,
+    order=70,
     title="Fine-tuning playground",
     description="Train a real transformer live with frozen, freeze-N, full, LoRA, adapter or IA3 tuning and compare "
                 "what each one costs and buys.",

@@ -408,6 +408,7 @@ def build() -> gr.Blocks:
 
 demo = Demo(
     slug=SLUG,
+    order=30,
     title="Generation studio",
     description="Watch a decoder write token by token: greedy, sampling, beam search, and every candidate it weighed.",
     build=build,

@@ -304,6 +304,7 @@ def build() -> gr.Blocks:
 
 demo = Demo(
     slug=SLUG,
+    order=20,
     title="BERT sentiment",
     description="Classify movie reviews with a LoRA-tuned BERT encoder and see which words decided it.",
     build=build,

@@ -326,6 +326,7 @@ def build() -> gr.Blocks:
 
 demo = Demo(
     slug=SLUG,
+    order=40,
     title="Encoder–decoder text-to-text",
     description="T5/BART: a prefixed text in, generated text out, and the decoder's cross-attention over the input.",
     build=build,

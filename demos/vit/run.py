@@ -402,6 +402,7 @@ def build() -> gr.Blocks:
 
 demo = Demo(
     slug=SLUG,
+    order=50,
     title="Vision Transformer",
     description="Classify images with a ViT: see its patches, position embeddings and attention rollout, beside a CNN.",
     build=build,
