@@ -109,7 +109,19 @@ def apply_template(template: str | None, labels: list[str]) -> list[str]:
         raise InputError('The prompt template needs a "{}" where the label goes, e.g. "a photo of a {}".')
     if len(template) > MAX_CLIP_TEXT_CHARS:
         raise InputError(f"The template has {len(template)} characters; the limit is {MAX_CLIP_TEXT_CHARS}.")
-    return [template.replace("{}", label) for label in labels]
+    return [_article_once(template, label) for label in labels]
+
+
+ARTICLES = ("a ", "an ", "the ")
+
+
+def _article_once(template: str, label: str) -> str:
+    """`template` with `label` at `{}`, keeping one article: "a photo of a {}" and "a red plate" give "a photo of a
+    red plate", not "a photo of a a red plate"."""
+    before, _, after = template.partition("{}")
+    if before.lower().endswith(ARTICLES) and label.lower().startswith(ARTICLES):
+        before = before[: before.rstrip().rfind(" ") + 1] if " " in before.rstrip() else ""
+    return before + label + after.replace("{}", label)
 
 
 def read_images(paths: list[str | Path] | None) -> list[tuple[str, np.ndarray]]:

@@ -55,6 +55,7 @@ EXAMPLES = [
     "The three most important ideas in machine learning are",
     "Write a haiku about the sea.",
 ]
+STEP_HINT = "Click a generated token to see its step."
 
 
 # --- the model service ---------------------------------------------------------------------------------------------
@@ -300,7 +301,7 @@ def build() -> gr.Blocks:
             output = gr.HighlightedText(label="Generated tokens — colour: the model's probability of each; click one",
                                         show_legend=False, show_inline_category=False, combine_adjacent=False,
                                         elem_id="generation-output")
-            step_info = gr.Markdown("Click a generated token to see its step.", elem_id="generation-step")
+            step_info = gr.Markdown(STEP_HINT, elem_id="generation-step")
             with gr.Row():
                 step_plot = gr.Plot(label="Top candidates at this step")
                 step_rows = gr.Dataframe(headers=["token", "p (model)", "p (after filtering)"], label="Candidates",
@@ -399,6 +400,9 @@ def build() -> gr.Blocks:
                       concurrency_id="generation")
         stop.click(None, cancels=[event])
         output.select(show_step, steps_state, [step_info, step_plot, step_rows], api_name=False)
+        # a new run's tokens replace the old ones: so does the step inspector's view of them
+        gr.on([run.click, prompt.submit], lambda: (STEP_HINT, None, None), outputs=[step_info, step_plot, step_rows],
+              api_name=False, queue=False)
         compared = run_b.click(compare, inputs=[model, prompt_b, chat_b, max_new_b, seed_b, *knobs_a, *knobs_b],
                                outputs=[notice_b, stats_a, output_a, stats_b, output_b],
                                api_name="generation_compare", concurrency_id="generation")

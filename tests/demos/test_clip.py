@@ -198,3 +198,9 @@ def test_one_picture_and_new_prompts_run_both_encoders_side_by_side(matcher, mon
     monkeypatch.setattr(clip_run, "SIDE_BY_SIDE_MAX_WEIGHTS", 1_000_000)  # a large model: one encoder after the other
     matcher.similarity([picture], [f"{p}, again" for p in prompts])
     assert text_threads[-1] == threading.current_thread().name
+
+
+def test_a_label_with_its_own_article_does_not_double_the_templates():
+    assert apply_template("a photo of a {}", ["red plate", "a red plate", "an apple", "the moon"]) == [
+        "a photo of a red plate", "a photo of a red plate", "a photo of an apple", "a photo of the moon"]
+    assert apply_template("{} on a table", ["a cup"]) == ["a cup on a table"]

@@ -37,3 +37,7 @@ def test_stream_a_completion_and_open_a_step(page, gallery):
     expect(step).to_contain_text("left after filtering")
     page.wait_for_timeout(500)  # let the chart draw
     page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    page.locator("#generation-run").click()  # a new run: the inspector no longer shows the old run's step
+    expect(step).to_contain_text("Click a generated token", timeout=30_000)
+    expect(stats).to_contain_text("finished", timeout=120_000)
