@@ -354,3 +354,16 @@ def test_model_view_has_a_thumbnail_per_layer_and_head():
     html = views.model_view_html(np.stack([np.stack(random_attention(1, 3, 5)[0])] * 2), selected=(1, 2))
     assert html.count("data-head=") == 6 and html.count("<img") == 1  # one sprite, one clickable cell per head
     assert 'data-layer="1" data-head="2"' in html and html.count("outline:3px") == 1  # the opened one is ringed
+
+
+def test_one_outlier_does_not_wash_the_position_heatmap_grey():
+    rng = np.random.default_rng(0)
+    encoding = rng.normal(size=(64, 32))
+    encoding[3, 7] = 500.0  # one outlier dimension, as BERT's learned position vectors have
+    figure = views.positions_figure(encoding, np.eye(64), "learned", "dimension")
+    low, high = figure.axes[0].images[0].get_clim()
+    assert high < 5 and low == -high  # the colours span the ordinary values, not the outlier
+    assert "clipped" in figure.axes[0].get_title()
+    encoding[3, 7] = 0.0
+    calm = views.positions_figure(encoding, np.eye(64), "learned", "dimension")  # no outlier: the full range
+    assert calm.axes[0].images[0].get_clim()[1] == np.abs(encoding).max() and "clipped" not in calm.axes[0].get_title()

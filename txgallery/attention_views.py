@@ -258,12 +258,16 @@ def positions_figure(encoding: np.ndarray, similarity: np.ndarray, title: str, e
     """A positional encoding (positions × dimensions) beside its position-to-position similarity."""
     figure = Figure(figsize=(12, 4.8), layout="constrained")
     left, right = figure.subplots(1, 2)
-    limit = float(np.abs(encoding).max()) or 1.0
+    # a few outlier dimensions (BERT's learned vectors have them) would wash every other value grey: beyond twice the
+    # 99th percentile of |value| the colours stop there, and the colour bar's arrows say that values are clipped
+    largest, typical = float(np.abs(encoding).max()), float(np.percentile(np.abs(encoding), 99))
+    clipped = largest > 2 * typical > 0
+    limit = (typical if clipped else largest) or 1.0
     image = left.imshow(encoding, cmap="coolwarm", aspect="auto", interpolation="nearest", vmin=-limit, vmax=limit)
     left.set_xlabel(encoding_label)
     left.set_ylabel("position")
-    left.set_title(title, fontsize=10)
-    figure.colorbar(image, ax=left, shrink=0.8)
+    left.set_title(title + (" (colours clipped at the 99th percentile)" if clipped else ""), fontsize=10)
+    figure.colorbar(image, ax=left, shrink=0.8, extend="both" if clipped else "neither")
     image = right.imshow(similarity, cmap=CMAP, aspect="equal", interpolation="nearest")
     right.set_xlabel("position")
     right.set_ylabel("position")
