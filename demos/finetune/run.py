@@ -441,8 +441,8 @@ def build() -> gr.Blocks:
                                 value="A gripping, beautifully acted film.")
             compare = gr.Button("Base vs tuned")
             with gr.Row():
-                base_out = gr.JSON(label="Base model (adapter disabled / untrained)")
-                tuned_out = gr.JSON(label="Tuned model")
+                base_out = gr.Label(label="Base model (adapter disabled / untrained)", elem_id="finetune-base")
+                tuned_out = gr.Label(label="Tuned model", elem_id="finetune-tuned")
             with gr.Row():
                 download = gr.Button("Download the adapter")
                 export = gr.Button("Merge and export")

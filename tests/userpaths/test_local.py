@@ -237,6 +237,10 @@ def test_finetune_trains_and_its_adapter_downloads(page, server):
     page.get_by_role("button", name="Train", exact=True).click()
     expect(page.locator("#finetune-progress")).to_contain_text("done", timeout=RESULT_TIMEOUT)
     page.get_by_role("tab", name="Try it, download, export").click()
+    page.get_by_role("button", name="Base vs tuned").click()  # labels with probabilities, not raw JSON
+    for side in ("#finetune-base", "#finetune-tuned"):
+        expect(page.locator(side)).to_contain_text("%", timeout=RESULT_TIMEOUT)
+        assert page.locator(side).inner_text().splitlines()[1] in {"positive", "negative"}
     page.get_by_role("button", name="Download the adapter").click()
     zipped = _download(page, server)
     assert zipfile.is_zipfile(zipped) and "finetune.json" in zipfile.ZipFile(zipped).namelist()
