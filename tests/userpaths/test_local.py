@@ -10,6 +10,7 @@ what the page offers, and fails on any error toast, error state in an output, or
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import signal
@@ -141,8 +142,8 @@ def _fail_on_error_toast(page: Page, server: Server) -> None:
 
 
 def _download(page: Page, server: Server) -> Path:
-    """Click the first file link on the page and return the downloaded file."""
-    link = page.locator("a[download]").first
+    """Click the first visible file link on the page and return the downloaded file."""
+    link = page.locator("a[download]:visible").first
     expect(link).to_be_visible(timeout=RESULT_TIMEOUT)
     with page.expect_download(timeout=120_000) as download:
         link.click()
@@ -170,6 +171,11 @@ def _top_label_of_first_example(page: Page, server: Server, slug: str, label: st
 
 def test_sentiment(page, server):
     assert _top_label_of_first_example(page, server, "sentiment", "#sentiment-label-0") == "positive"
+    page.get_by_role("tab", name="Batch").click()
+    page.get_by_label("Texts, one per line").fill("Loved every minute of it.\nA dull, lifeless mess.")
+    page.get_by_role("button", name="Classify all").click()
+    rows = list(csv.DictReader(_download(page, server).open()))
+    assert [row["label (minilm-rt-sentiment)"] for row in rows] == ["positive", "negative"]
 
 
 def test_attention(page, server):
@@ -179,6 +185,10 @@ def test_attention(page, server):
     head_view = page.locator("#attention-headview .txa-headview")
     expect(head_view).to_have_attribute("data-layer", "0", timeout=RESULT_TIMEOUT)
     assert "animal" in page.locator("#attention-headview svg").text_content()  # the first example's words
+    page.get_by_role("tab", name="Export").click()
+    page.get_by_role("button", name="Download figure").click()
+    figure = _download(page, server)
+    assert figure.suffix == ".png" and figure.read_bytes().startswith(b"\x89PNG")
     _fail_on_error_toast(page, server)
 
 
