@@ -124,3 +124,29 @@ def test_eta_and_forget():
     runner.forget(job_id)
     with pytest.raises(InputError, match="no training job"):
         runner.status(job_id)
+
+
+def test_a_job_asked_to_stop_says_so_until_it_stops():
+    """A step reported after Cancel (the run has not reached its stop check yet) keeps the 'cancelling' message, so the
+    page does not flip back to "running"."""
+    from txgallery.jobs import CANCELLING
+
+    runner = JobRunner(max_concurrent=1)
+    reported, go_on = threading.Event(), threading.Event()
+
+    def one_more_step(ctx):
+        ctx.report({"step": 1, "total": 3})
+        reported.set()
+        go_on.wait(30)  # Cancel arrives here, mid-step
+        ctx.report({"step": 2, "total": 3, "message": "training"})
+        statuses.append(runner.status(job_id))
+        return ctx.should_stop()
+
+    statuses: list = []
+    job_id = runner.submit("steps", one_more_step)
+    reported.wait(30)
+    assert runner.cancel(job_id) and runner.status(job_id).message == CANCELLING
+    go_on.set()
+    finished = runner.wait(job_id, timeout=30)
+    assert statuses[0].message == CANCELLING and statuses[0].step == 2
+    assert finished.state == "cancelled"

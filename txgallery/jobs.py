@@ -29,6 +29,7 @@ from txgallery.limits import (MAX_FINETUNE_CONCURRENT, MAX_FINETUNE_MEMORY_MB, M
 log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
+CANCELLING = "cancelling…"  # the message of a job asked to stop, until it reaches its next step
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class JobContext:
                 status.metrics.append((status.step, float(event["metric"])))
             per_step = status.elapsed / max(status.step, 1)
             status.eta = per_step * max(status.total - status.step, 0)
-            status.message = str(event.get("message", ""))
+            status.message = CANCELLING if self._cancelled.is_set() else str(event.get("message", ""))
 
     def should_stop(self) -> str:
         """The reason to stop now ("" to go on): Cancel, or a cap on steps, time or memory."""
@@ -189,7 +190,7 @@ class JobRunner:
             if job is None or job.status.finished:
                 return False
             job.cancelled.set()
-            job.status.message = "cancelling…"
+            job.status.message = CANCELLING
             return True
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.05) -> JobStatus:

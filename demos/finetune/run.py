@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from txgallery import finetune, store
 from txgallery.datasets import LabelledTexts, load_movie_reviews, rotten_tomatoes_splits
-from txgallery.jobs import JobRunner, JobStatus, ray_is_running
+from txgallery.jobs import CANCELLING, JobRunner, JobStatus, ray_is_running
 from txgallery.limits import (MAX_CSV_CLASSES, MAX_CSV_ROWS, MAX_FINETUNE_RUNS_KEPT, MAX_FINETUNE_RUNS_PER_SESSION,
                               MAX_UPLOAD_BYTES, MIN_CSV_ROWS, InputError, truncate_text)
 from txgallery.plugin import Demo, ModelSlot
@@ -159,6 +159,8 @@ def make_config(method: str, steps: float, learning_rate: float | None, batch_si
 
 def progress_text(status: JobStatus) -> str:
     """A text progress bar with the step, loss, latest held-out metric and ETA."""
+    if not status.finished and status.message == CANCELLING:  # until the run reaches its next step
+        return f"⏹️ Cancelling at the next step (now at step {status.step} of {status.total})…"
     if status.state == "queued":
         return f"⏳ Waiting in the training queue (position {status.queue_position})…"
     if status.state == "running" and not status.step and not status.losses:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from txgallery import finetune, store
-from txgallery.jobs import JobStatus
+from txgallery.jobs import CANCELLING, JobStatus
 from txgallery.limits import MAX_CSV_ROWS, MAX_UPLOAD_BYTES, InputError
 from txgallery_demos.finetune.run import (FinetunePlayground, comparison_figure, comparison_table, curves_figure,
                                           make_config, progress_text, read_labelled_csv)
@@ -83,6 +83,9 @@ def test_progress_text_and_curves():
     assert "50%" in text and "step 5/10" in text and "loss 0.200" in text and "held-out 0.700" in text
     assert "ETA 12 s" in text
     assert "position 2" in progress_text(JobStatus("job-2", "x", "", "queued", queue_position=2))
+    # asked to stop: the status says so until the run stops, instead of flipping back to a progress bar
+    cancelling = JobStatus("job-3", "x", "", "running", message=CANCELLING, step=3, total=10)
+    assert progress_text(cancelling).startswith("⏹️ Cancelling") and "step 3 of 10" in progress_text(cancelling)
     figure = curves_figure(status)
     loss_axis, metric_axis = figure.axes
     assert list(loss_axis.lines[0].get_xdata()) == [1, 2, 3, 4, 5] and list(metric_axis.lines[0].get_ydata()) == [0.7]
