@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
+
+from support import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -40,11 +40,6 @@ demo = Demo(slug="flaky", title="Flaky", description="fails on purpose", build=b
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def flaky_gallery(tmp_path_factory):
@@ -59,7 +54,7 @@ def flaky_gallery(tmp_path_factory):
     try:
         flaky = load_entry(EntryPoint(name="flaky", value="thirdparty_flaky:demo", group="txgallery.demos"))
         broken = DemoEntry(name="needs_a_missing_model", origin="tests", error="ModelLoadError: weights not found")
-        app = launch(build_gallery([flaky, broken]), port=_free_port(), block=False, quiet=True)
+        app = launch(build_gallery([flaky, broken]), port=free_port(), block=False, quiet=True)
         yield Client(app.local_url, verbose=False)
         app.close()
     finally:
@@ -100,7 +95,7 @@ def test_the_server_keeps_state_for_at_most_max_sessions(monkeypatch):
         kept = gr.State(None)
         box, out = gr.Textbox(), gr.Textbox()
         box.submit(lambda text, _: (text.upper(), [0] * 1000), [box, kept], [out, kept], api_name="remember")
-    app = gallery.launch(page, port=_free_port(), block=False, quiet=True)
+    app = gallery.launch(page, port=free_port(), block=False, quiet=True)
     try:
         with httpx.Client(base_url=app.local_url, timeout=60) as http:
             for i in range(6):

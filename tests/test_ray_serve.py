@@ -8,7 +8,6 @@ loopback-only namespace (`unshare -n`, `lo` up) as `make test` does, so Ray bind
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,8 @@ import psutil
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
+
+from support import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -42,11 +43,6 @@ CHEAP_INPUTS = {
 NOT_CALLED = {"efficiency_sizes", "efficiency_distil"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def cluster(tiny_classifier_dir):
@@ -60,7 +56,7 @@ def cluster(tiny_classifier_dir):
     from txgallery.ray_serve import build_app
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="txgallery-tests")
-    port = _free_port()
+    port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app({"demos": DEMOS, "models": [f"sentiment=embedded,{tiny_classifier_dir}"], "num_cpus": 0.1, "ui_num_cpus": 0.1, "max_batch_size": 8,

@@ -26,7 +26,6 @@ import ctypes
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import psutil
 import pytest
 import yaml
 
+from support import free_port
 from userpath_actions import MAIN_ACTIONS, MainAction
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the first test also starts the cluster (minutes)
@@ -59,11 +59,6 @@ PR_SET_CHILD_SUBREAPER = 36
 
 TIMINGS: dict[str, float] = {}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _outside_temp_dir() -> Path:
@@ -107,7 +102,7 @@ class Cluster:
         self.work.mkdir()
         # Ray's session directory holds unix sockets (paths of at most 107 bytes): a short one in the temp directory
         self.ray_temp = Path(tempfile.mkdtemp(prefix="txgray-"))
-        self.gcs_port, self.dashboard_port, self.http_port = _free_port(), _free_port(), _free_port()
+        self.gcs_port, self.dashboard_port, self.http_port = free_port(), free_port(), free_port()
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
         self.url = f"http://127.0.0.1:{self.http_port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TXGALLERY_", "RAY_"))}
@@ -140,7 +135,7 @@ class Cluster:
                  f"--temp-dir={self.ray_temp}", *common)
         # a second raylet on the same machine: its dashboard agent needs a port of its own (the head's is 52365)
         self.run("ray", "start", f"--address=127.0.0.1:{self.gcs_port}",
-                 f"--dashboard-agent-listen-port={_free_port()}", *common)
+                 f"--dashboard-agent-listen-port={free_port()}", *common)
 
     def status(self) -> dict:
         """`serve status`, parsed (it prints YAML)."""

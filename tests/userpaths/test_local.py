@@ -25,15 +25,11 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from support import free_port
+from support import CHROMIUM, CHROMIUM_FLAGS, free_port
+from userpath_actions import DEMOS, OUTSIDE_TEMP
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
-OUTSIDE_TEMP = Path("/var/tmp")  # not tempfile.gettempdir(), not the repository
-DEMOS = {"sentiment", "attention", "generation", "seq2seq", "vit", "clip", "finetune", "efficiency"}
 RESULT_TIMEOUT = 240_000  # ms; a result that has not appeared by then fails the test (2 busy cores, cold models)
 ERRORS = ".toast-body.error, .wrap span.error"  # Gradio's error toast, and an output's error state
 

@@ -26,19 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from support import free_port
-
 from space_wheelhouse import SYSTEM_PYTHON, default_path
-from userpath_actions import CALL_TIMEOUT, MAIN_ACTIONS, MainAction
+from support import CHROMIUM, CHROMIUM_FLAGS, free_port
+from userpath_actions import CALL_TIMEOUT, DEMOS, MAIN_ACTIONS, OUTSIDE_TEMP, MainAction
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(2400)]
 
-OUTSIDE_TEMP = Path("/var/tmp")  # not tempfile.gettempdir(), not the repository
-DEMOS = {"sentiment", "attention", "generation", "seq2seq", "vit", "clip", "finetune", "efficiency"}
 START_TIMEOUT = 600  # s: app.py preloads every model (SmolLM2's GGUF converts on a cold HOME) before it listens
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 # The Space's app.py as the host runs it, plus a way to ask the server for every thread's stack
 RUN_APP = ("import faulthandler, signal, runpy; faulthandler.register(signal.SIGUSR1, all_threads=True); "
            "runpy.run_path('app.py', run_name='__main__')")

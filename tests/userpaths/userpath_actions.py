@@ -15,6 +15,8 @@ from typing import Any, Callable
 from gradio_client import Client, handle_file
 
 CALL_TIMEOUT = 120  # seconds one main action may take before the suite calls it hung
+OUTSIDE_TEMP = Path("/var/tmp")  # where the suites put HOME and working directories: not the temp dir, not the repo
+DEMOS = {"sentiment", "attention", "generation", "seq2seq", "vit", "clip", "finetune", "efficiency"}
 
 
 def _fashion(name: str) -> str:
