@@ -179,6 +179,18 @@ def loaded_badge(service, source: ModelSource | ModelLoadError,
         return badge(ModelLoadError(str(exc)))
 
 
+def examples_that_run(samples: list, inputs: gr.components.Component | list, run: gr.Button,
+                      **kwargs) -> gr.Examples:
+    """Examples that run when clicked: the click fills the inputs, then presses `run`, so the example goes through
+    the page's own event chain (streaming, pictures, progress) instead of a second copy of it."""
+    if not run.elem_id:
+        raise ValueError("examples_that_run needs a button with an elem_id")
+    examples = gr.Examples(samples, inputs=inputs, **kwargs)
+    examples.load_input_event.then(None, js=f"() => document.getElementById({run.elem_id!r})?.click()",
+                                   api_name=False)
+    return examples
+
+
 def lesson_panel(lesson: str, open: bool = False) -> gr.Accordion:
     """The 'what is this / what to try' panel at the top of a demo page."""
     with gr.Accordion("Lesson: what this shows and what to try", open=open) as panel:

@@ -27,7 +27,7 @@ from txgallery.limits import (MAX_ATTENTION_TOKENS_DECODER, MAX_ATTENTION_TOKENS
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.vision import fashion_mnist_examples
 from txgallery.serving import connect
-from txgallery.ui import announce_first_use, image_input, model_badge, user_errors
+from txgallery.ui import announce_first_use, examples_that_run, image_input, model_badge, user_errors
 
 SLUG = "attention"
 ENCODER_TASK = "feature-extraction"
@@ -396,6 +396,7 @@ def build() -> gr.Blocks:
             pair = gr.Textbox(label="Second sentence (optional, encoders: sentence-pair mode)", lines=2, scale=2,
                               elem_id="attention-pair")
         run = gr.Button("Show attention", variant="primary", elem_id="attention-run")
+        examples_that_run(EXAMPLES, [text, pair], run)
         gr.Markdown(f"Limits: {MAX_ATTENTION_TOKENS_ENCODER} tokens for encoders (specials included), "
                     f"{MAX_ATTENTION_TOKENS_DECODER} for the decoder; longer text is cut, with a notice.")
         notice = gr.Markdown(elem_id="attention-notice")
@@ -440,11 +441,11 @@ def build() -> gr.Blocks:
                     with gr.Column():
                         fusion = gr.Radio(list(att.HEAD_FUSIONS), value="mean", label="Head fusion")
                         discard = gr.Slider(0.0, 0.95, value=0.0, step=0.05, label="Discard ratio (weakest weights)")
-                        run_vit = gr.Button("Show ViT attention", variant="primary")
+                        run_vit = gr.Button("Show ViT attention", variant="primary", elem_id="attention-vit-run")
+                        examples = fashion_examples()
+                        if examples:
+                            examples_that_run(examples, image, run_vit, label="Fashion-MNIST test images")
                         vit_label = gr.Label(label="Prediction", num_top_classes=5)
-                examples = fashion_examples()
-                if examples:
-                    gr.Examples(examples, inputs=image, label="Fashion-MNIST test images")
                 vit_rollout = gr.Image(label="Attention rollout ([CLS] → patches)", type="numpy",
                                        format=views.OVERLAY_FORMAT, interactive=False, elem_id="attention-vit-rollout")
                 vit_layers = gr.Image(label="[CLS] attention of each layer", type="numpy", format=views.OVERLAY_FORMAT,
@@ -594,7 +595,6 @@ def build() -> gr.Blocks:
                          download, api_name="attention_figure", concurrency_id=SLUG)
         export_npz.click(download_tensors, [result_state, tensor_format], download, api_name="attention_tensors",
                          concurrency_id=SLUG)
-        gr.Examples(EXAMPLES, inputs=[text, pair])
     return page
 
 

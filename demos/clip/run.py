@@ -27,7 +27,7 @@ from txgallery.limits import (MAX_CLIP_CACHED_EMBEDDINGS, MAX_CLIP_GALLERY_UPLOA
                               MAX_CLIP_TEXT_CHARS, InputError)
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import image_input, loaded_badge, model_badge, user_errors
+from txgallery.ui import examples_that_run, image_input, loaded_badge, model_badge, user_errors
 from txgallery.vision import load_image, load_images, sample_photos
 
 SLUG = "clip"
@@ -339,12 +339,12 @@ def build() -> gr.Blocks:
                 with gr.Column():
                     image = image_input(label="Image", sources=["upload", "webcam", "clipboard"],
                                      elem_id="clip-image")
-                    gr.Examples(examples, inputs=image)
                 with gr.Column():
                     labels = gr.Textbox(label="Labels (comma or line separated)", value=DEFAULT_LABELS, lines=2)
                     template = gr.Textbox(label="Prompt template ({} is replaced by each label)",
                                           value=DEFAULT_TEMPLATE)
-                    run = gr.Button("Classify", variant="primary")
+                    run = gr.Button("Classify", variant="primary", elem_id="clip-run")
+                    examples_that_run(examples, image, run)
                     prediction = gr.Label(label="Zero-shot prediction", num_top_classes=5, elem_id="clip-label")
                     cosines = gr.Dataframe(headers=["prompt", "cosine", "probability"], label="Prompts and scores")
         with gr.Tab("Search"):

@@ -21,7 +21,7 @@ from txgallery.generation import (GenerationUpdate, SamplingSettings, Step, chec
 from txgallery.limits import GENERATION_MAX_BEAMS, GENERATION_MAX_NEW_TOKENS, GENERATION_MAX_PROMPT_TOKENS, InputError
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import first_use_note, model_badge, user_errors
+from txgallery.ui import examples_that_run, first_use_note, model_badge, user_errors
 
 SLUG = "generation"
 TASK = "text-generation"
@@ -296,6 +296,7 @@ def build() -> gr.Blocks:
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="generation-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="generation-stop")
+            examples_that_run(EXAMPLES, prompt, run)
             notice = gr.Markdown(elem_id="generation-notice")
             stats = gr.Markdown(elem_id="generation-stats")
             output = gr.HighlightedText(label="Generated tokens — colour: the model's probability of each; click one",
@@ -307,7 +308,6 @@ def build() -> gr.Blocks:
                 step_rows = gr.Dataframe(headers=["token", "p (model)", "p (after filtering)"], label="Candidates",
                                          wrap=True)
             steps_state = gr.State([])
-            gr.Examples(EXAMPLES, inputs=prompt)
         with gr.Tab("Side by side"):
             gr.Markdown("The same prompt, seed and length with two settings; both stream at once.")
             prompt_b = gr.Textbox(label="Prompt", lines=2, value=EXAMPLES[1], elem_id="generation-compare-prompt")

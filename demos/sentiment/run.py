@@ -20,7 +20,7 @@ from txgallery.limits import (MAX_ATTRIBUTION_TOKENS, MAX_BATCH_TEXTS, MAX_TOKEN
                               truncate_text)
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import model_badge, shown_value, user_errors
+from txgallery.ui import examples_that_run, model_badge, shown_value, user_errors
 from txgallery.uploads import find_column, header_names, read_csv_rows
 
 SLUG = "sentiment"
@@ -224,7 +224,8 @@ def build() -> gr.Blocks:
     with gr.Blocks(title="Sentiment") as page:
         with gr.Tab("Single text"):
             text = gr.Textbox(label="Text", lines=4, placeholder="Type or paste a review…", max_length=None)
-            run = gr.Button("Classify", variant="primary")
+            run = gr.Button("Classify", variant="primary", elem_id="sentiment-run")
+            examples_that_run(EXAMPLES, text, run)
             notice = gr.Markdown(elem_id="sentiment-notice")
             badges, labels, highlights = [], [], []
             with gr.Row():
@@ -236,7 +237,6 @@ def build() -> gr.Blocks:
                         highlights.append(gr.HighlightedText(label=f"Word attributions — {name}",
                                                              combine_adjacent=False, show_legend=False,
                                                              elem_id=f"sentiment-attributions-{i}"))
-            gr.Examples(EXAMPLES, inputs=text)
         with gr.Tab("Batch"):
             gr.Markdown(f"One text per line, or a UTF-8 CSV with a `text` column; at most {MAX_BATCH_TEXTS} texts and "
                         f"{MAX_UPLOAD_BYTES // 2**20} MB.")

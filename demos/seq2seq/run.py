@@ -21,7 +21,7 @@ from txgallery.limits import (MAX_SEQ2SEQ_BEAMS, MAX_SEQ2SEQ_NEW_TOKENS, MAX_SEQ
                               truncate_text)
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import model_badge, user_errors
+from txgallery.ui import examples_that_run, model_badge, user_errors
 
 SLUG = "seq2seq"
 TASK = "text2text-generation"
@@ -279,6 +279,7 @@ def build() -> gr.Blocks:
                 beams = gr.Slider(2, MAX_SEQ2SEQ_BEAMS, value=4, step=1, label="Beams (beam search)")
                 max_new = gr.Slider(1, MAX_SEQ2SEQ_NEW_TOKENS, value=16, step=1, label="Max new tokens")
         run = gr.Button("Generate", variant="primary", elem_id="seq2seq-run")
+        examples_that_run(EXAMPLES, [text, prefix], run)
         notice = gr.Markdown(elem_id="seq2seq-notice")
         output = gr.Textbox(label="Output", interactive=False, elem_id="seq2seq-output")
         with gr.Row():
@@ -289,7 +290,6 @@ def build() -> gr.Blocks:
         with gr.Tab("Encoder self-attention"):
             encoder_plot = gr.Plot(label="Encoder self-attention", elem_id="seq2seq-encoder")
         state = gr.State(None)
-        gr.Examples(EXAMPLES, inputs=[text, prefix])
 
         @user_errors
         def generate(value: str, task: str, chosen: str, how: str, beam_count: float, new_tokens: float):

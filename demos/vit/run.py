@@ -23,8 +23,8 @@ from txgallery.attention_views import OVERLAY_FORMAT, enlarged_picture, figure_p
 from txgallery.limits import VIT_TOP_K, InputError
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import ServiceUnavailable, connect
-from txgallery.ui import (bar_plot_value, image_input, loaded_badge, model_badge, shown_value, upload_path,
-                          user_errors)
+from txgallery.ui import (bar_plot_value, examples_that_run, image_input, loaded_badge, model_badge, shown_value,
+                          upload_path, user_errors)
 from txgallery.vision import (FASHION_MNIST_LABELS, ImageClassifier, VitGeometry, fashion_mnist_examples, load_image,
                               sample_photos)
 
@@ -295,7 +295,9 @@ def build() -> gr.Blocks:
                     with gr.Row():
                         fusion = gr.Radio(list(HEAD_FUSIONS), value="mean", label="Head fusion")
                         discard = gr.Slider(0.0, MAX_DISCARD_RATIO, value=0.0, step=0.05, label="Discard ratio")
-                    run = gr.Button("Classify", variant="primary")
+                    run = gr.Button("Classify", variant="primary", elem_id="vit-run")
+                    for label, files in example_groups:
+                        examples_that_run(files, image, run, label=label, examples_per_page=len(files))
                 with gr.Column():
                     badge = gr.Markdown(model_badge(main_source))  # the loaded model's figures follow
                     top_class = gr.Markdown(elem_id="vit-top-class")
@@ -308,8 +310,6 @@ def build() -> gr.Blocks:
             captions = gr.Markdown(elem_id="vit-captions")  # text, not new labels: a component update costs ~10 ms
             # the page's model never changes, so neither do its numbers: filled when the page loads, not per picture
             recipe = gr.Dataframe(label="The recipe, in numbers", interactive=False)
-            for label, files in example_groups:
-                gr.Examples(files, inputs=image, label=label, examples_per_page=len(files))
             with gr.Accordion("The [CLS] token and position embeddings", open=False):
                 gr.Markdown(
                     "The **[CLS] token** is a learned vector placed before the patch tokens. It is no patch: it "
@@ -328,14 +328,14 @@ def build() -> gr.Blocks:
             with gr.Row():
                 photo = image_input(label="Photo",
                                  sources=["upload", "webcam", "clipboard"], height=260, elem_id="vit-compare-image")
-                compare = gr.Button("Compare", variant="primary")
+                compare = gr.Button("Compare", variant="primary", elem_id="vit-compare-run")
+            examples_that_run([str(p) for p in sample_photos().values()], photo, compare, label="Natural photos")
             badges, plots = [], []
             with gr.Row():
                 for i, (name, source, _) in enumerate(compared):
                     with gr.Column():
                         badges.append(gr.Markdown(model_badge(source)))
                         plots.append(gr.BarPlot(label=name, elem_id=f"vit-compare-{i}", **bar))
-            gr.Examples([str(p) for p in sample_photos().values()], inputs=photo, label="Natural photos")
 
         @user_errors
         def classify(upload: dict | str | None, head_fusion: str, discard_ratio: float):
