@@ -6,6 +6,7 @@ import contextlib
 import functools
 import inspect
 import io
+import json
 import logging
 import zipfile
 from pathlib import Path
@@ -189,6 +190,163 @@ def examples_that_run(samples: list, inputs: gr.components.Component | list, run
     examples.load_input_event.then(None, js=f"() => document.getElementById({run.elem_id!r})?.click()",
                                    api_name=False)
     return examples
+
+
+# The page's URL follows its state: each change replaces the current history entry, and the first change after a run
+# starts a new one, so Back and Forward step through what was run. Opening a URL (and Back/Forward, which reload the
+# page) restores its state on the server side, where values are checked, and then runs.
+_LINK_JS = r"""
+window.txLink = window.txLink || (() => {
+  let ran = false, ready = false;  // not ready: Gradio selects the first tab while mounting, before the restore
+  addEventListener("popstate", () => location.reload());
+  const encode = (value, names) => {
+    if (value === null || value === undefined || value === "") return null;
+    if (typeof value === "boolean") return value ? "1" : "0";
+    if (Array.isArray(value)) return value.join(",");
+    if (typeof value === "object") {  // a file: only an example's name goes into a URL, never an upload
+      const file = (value.orig_name || value.path || value.url || "").split("/").pop();
+      const name = file.replace(/\.[^.]*$/, "");
+      return names && names.includes(name) ? name : null;
+    }
+    return String(value);
+  };
+  return {
+    set(key, value, fallback, names, afterReady) {
+      if (afterReady && !ready) return;
+      const url = new URL(location.href);
+      const text = encode(value, names);
+      if (text === null || text === fallback) url.searchParams.delete(key); else url.searchParams.set(key, text);
+      if (url.href === location.href) return;
+      if (ran) { history.pushState(null, "", url); ran = false; } else history.replaceState(null, "", url);
+    },
+    ran() { ran = true; },
+    ready() { ready = true; },
+  };
+})();
+"""
+
+_COPY_JS = """async () => {
+  const href = location.href;
+  try { await navigator.clipboard.writeText(href); return "Link copied: " + href; }
+  catch (error) { return "Copy this link: " + href; }  // no clipboard over plain HTTP on another host
+}"""
+
+
+def _link_text(component: gr.components.Component, value: Any) -> str | None:
+    """How a component's initial value reads in a URL (None: no parameter)."""
+    if value is None or value == "" or isinstance(component, gr.Image):
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _from_link(component: gr.components.Component, text: str, names: dict[str, str]) -> Any:
+    """The value a URL parameter gives `component`; InputError when it cannot take it."""
+    if isinstance(component, gr.Image):
+        if text not in names:
+            raise InputError(f"no example is called {text!r}")
+        return names[text]
+    if isinstance(component, gr.Checkbox):
+        if text not in ("1", "0", "true", "false"):
+            raise InputError("expected 1 or 0")
+        return text in ("1", "true")
+    if isinstance(component, (gr.Slider, gr.Number)):
+        try:
+            number = float(text)
+        except ValueError:
+            raise InputError("expected a number") from None
+        low, high = getattr(component, "minimum", None), getattr(component, "maximum", None)
+        if (low is not None and number < low) or (high is not None and number > high):
+            raise InputError(f"expected a number from {low} to {high}")
+        return int(number) if number.is_integer() else number
+    if isinstance(component, (gr.Dropdown, gr.Radio, gr.CheckboxGroup)):
+        values = {str(choice[1] if isinstance(choice, tuple) else choice): (choice[1] if isinstance(choice, tuple)
+                                                                          else choice) for choice in component.choices}
+        wanted = text.split(",") if isinstance(component, gr.CheckboxGroup) or getattr(component, "multiselect",
+                                                                                        False) else [text]
+        unknown = [w for w in wanted if w not in values]
+        if unknown and not getattr(component, "allow_custom_value", False):
+            raise InputError(f"expected one of {', '.join(values)}")
+        chosen = [values.get(w, w) for w in wanted]
+        return chosen if len(wanted) > 1 or isinstance(component, gr.CheckboxGroup) else chosen[0]
+    return text
+
+
+def _tab_slug(label: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in label.lower()).split())
+
+
+def copy_link_button() -> gr.Button:
+    """A *Copy link* button: the page's URL, which `deep_link` keeps in step with its state; the link is also shown,
+    for phones and for plain HTTP, where browsers refuse the clipboard."""
+    with gr.Row(elem_classes=["tx-link"]):
+        copy = gr.Button("🔗 Copy link", size="sm", variant="secondary", scale=0, min_width=120, elem_id="tx-copy-link")
+        copied = gr.Markdown(elem_id="tx-copy-link-note")
+    copy.click(None, js=_COPY_JS, outputs=copied, api_name=False)
+    return copy
+
+
+def deep_link(page: gr.Blocks, fields: dict[str, gr.components.Component], run: gr.Button | None = None,
+              examples: dict[str, dict[str, str]] | None = None) -> None:
+    """Keep `fields` and the chosen tab in the page's URL, and restore them (then press `run`) when a page is opened
+    with parameters. Image fields go into a URL by example name only (`examples[key]`: name → path). Call it at the
+    end of `build()`, once every tab exists."""
+    examples = examples or {}
+    tabs = [block for block in page.blocks.values() if isinstance(block, gr.Tab)]
+    for tab in tabs:
+        tab.id = tab.id if tab.id is not None else _tab_slug(str(tab.label))
+    for parent in dict.fromkeys(tab.parent for tab in tabs if not isinstance(tab.parent, gr.Tabs)):
+        parent.fill_expected_parents()  # what Gradio does when the page's context closes: a gr.Tabs around them
+    groups = list(dict.fromkeys(tab.parent for tab in tabs))
+
+    for key, component in fields.items():
+        names = list(examples.get(key, {}))
+        fallback = _link_text(component, component.value)
+        component.change(None, inputs=component, api_name=False,
+                         js=f"(value) => {{{_LINK_JS}; window.txLink.set({json.dumps(key)}, value, "
+                            f"{json.dumps(fallback)}, {json.dumps(names)}); }}")
+    for tab in tabs:
+        fallback = tab.id if tab.parent.children[0] is tab else None  # the tab a page opens on needs no parameter
+        tab.select(None, api_name=False,
+                   js=f"() => {{{_LINK_JS}; window.txLink.set('tab', {json.dumps(tab.id)}, {json.dumps(fallback)}, "
+                      f"null, true); }}")
+    if run is not None:
+        run.click(None, js=f"() => {{{_LINK_JS}; window.txLink.ran(); }}", api_name=False)
+
+    def restore(request: gr.Request):
+        # a queued event's request carries each parameter as a list of its values
+        query = {key: value[0] if isinstance(value, list) else value
+                 for key, value in (dict(request.query_params) if request else {}).items()}
+        problems, values = [], []
+        for key, component in fields.items():
+            if key not in query:
+                values.append(gr.skip())
+                continue
+            try:
+                values.append(_from_link(component, query[key], examples.get(key, {})))
+            except InputError as why:
+                problems.append(f"{key}={query[key]!r} ({why})")
+                values.append(gr.skip())
+        tab_ids = {tab.id: tab for tab in tabs}
+        for group in groups:
+            wanted = tab_ids.get(query.get("tab"))
+            values.append(gr.Tabs(selected=wanted.id) if wanted is not None and wanted.parent is group else gr.skip())
+        if "tab" in query and query["tab"] not in tab_ids:
+            problems.append(f"tab={query['tab']!r} (expected one of {', '.join(map(str, tab_ids))})")
+        if problems:
+            gr.Warning("This link's " + "; ".join(problems) + " cannot be used here; those stay as they were.")
+        return values[0] if len(values) == 1 else values  # Gradio takes one output's value unwrapped
+
+    press = "" if run is None else (f"if ({json.dumps(list(fields))}.some(key => query.has(key))) "
+                                    f"document.getElementById({json.dumps(run.elem_id)})?.click();")
+    page.load(restore, None, [*fields.values(), *groups], api_name=False, show_progress="hidden").then(
+        None, api_name=False, js=f"() => {{{_LINK_JS}; window.txLink.ready(); "
+                                 f"const query = new URLSearchParams(location.search); {press} }}")
 
 
 def lesson_panel(lesson: str, open: bool = False) -> gr.Accordion:

@@ -20,7 +20,7 @@ from txgallery.limits import (MAX_ATTRIBUTION_TOKENS, MAX_BATCH_TEXTS, MAX_TOKEN
                               truncate_text)
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import examples_that_run, model_badge, shown_value, user_errors
+from txgallery.ui import deep_link, examples_that_run, model_badge, shown_value, user_errors
 from txgallery.uploads import find_column, header_names, read_csv_rows
 
 SLUG = "sentiment"
@@ -299,6 +299,7 @@ def build() -> gr.Blocks:
               ).then(explain, inputs=text, outputs=highlights, api_name="sentiment_explain", concurrency_id="sentiment")
         run_batch.click(classify_many, inputs=[lines, upload], outputs=[table, download, batch_notice],
                         api_name="sentiment_batch", concurrency_id="sentiment")
+        deep_link(page, {"text": text}, run=run)
     return page
 
 

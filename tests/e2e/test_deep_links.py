@@ -1,0 +1,60 @@
+"""Deep links in a real browser: a page's inputs and tab live in its URL; opening a URL restores them and runs; Back
+and Forward step through what was run; *Copy link* gives the URL."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+POSITIVE = "An utterly charming film, funny and warm from start to finish."
+NEGATIVE = "A dull, lifeless mess that wastes its cast."
+
+
+def _wait_for_query(page, key: str, value: str) -> None:
+    """Wait until the page's URL has `key=value` (history.replaceState/pushState: no navigation to wait for)."""
+    page.wait_for_function("([key, value]) => new URLSearchParams(location.search).get(key) === value", arg=[key, value],
+                           timeout=30_000)
+
+
+def _top_label(page) -> str:
+    return page.locator("#sentiment-label-0").inner_text().splitlines()[1]
+
+
+def test_opening_a_link_restores_the_text_and_runs(page, gallery):
+    page.goto(f"{gallery}/sentiment?text={NEGATIVE}", wait_until="load", timeout=120_000)
+    expect(page.get_by_label("Text").first).to_have_value(NEGATIVE, timeout=60_000)
+    expect(page.locator("#sentiment-label-0")).to_contain_text("%", timeout=120_000)
+    assert _top_label(page) == "negative"
+
+
+def test_the_url_follows_the_inputs_and_back_restores_the_previous_run(page, gallery):
+    page.goto(f"{gallery}/sentiment", wait_until="load", timeout=120_000)
+    box = page.get_by_label("Text").first
+    box.fill(POSITIVE)
+    page.locator("#sentiment-run").click()
+    expect(page.locator("#sentiment-label-0")).to_contain_text("%", timeout=120_000)
+    _wait_for_query(page, "text", POSITIVE)
+    box.fill(NEGATIVE)
+    page.locator("#sentiment-run").click()
+    _wait_for_query(page, "text", NEGATIVE)
+    page.go_back()  # the page reloads with the previous run's text, and runs it
+    expect(page.get_by_label("Text").first).to_have_value(POSITIVE, timeout=60_000)
+    expect(page.locator("#sentiment-label-0")).to_contain_text("%", timeout=120_000)
+    assert _top_label(page) == "positive"
+    page.go_forward()
+    expect(page.get_by_label("Text").first).to_have_value(NEGATIVE, timeout=60_000)
+
+
+def test_the_tab_is_in_the_url(page, gallery):
+    page.goto(f"{gallery}/sentiment", wait_until="load", timeout=120_000)
+    page.get_by_role("tab", name="Batch").click()
+    _wait_for_query(page, "tab", "batch")
+    page.goto(f"{gallery}/sentiment?tab=batch", wait_until="load", timeout=120_000)
+    expect(page.get_by_label("Texts, one per line")).to_be_visible(timeout=60_000)
+
+
+def test_a_bad_link_says_what_it_ignored(page, gallery):
+    page.goto(f"{gallery}/sentiment?tab=nowhere", wait_until="load", timeout=120_000)
+    expect(page.locator(".toast-body")).to_contain_text("tab='nowhere'", timeout=60_000)
