@@ -27,7 +27,7 @@ from txgallery.limits import (MAX_ATTENTION_TOKENS_DECODER, MAX_ATTENTION_TOKENS
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.vision import fashion_mnist_examples
 from txgallery.serving import connect
-from txgallery.ui import announce_first_use, examples_that_run, image_input, model_badge, user_errors
+from txgallery.ui import announce_first_use, deep_link, examples_that_run, image_input, model_badge, user_errors
 
 SLUG = "attention"
 ENCODER_TASK = "feature-extraction"
@@ -595,6 +595,7 @@ def build() -> gr.Blocks:
                          download, api_name="attention_figure", concurrency_id=SLUG)
         export_npz.click(download_tensors, [result_state, tensor_format], download, api_name="attention_tensors",
                          concurrency_id=SLUG)
+        deep_link(page, {"model": model_choice, "text": text, "pair": pair, "layer": layer, "head": head}, run=run)
     return page
 
 

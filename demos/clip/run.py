@@ -27,7 +27,7 @@ from txgallery.limits import (MAX_CLIP_CACHED_EMBEDDINGS, MAX_CLIP_GALLERY_UPLOA
                               MAX_CLIP_TEXT_CHARS, InputError)
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import examples_that_run, image_input, loaded_badge, model_badge, user_errors
+from txgallery.ui import deep_link, examples_that_run, image_input, loaded_badge, model_badge, user_errors
 from txgallery.vision import load_image, load_images, sample_photos
 
 SLUG = "clip"
@@ -411,6 +411,8 @@ def build() -> gr.Blocks:
         compute.click(matrix, inputs=[texts, uploads], outputs=heatmap, api_name="clip_matrix", concurrency_id="clip")
         # on the first visit, not while the gallery starts: the page is up before any model has loaded
         page.load(page_badge, None, badge, api_name=False, show_progress="hidden")
+        deep_link(page, {"image": image, "labels": labels, "template": template}, run=run,
+                  examples={"image": {Path(file).stem: file for file in examples}})
     return page
 
 

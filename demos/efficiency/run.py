@@ -30,7 +30,7 @@ from txgallery.onnx_model import OnnxSequenceClassifier, export_classifier, quan
 from txgallery.paths import home
 from txgallery.plugin import Demo, ModelSlot
 from txgallery.training import LoraRecipe, accuracy, seed_everything, train_classifier
-from txgallery.ui import offer_download, user_errors, zipped
+from txgallery.ui import deep_link, offer_download, user_errors, zipped
 
 SLUG = "efficiency"
 TASK = "text-classification"
@@ -555,6 +555,9 @@ def build() -> gr.Blocks:
                   api_name="efficiency_measure", concurrency_id="efficiency", concurrency_limit=2)
         train.click(train_student, [layers, steps, temperature, alpha], [verdict, curves, student_file],
                     api_name="efficiency_distil", concurrency_id="efficiency", concurrency_limit=2)
+        # no run on opening a link: a build uses every core for a minute
+        deep_link(page, {"techniques": techniques, "sparsity": sparsity, "structured": structured,
+                         "student_layers": layers, "steps": steps, "temperature": temperature, "alpha": alpha})
     return page
 
 

@@ -26,7 +26,7 @@ from txgallery.limits import (MAX_CSV_CLASSES, MAX_CSV_ROWS, MAX_FINETUNE_RUNS_K
                               MAX_UPLOAD_BYTES, MIN_CSV_ROWS, InputError, truncate_text)
 from txgallery.plugin import Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import first_use_note, model_badge, offer_download, user_errors, zipped
+from txgallery.ui import deep_link, first_use_note, model_badge, offer_download, user_errors, zipped
 from txgallery.uploads import find_column, header_names, read_csv_rows
 
 SLUG = "finetune"
@@ -545,6 +545,10 @@ def build() -> gr.Blocks:
         download.click(on_download, [run_choice, session], files, api_name="finetune_download",
                        concurrency_id="finetune-ui")
         export.click(on_export, [run_choice, session], files, api_name="finetune_export", concurrency_id="finetune-ui")
+        # no run on opening a link: a training run is the operator's CPU time, started by a click
+        deep_link(page, {"task": task, "method": method, "steps": steps, "learning_rate": learning_rate,
+                         "batch": batch_size, "rank": rank, "alpha": alpha, "dropout": dropout,
+                         "freeze": freeze_layers, "adapter": adapter_size})
     return page
 
 

@@ -21,7 +21,7 @@ from txgallery.generation import (GenerationUpdate, SamplingSettings, Step, chec
 from txgallery.limits import GENERATION_MAX_BEAMS, GENERATION_MAX_NEW_TOKENS, GENERATION_MAX_PROMPT_TOKENS, InputError
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import examples_that_run, first_use_note, model_badge, user_errors
+from txgallery.ui import deep_link, examples_that_run, first_use_note, model_badge, user_errors
 
 SLUG = "generation"
 TASK = "text-generation"
@@ -407,6 +407,8 @@ def build() -> gr.Blocks:
                                outputs=[notice_b, stats_a, output_a, stats_b, output_b],
                                api_name="generation_compare", concurrency_id="generation")
         stop_b.click(None, cancels=[compared])
+        deep_link(page, {"model": model, "prompt": prompt, "chat": chat, "max_new": max_new, "seed": seed,
+                         **dict(zip(["decoding", "temperature", "top_k", "top_p", "penalty", "beams"], knobs))}, run=run)
     return page
 
 

@@ -21,7 +21,7 @@ from txgallery.limits import (MAX_SEQ2SEQ_BEAMS, MAX_SEQ2SEQ_NEW_TOKENS, MAX_SEQ
                               truncate_text)
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import examples_that_run, model_badge, user_errors
+from txgallery.ui import deep_link, examples_that_run, model_badge, user_errors
 
 SLUG = "seq2seq"
 TASK = "text2text-generation"
@@ -321,6 +321,8 @@ def build() -> gr.Blocks:
         model_name.change(show_tasks, model_name, [prefix, other_tasks], api_name=False)
         gr.on([layer.input, head.input], redraw, inputs=[state, layer, head], outputs=[cross_plot, encoder_plot],
               api_name="seq2seq_attention", concurrency_id="seq2seq")
+        deep_link(page, {"text": text, "task": prefix, "model": model_name, "decoding": decoding, "beams": beams,
+                         "max_new": max_new}, run=run)
     return page
 
 

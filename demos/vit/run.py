@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 from gradio_client import handle_file
@@ -23,7 +24,7 @@ from txgallery.attention_views import OVERLAY_FORMAT, enlarged_picture, figure_p
 from txgallery.limits import VIT_TOP_K, InputError
 from txgallery.plugin import ApiCall, Demo, ModelSlot
 from txgallery.serving import ServiceUnavailable, connect
-from txgallery.ui import (bar_plot_value, examples_that_run, image_input, loaded_badge, model_badge, shown_value,
+from txgallery.ui import (bar_plot_value, deep_link, examples_that_run, image_input, loaded_badge, model_badge, shown_value,
                           upload_path, user_errors)
 from txgallery.vision import (FASHION_MNIST_LABELS, ImageClassifier, VitGeometry, fashion_mnist_examples, load_image,
                               sample_photos)
@@ -397,6 +398,8 @@ def build() -> gr.Blocks:
               api_name="vit_compare", concurrency_id="vit")
         # on the first visit, not while the gallery starts: the page is up before any model has loaded
         page.load(lambda: (page_badge(), page_recipe()), None, [badge, recipe], api_name=False, show_progress="hidden")
+        named = {Path(file).stem: file for _, files in example_groups for file in files}
+        deep_link(page, {"image": image, "fusion": fusion, "discard": discard}, run=run, examples={"image": named})
     return page
 
 

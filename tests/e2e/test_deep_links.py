@@ -58,3 +58,30 @@ def test_the_tab_is_in_the_url(page, gallery):
 def test_a_bad_link_says_what_it_ignored(page, gallery):
     page.goto(f"{gallery}/sentiment?tab=nowhere", wait_until="load", timeout=120_000)
     expect(page.locator(".toast-body")).to_contain_text("tab='nowhere'", timeout=60_000)
+
+
+def test_attention_link_opens_the_text_at_a_layer_and_head(page, gallery):
+    page.goto(f"{gallery}/attention?text=The+cat+sat+on+the+mat.&layer=2&head=3", wait_until="load", timeout=120_000)
+    head_view = page.locator("#attention-headview .txa-headview")
+    expect(head_view).to_have_attribute("data-layer", "2", timeout=120_000)
+    assert "mat" in page.locator("#attention-headview svg").text_content()
+    expect(page.locator("#attention-head input")).to_have_value("head 3")
+    page.locator("#attention-layer input").click()
+    page.get_by_role("option", name="layer 4").click()  # a view change after a run: a new history entry
+    _wait_for_query(page, "layer", "4")
+    page.go_back()
+    expect(head_view).to_have_attribute("data-layer", "2", timeout=120_000)
+
+
+def test_vit_link_names_an_example_never_an_upload(page, gallery, tmp_path):
+    page.goto(f"{gallery}/vit?image=test00002-trouser&fusion=max", wait_until="load", timeout=120_000)
+    top = page.locator("#vit-top-class")
+    expect(top).to_contain_text("Trouser", timeout=120_000)
+    _wait_for_query(page, "image", "test00002-trouser")
+    from PIL import Image
+
+    upload = tmp_path / "grey.png"
+    Image.new("L", (28, 28), 128).save(upload)
+    page.locator("#vit-image input[type=file]").set_input_files(str(upload))
+    page.wait_for_function("() => !new URLSearchParams(location.search).has('image')", timeout=30_000)
+    assert "fusion=max" in page.url
