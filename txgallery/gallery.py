@@ -6,6 +6,7 @@ A demo that failed to import or build becomes an error card and an error page; t
 from __future__ import annotations
 
 import html
+import json
 import logging
 import os
 
@@ -29,7 +30,89 @@ CSS = """
 .tx-card.tx-broken {border-color: #d33; background: #fff4f4; color: #600;}
 .tx-start {float: right; font-size: 12px; font-weight: 600; padding: 1px 8px; border-radius: 10px;
            background: var(--color-accent); color: white;}
+.tx-tags {font-size: 12px;}
+/* the skip link sits above the page until it has keyboard focus; only pages with a demo (#tx-demo) offer it */
+.tx-skip {position: fixed; top: 8px; left: 8px; z-index: 10000; padding: 8px 16px; border-radius: 8px;
+          background: #1f2937; color: #ffffff; font-weight: 600; text-decoration: underline;
+          transform: translateY(-300%);}
+.tx-skip:focus {transform: none; outline: 3px solid #f97316; outline-offset: 2px;}
+body:not(:has(#tx-demo)) > .tx-skip {display: none;}
+/* Gradio's nav and footer use the subdued text colour (1.91:1 on white); the body colour passes WCAG AA in both
+   themes. The nav stays on one line (9 pages fit at 1440 px) and scrolls sideways on narrow screens. */
+div.nav-holder > nav {flex-wrap: nowrap; overflow-x: auto; justify-content: safe flex-end; gap: 2px;}
+div.nav-holder > nav > a {color: var(--body-text-color); font-size: var(--text-md); white-space: nowrap;
+                          padding: var(--size-1) 6px;}
+div.nav-holder > nav > a.active {font-weight: 600;}
+div.gradio-container footer, div.gradio-container footer :is(a, button, span, div) {color: var(--body-text-color);}
 """
+
+# Gradio re-renders examples, so a MutationObserver gives every example picture an alt text from its file name
+# (the shipped Fashion-MNIST files map to their test index and label); it also adds the skip link as the page's
+# first Tab stop, ahead of Gradio's nav, which no component placed in the page can precede.
+HEAD_SCRIPT = """<script>
+(() => {
+  const known = __KNOWN__;
+  const visible = (el) => el.getClientRects().length > 0 && !el.disabled;
+  const altText = (src) => {
+    const stem = decodeURIComponent((src || "").split(/[?#]/)[0].split("/").pop() || "").replace(/\\.[^.]*$/, "");
+    return "Example: " + (known[stem] || stem.replace(/[_-]+/g, " ").trim() || "image");
+  };
+  const skipToDemo = (event) => {
+    const demo = document.getElementById("tx-demo");
+    if (!demo) return;
+    event.preventDefault();
+    const inputs = demo.querySelectorAll("input:not([type=hidden]), textarea, select");
+    const focusable = demo.querySelectorAll("button, a[href], [tabindex]:not([tabindex='-1'])");
+    const target = [...inputs].find(visible) || [...focusable].find(visible);
+    if (target) { target.focus(); return; }
+    demo.tabIndex = -1;
+    demo.focus();
+  };
+  const update = () => {
+    if (!document.getElementById("tx-skip")) {
+      const link = document.createElement("a");
+      link.id = "tx-skip";
+      link.className = "tx-skip";
+      link.href = "#tx-demo";
+      link.textContent = "Skip to the demo";
+      link.addEventListener("click", skipToDemo);
+      document.body.prepend(link);
+    }
+    for (const img of document.querySelectorAll(".gallery-item img")) {
+      if (!img.getAttribute("alt")) img.setAttribute("alt", altText(img.getAttribute("src")));
+    }
+  };
+  let queued = false;
+  const schedule = () => {
+    if (queued) return;
+    queued = true;
+    setTimeout(() => { queued = false; update(); }, 0);
+  };
+  const start = () => {
+    update();
+    new MutationObserver(schedule).observe(document.body, {childList: true, subtree: true, attributes: true,
+                                                           attributeFilter: ["src", "alt"]});
+  };
+  if (document.body) start(); else document.addEventListener("DOMContentLoaded", start);
+})();
+</script>"""
+
+
+def example_names() -> dict[str, str]:
+    """Readable names of the shipped example pictures whose file names abbreviate them: file stem -> name."""
+    from txgallery.vision import fashion_mnist_examples
+
+    try:
+        examples = fashion_mnist_examples()
+    except FileNotFoundError:  # a broken install still gets file-name alt texts
+        return {}
+    return {path.stem: f"Fashion-MNIST test image {int(path.stem.split('-', 1)[0].removeprefix('test'))}, {label}"
+            for label, path in examples.items()}
+
+
+def page_head() -> str:
+    """What every page adds to its <head>: the script for the skip link and the example pictures' alt texts."""
+    return HEAD_SCRIPT.replace("__KNOWN__", json.dumps(example_names()).replace("</", "<\\/"))
 
 
 def lesson_order(entries: list[DemoEntry]) -> list[DemoEntry]:
@@ -75,19 +158,25 @@ def models_markdown(entry: DemoEntry) -> str:
 
 
 def render_page(entry: DemoEntry, blocks: gr.Blocks | None, following: DemoEntry | None = None) -> None:
-    """The chrome around a demo: header, models, lesson, the demo itself (or its error), then a link to the
-    `following` demo of the lesson."""
+    """The chrome around a demo: title and description, the models and tags (collapsed), lesson, the demo itself (or
+    its error), then a link to the `following` demo of the lesson."""
     if entry.demo is None or blocks is None:
         gr.Markdown(f"# ⚠️ {entry.name}\nThis demo could not be loaded, so it is switched off. The rest of the "
                     f"gallery works.\n\n**Reason:** `{entry.error}`\n\n**From:** {entry.origin}")
         return
     demo = entry.demo
-    gr.Markdown(f"# {demo.title}\n{demo.description}\n\n{tag_line(demo.tags)}")
-    if demo.models:
-        gr.Markdown(models_markdown(entry), elem_classes=["tx-models"])
+    gr.Markdown(f"# {demo.title}\n{demo.description}")
+    if demo.models or demo.tags:  # provenance for the curious; the first screen is the demo
+        with gr.Accordion("About this model" if demo.models else "About this demo", open=False,
+                          elem_classes=["tx-about"]):
+            if demo.models:
+                gr.Markdown(models_markdown(entry), elem_classes=["tx-models"])
+            if demo.tags:
+                gr.Markdown(tag_line(demo.tags), elem_classes=["tx-tags"])
     if demo.lesson:
         lesson_panel(demo.lesson)
-    blocks.render()
+    with gr.Column(elem_id="tx-demo"):  # the skip link's target
+        blocks.render()
     if following is not None and following.demo is not None:
         gr.Markdown(f"**Next:** [{following.demo.title}]({following.slug}) — {following.demo.topic}",
                     elem_classes=["tx-next"])
@@ -142,10 +231,11 @@ def queue(app: gr.Blocks, concurrency: int = DEFAULT_CONCURRENCY) -> gr.Blocks:
 
 def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
            block: bool = True, **kwargs) -> gr.Blocks:
-    """Queue and launch with the gallery's limits (upload size, queue size, concurrency) and styles."""
+    """Queue and launch with the gallery's limits (upload size, queue size, concurrency), styles and page script."""
     queue(app)
     app.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_SIZE, css=CSS,
-               prevent_thread_lock=not block, show_error=True, state_session_capacity=MAX_SESSIONS, **kwargs)
+               head=page_head(), prevent_thread_lock=not block, show_error=True, state_session_capacity=MAX_SESSIONS,
+               **kwargs)
     return app
 
 
