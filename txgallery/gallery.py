@@ -15,7 +15,7 @@ import gradio as gr
 from txgallery import store
 from txgallery.limits import DEFAULT_CONCURRENCY, MAX_SESSIONS, MAX_UPLOAD_SIZE, QUEUE_SIZE
 from txgallery.plugin import DemoEntry, build_entry, discover_demos
-from txgallery.ui import lesson_panel, model_badge, tag_line
+from txgallery.ui import copy_link_button, lesson_panel, model_badge, tag_line
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ def render_page(entry: DemoEntry, blocks: gr.Blocks | None, following: DemoEntry
         return
     demo = entry.demo
     gr.Markdown(f"# {demo.title}\n{demo.description}")
+    copy_link_button()  # the URL that the page's `deep_link` keeps in step with its inputs
     if demo.models or demo.tags:  # provenance for the curious; the first screen is the demo
         with gr.Accordion("About this model" if demo.models else "About this demo", open=False,
                           elem_classes=["tx-about"]):

@@ -197,7 +197,7 @@ def examples_that_run(samples: list, inputs: gr.components.Component | list, run
 # page) restores its state on the server side, where values are checked, and then runs.
 _LINK_JS = r"""
 window.txLink = window.txLink || (() => {
-  let ran = false, ready = false;  // not ready: Gradio selects the first tab while mounting, before the restore
+  let ran = false, ready = false;  // before ready, Gradio selects the first tab while mounting: not a user's choice
   addEventListener("popstate", () => location.reload());
   const encode = (value, names) => {
     if (value === null || value === undefined || value === "") return null;
@@ -212,9 +212,9 @@ window.txLink = window.txLink || (() => {
   };
   return {
     set(key, value, fallback, names, afterReady) {
-      if (afterReady && !ready) return;
       const url = new URL(location.href);
       const text = encode(value, names);
+      if (afterReady && !ready && text === fallback) return;
       if (text === null || text === fallback) url.searchParams.delete(key); else url.searchParams.set(key, text);
       if (url.href === location.href) return;
       if (ran) { history.pushState(null, "", url); ran = false; } else history.replaceState(null, "", url);

@@ -85,3 +85,10 @@ def test_vit_link_names_an_example_never_an_upload(page, gallery, tmp_path):
     page.locator("#vit-image input[type=file]").set_input_files(str(upload))
     page.wait_for_function("() => !new URLSearchParams(location.search).has('image')", timeout=30_000)
     assert "fusion=max" in page.url
+
+
+def test_copy_link_shows_the_link(page, gallery):
+    page.goto(f"{gallery}/sentiment", wait_until="load", timeout=120_000)
+    page.get_by_label("Text").first.fill(POSITIVE)
+    page.locator("#tx-copy-link").click()
+    expect(page.locator("#tx-copy-link-note")).to_contain_text("text=", timeout=30_000)
