@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -180,3 +182,41 @@ def test_the_landing_page_and_the_pages_follow_the_lesson():
     config = build_gallery(entries).config
     nexts = [c["props"]["value"] for c in config["components"] if "tx-next" in (c["props"].get("elem_classes") or [])]
     assert [re.search(r"\]\(([a-z0-9_]+)\)", text).group(1) for text in nexts] == lesson[1:]
+
+
+def _code_names(tree: ast.AST) -> set[str]:
+    """Identifiers, imported modules and non-docstring strings of a module."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            names.add(node.value)
+    return names
+
+
+def test_the_core_names_no_demo():
+    """Nothing in txgallery/ names a demo's package or its classes in code: demos plug in through entry points and
+    declare what the core needs (for example `batched_methods` on a service class)."""
+    import txgallery
+
+    core = {path: ast.parse(path.read_text()) for path in Path(txgallery.__file__).parent.rglob("*.py")}
+    core_classes = {node.name for tree in core.values() for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+    demo_files = {sys.modules[entry.load().build.__module__].__file__
+                  for entry in importlib.metadata.entry_points(group="txgallery.demos")}
+    demo_classes = {node.name for file in demo_files for node in ast.walk(ast.parse(Path(file).read_text()))
+                    if isinstance(node, ast.ClassDef)} - core_classes
+    assert {"SentimentClassifier", "ClipMatcher", "ImageService"} <= demo_classes
+    named = {path.name: sorted(hits) for path, tree in core.items()
+             if (hits := {name for name in _code_names(tree) if "txgallery_demos" in name
+                          or any(cls == name or f":{cls}" in name for cls in demo_classes)})}
+    assert not named, named

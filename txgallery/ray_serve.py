@@ -13,7 +13,7 @@ How it fits together:
   same gallery again with a `RayServeBackend` installed, so the demos' proxies call DeploymentHandles instead of
   local instances — no demo changes;
 - inside a model replica the instance runs on a `LocalBackend` (one model thread, as in `txgallery serve`).
-  Batchable methods (`BATCHED_METHODS`, a `batched_methods` attribute on the class, or `user_config`) take a list
+  Batchable methods (a `batched_methods` attribute on the service class, or `user_config`) take a list
   and return a list of the same length; concurrent calls are concatenated by `@serve.batch` into one forward pass
   and split again. Generator methods stream through `handle.options(stream=True)`; callables passed as arguments
   (progress callbacks) are relayed back as events of a stream and run where the caller is (the UI replica).
@@ -47,13 +47,6 @@ INGRESS_NAME = "GalleryIngress"
 # JSON: which replica of which deployment answered how many calls, and which services ran inside the UI replica
 SERVED_ROUTE = "/txgallery/served"
 
-# Methods batched by default, like the task table of transformers pipelines: "module:Class" -> method names.
-# A service class may instead declare `batched_methods = ("predict",)`; a config's `user_config` overrides both.
-BATCHED_METHODS: dict[str, tuple[str, ...]] = {
-    "txgallery_demos.sentiment.run:SentimentClassifier": ("predict",),
-    "txgallery_demos.vit.run:ImageService": ("predict",),
-    "txgallery_demos.clip.run:ClipMatcher": ("embed_images", "embed_texts"),
-}
 
 
 class GalleryArgs(BaseModel):
@@ -119,7 +112,7 @@ def deployment_names(keys: list[ServiceKey]) -> dict[ServiceKey, str]:
 
 def batched_methods(cls: type) -> tuple[str, ...]:
     """The methods of `cls` that are batched when nothing else is configured."""
-    return tuple(getattr(cls, "batched_methods", BATCHED_METHODS.get(class_path(cls), ())))
+    return tuple(getattr(cls, "batched_methods", ()))
 
 
 # --- one model service as a deployment --------------------------------------------------------------------------------

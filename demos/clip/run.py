@@ -242,6 +242,8 @@ def _torch_threads() -> int:
 class ClipMatcher:
     """An image–text model from the model store: embeddings, zero-shot classification and similarity matrices."""
 
+    batched_methods = ("embed_images", "embed_texts")  # on Ray Serve, concurrent calls share one forward pass
+
     def __init__(self, source: store.ModelSource) -> None:
         self.source = source
         self.loaded = store.get_store().load(source)

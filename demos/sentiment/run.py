@@ -126,6 +126,8 @@ def merge_word_pieces(tokens: list[str], scores: list[float]) -> list[tuple[str,
 class SentimentClassifier:
     """A sequence classifier from the model store, with batched prediction and integrated-gradients attribution."""
 
+    batched_methods = ("predict",)  # on Ray Serve, concurrent calls share one forward pass
+
     def __init__(self, source: store.ModelSource) -> None:
         self.source = source
         self.loaded = store.get_store().load(source)

@@ -177,6 +177,8 @@ class VitResult:
 class ImageService:
     """An image classifier from the model store (ViT or CNN), answering with plain data."""
 
+    batched_methods = ("predict",)  # on Ray Serve, concurrent calls share one forward pass
+
     def __init__(self, source: store.ModelSource) -> None:
         self.source = source
         self.loaded = store.get_store().load(source, attentions=True)
