@@ -16,7 +16,8 @@ def _setup(args: argparse.Namespace) -> None:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.configure(settings.load_settings(getattr(args, "model", None), getattr(args, "config", None),
-                                              allow_hub=getattr(args, "allow_hub", None)))
+                                              allow_hub=getattr(args, "allow_hub", None),
+                                              presenter_key=getattr(args, "presenter_key", None)))
 
 
 def check_models(entries, load: bool) -> list[tuple[bool, str]]:
@@ -177,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "side (e.g. --model sentiment=embedded,distilbert-base-uncased-finetuned-sst-2-english)")
     serve.add_argument("--config", metavar="FILE", help="TOML settings file (default: ./txgallery.toml if present)")
     serve.add_argument("--preload", action="store_true", help="load every model before serving (errors are logged)")
+    serve.add_argument("--presenter-key", metavar="KEY",
+                       help="presenter mode: whoever opens a page with ?presenter=KEY leads every attendee who ticks "
+                            "'Follow the presenter' (or set $TXGALLERY_PRESENTER_KEY, which `ps` does not show)")
     serve.add_argument("--allow-hub", action="append", metavar="PATTERN",
                        help="hub ids users may type into pages (glob, repeatable, e.g. 'gpt2' or 'google/*'); "
                             "default: none")

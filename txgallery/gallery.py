@@ -15,6 +15,7 @@ import gradio as gr
 from txgallery import store
 from txgallery.limits import DEFAULT_CONCURRENCY, MAX_SESSIONS, MAX_UPLOAD_SIZE, QUEUE_SIZE
 from txgallery.plugin import DemoEntry, build_entry, discover_demos
+from txgallery.presenter import presenter_bar
 from txgallery.ui import copy_link_button, lesson_panel, model_badge, tag_line
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,7 @@ def build_gallery(entries: list[DemoEntry] | None = None, title: str = "txgaller
     with gr.Blocks(title=title) as app:
         gr.Markdown(f"# {title}\nInteractive transformer demos. Every demo runs offline on an embedded model; "
                     "configure hub models when online (`txgallery serve --help`).")
+        presenter_bar(app)
         gr.HTML(landing_html(entries), elem_id="tx-landing")
         gr.api(ping, api_name="ping")
     ordered = lesson_order(entries)
@@ -202,6 +204,7 @@ def build_gallery(entries: list[DemoEntry] | None = None, title: str = "txgaller
     for entry in ordered:
         following = working[working.index(entry) + 1] if entry in working[:-1] else None
         with app.route(entry.demo.title if entry.demo else f"⚠️ {entry.name}", f"/{entry.slug}"):
+            presenter_bar(app)
             render_page(entry, built[entry.slug], following)
     return app
 
@@ -210,6 +213,7 @@ def build_single(entry: DemoEntry) -> gr.Blocks:
     """One demo alone, with the same chrome as in the gallery."""
     blocks = build_entry(entry)
     with gr.Blocks(title=entry.demo.title if entry.demo else entry.name) as app:
+        presenter_bar(app)
         render_page(entry, blocks)
         gr.api(ping, api_name="ping")
     return app

@@ -29,6 +29,7 @@ else:  # pragma: no cover
 
 ENV_PREFIX = "TXGALLERY_MODEL_"
 ALLOW_HUB_ENV = "TXGALLERY_ALLOW_HUB"
+PRESENTER_KEY_ENV = "TXGALLERY_PRESENTER_KEY"
 DEFAULT_CONFIG_FILE = "txgallery.toml"
 
 
@@ -51,6 +52,7 @@ class Settings:
     models: dict[str, ModelChoice] = field(default_factory=dict)
     config_file: Path | None = None
     allow_hub: tuple[str, ...] = ()  # glob patterns of hub ids users may type into a page; empty: none
+    presenter_key: str = ""  # whoever opens a page with ?presenter=KEY leads the followers; empty: no presenter mode
 
     def hub_id_allowed(self, ref: str) -> bool:
         """Whether a user may load hub id `ref` from a page (the operator's allowlist)."""
@@ -109,7 +111,8 @@ def read_allow_hub(path: Path) -> tuple[str, ...]:
 
 
 def load_settings(model_flags: list[str] | None = None, config_file: str | Path | None = None,
-                  environ: Mapping[str, str] | None = None, allow_hub: list[str] | None = None) -> Settings:
+                  environ: Mapping[str, str] | None = None, allow_hub: list[str] | None = None,
+                  presenter_key: str | None = None) -> Settings:
     """Merge TOML file < environment < CLI flags into one `Settings`."""
     environ = os.environ if environ is None else environ
     path = Path(config_file or environ.get("TXGALLERY_CONFIG", DEFAULT_CONFIG_FILE)).expanduser()
@@ -127,7 +130,9 @@ def load_settings(model_flags: list[str] | None = None, config_file: str | Path 
         patterns = tuple(p.strip() for p in environ[ALLOW_HUB_ENV].split(",") if p.strip())
     if allow_hub:
         patterns = tuple(p.strip() for p in allow_hub if p.strip())
-    return Settings(models=models, config_file=path if path.is_file() else None, allow_hub=patterns)
+    presenter = (presenter_key or environ.get(PRESENTER_KEY_ENV, "")).strip()
+    return Settings(models=models, config_file=path if path.is_file() else None, allow_hub=patterns,
+                    presenter_key=presenter)
 
 
 _current = Settings()
