@@ -95,6 +95,50 @@ def head_color(head: int) -> str:
     return HEAD_COLORS[head % len(HEAD_COLORS)]
 
 
+def head_key_html(heads: Sequence[int]) -> str:
+    """The head view's key: one swatch per shown head, in that head's line colour, with its number in text colour."""
+    # dark-on-light text beside the swatch: white on the palette's light colours (#bcbd22, #17becf) fails contrast
+    keys = "".join(f'<span class="txa-key" data-head="{h}" style="display:inline-flex;align-items:center;gap:4px;'
+                   f'margin:0 10px 4px 0;font-size:14px;white-space:nowrap"><span class="txa-swatch" '
+                   f'style="display:inline-block;width:22px;height:5px;border-radius:2px;background:{head_color(h)}">'
+                   f'</span>head {h}</span>' for h in heads)
+    return (f'<div class="txa-key-list" role="group" aria-label="line colour of each head" '
+            f'style="display:flex;flex-wrap:wrap">{keys}</div>')
+
+
+def _segment_key_html() -> str:
+    swatches = "".join(f'<span style="display:inline-flex;align-items:center;gap:4px;margin-right:10px">'
+                       f'<span style="display:inline-block;width:14px;height:14px;border:1px solid #999;background:'
+                       f'{colour}"></span>sentence {name}</span>' for name, colour in zip("AB", SEGMENT_COLORS))
+    return f'<div class="txa-segment-key" style="font-size:14px">Token background: {swatches}</div>'
+
+
+def colour_bar_html(cmap: str, low: str, high: str, title: str, stops: int = 11) -> str:
+    """A horizontal colour bar for `cmap` (a matplotlib colormap) from `low` to `high`, as HTML beside a view."""
+    from matplotlib import colormaps
+
+    colours = [colormaps[cmap](i / (stops - 1)) for i in range(stops)]
+    gradient = ", ".join(f"rgb({r * 255:.0f}, {g * 255:.0f}, {b * 255:.0f}) {100 * i / (stops - 1):.0f}%"
+                         for i, (r, g, b, _) in enumerate(colours))
+    return (f'<div class="txa-colourbar" data-cmap="{escape(cmap)}" style="width:320px;max-width:100%;font-size:13px;'
+            f'margin:4px 0 8px">{escape(title)}<div class="txa-colourbar-bar" style="height:14px;border:1px solid #999;'
+            f'background:linear-gradient(to right, {gradient})"></div><div style="display:flex;'
+            f'justify-content:space-between"><span>{escape(low)}</span><span>{escape(high)}</span></div></div>')
+
+
+def head_selector_css(selector: str) -> str:
+    """CSS that puts each head's colour swatch before its checkbox label in the heads selector at `selector`.
+
+    The choices are "head 0", "head 1", … in order, so the n-th label is head n-1; the rules repeat every
+    len(HEAD_COLORS) labels exactly as `head_color` cycles.
+    """
+    cycle = len(HEAD_COLORS)
+    swatch = ('content:"";display:inline-block;width:14px;height:14px;border-radius:3px;margin-right:6px;'
+              'vertical-align:-2px;background:')
+    return "".join(f"{selector} label:nth-of-type({cycle}n+{h + 1}) span::before{{{swatch}{head_color(h)}}}"
+                   for h in range(cycle))
+
+
 def head_view_html(tokens: Sequence[str], attention: np.ndarray, heads: Sequence[int], layer: int,
                    segments: Sequence[int] | None = None, causal: bool = False,
                    min_weight: float = MIN_LINE_WEIGHT) -> str:
@@ -104,9 +148,9 @@ def head_view_html(tokens: Sequence[str], attention: np.ndarray, heads: Sequence
     size, width, left, right = len(tokens), 620, 170, 450
     height = size * ROW + 28
     parts = [f'<div class="txa-headview" data-layer="{layer}" data-heads="{",".join(map(str, heads))}">',
-             '<div class="txa-legend">' + f"Layer {layer} · " + " ".join(
-                 f'<span class="txa-chip" style="background:{head_color(h)};color:#fff;padding:1px 4px;border-radius:3px">head {h}</span>' for h in heads)
-             + (" · causal: a token only sees itself and earlier tokens" if causal else "") + "</div>",
+             f'<div class="txa-legend"><div style="margin-bottom:4px">Layer {layer} · line colour = head, darker line '
+             f'= more attention{" · causal: a token only sees itself and earlier tokens" if causal else ""}</div>'
+             + head_key_html(heads) + (_segment_key_html() if segments is not None else "") + "</div>",
              f'<svg class="txa-svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              f'xmlns="http://www.w3.org/2000/svg"><style>'
              ".txa-svg text{font:12px monospace;cursor:pointer}.txa-svg path{fill:none;stroke-width:2}"
@@ -181,7 +225,10 @@ def model_view_html(attentions: np.ndarray, thumbnail: int = 64, selected: tuple
     Image.fromarray(sheet).save(buffer, format="PNG", compress_level=3)
     uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
     width, height = label_w + heads * cell, label_h + layers * cell
-    parts = [f'<div class="txa-modelview" style="position:relative;width:{width}px;height:{height}px;font-size:11px">',
+    # each thumbnail is scaled to its own largest weight, so the bar's top end is per thumbnail, not one number
+    parts = [colour_bar_html(CMAP, "0", "the head's largest weight", "Colour = attention weight, each thumbnail "
+                             "scaled to its own maximum"),
+             f'<div class="txa-modelview" style="position:relative;width:{width}px;height:{height}px;font-size:11px">',
              f'<img alt="attention of every layer and head" src="{uri}" width="{heads * cell}" height="{layers * cell}" '
              f'style="position:absolute;left:{label_w}px;top:{label_h}px;image-rendering:pixelated;max-width:none">']
     parts.extend(f'<span style="position:absolute;left:{label_w + h * cell}px;top:0">head {h}</span>' for h in range(heads))
@@ -354,6 +401,13 @@ def _plotly_trace(matrix: np.ndarray, masked: np.ndarray | None, colorscale: str
                       hovertemplate="query %{y} → key %{x}<br>%{z:.4f}<extra></extra>", **kwargs)
 
 
+def _panel_colorbar(figure, column: int) -> dict:
+    # plotly puts every colour bar at the figure's right edge unless told: this one sits just right of its panel
+    domain = figure.layout[f"xaxis{column if column > 1 else ''}"].domain
+    return {"x": domain[1] + 0.004, "xanchor": "left", "thickness": 8, "xpad": 2, "len": 0.85,
+            "tickfont": {"size": 9}}
+
+
 def interactive_heatmap(matrix, row_tokens: Sequence[str], col_tokens: Sequence[str], title: str = "",
                         masked: np.ndarray | None = None):
     """`attention_heatmap` as a plotly figure for the page (queries as rows, keys as columns; hover for values)."""
@@ -362,7 +416,8 @@ def interactive_heatmap(matrix, row_tokens: Sequence[str], col_tokens: Sequence[
     matrix = np.asarray(matrix)
     if matrix.shape != (len(row_tokens), len(col_tokens)):
         raise ValueError(f"matrix {matrix.shape} does not match {len(row_tokens)} row and {len(col_tokens)} column tokens")
-    figure = go.Figure(_plotly_trace(matrix, masked, "Viridis", zmin=0))
+    figure = go.Figure(_plotly_trace(matrix, masked, "Viridis", zmin=0,
+                                     colorbar={"title": {"text": "attention<br>weight", "side": "top"}}))
     side = min(900, max(420, 14 * max(matrix.shape) + 160))
     figure.update_layout(title=title, height=side, width=side + 80, plot_bgcolor="#d9d9d9",
                          xaxis={**_plotly_axis(col_tokens), "title": "key (attends to)", "tickangle": -90},
@@ -379,9 +434,10 @@ def interactive_steps(steps, tokens: Sequence[str], title: str = ""):
     panels = [("1. Q·Kᵀ", steps.scores, None, "RdBu_r"), (f"2. × {steps.scale:.4f}", steps.scaled, None, "RdBu_r"),
               ("3. + mask (grey = −∞)", steps.scaled + steps.mask, masked, "RdBu_r"),
               ("4. softmax (rows sum to 1)", steps.weights, None, "Viridis")]
-    figure = make_subplots(1, 4, subplot_titles=[p[0] for p in panels], horizontal_spacing=0.06)
+    figure = make_subplots(1, 4, subplot_titles=[p[0] for p in panels], horizontal_spacing=0.08)
     for column, (_, matrix, mask, colorscale) in enumerate(panels, start=1):
-        figure.add_trace(_plotly_trace(matrix, mask, colorscale, showscale=column == 4), 1, column)
+        # every panel has its own range (scores, scaled scores, weights): one colour bar each
+        figure.add_trace(_plotly_trace(matrix, mask, colorscale, colorbar=_panel_colorbar(figure, column)), 1, column)
         figure.update_xaxes(_plotly_axis(tokens) | {"tickangle": -90}, row=1, col=column)
         figure.update_yaxes(_plotly_axis(tokens) | {"autorange": "reversed"}, row=1, col=column)
     figure.update_layout(title=title, height=460, plot_bgcolor="#d9d9d9", margin={"l": 10, "r": 10, "t": 70, "b": 10})
@@ -395,10 +451,11 @@ def interactive_vectors(steps, tokens: Sequence[str], title: str = ""):
     panels = [("Q", steps.query), ("K", steps.key), ("V", steps.value), ("output = softmax·V", steps.output)]
     if steps.query_before_rotation is not None:
         panels = [("Q before RoPE", steps.query_before_rotation), ("K before RoPE", steps.key_before_rotation)] + panels
-    figure = make_subplots(1, len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.04)
+    figure = make_subplots(1, len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.06)
     for column, (_, matrix) in enumerate(panels, start=1):
         limit = float(np.abs(matrix).max()) or 1.0
-        figure.add_trace(_plotly_trace(matrix, None, "RdBu_r", zmin=-limit, zmax=limit, showscale=False), 1, column)
+        figure.add_trace(_plotly_trace(matrix, None, "RdBu_r", zmin=-limit, zmax=limit,
+                                       colorbar=_panel_colorbar(figure, column)), 1, column)
         figure.update_yaxes(_plotly_axis(tokens) | {"autorange": "reversed", "showticklabels": column == 1},
                             row=1, col=column)
     figure.update_layout(title=title, height=420, margin={"l": 10, "r": 10, "t": 70, "b": 10})

@@ -410,7 +410,9 @@ def build() -> gr.Blocks:
             with gr.Tab("Head view"):
                 gr.Markdown("Lines from each token (left) to the tokens it attends to (right); one colour per head, "
                             "darker = more attention. **Hover a token** to keep only its lines.")
-                head_html = gr.HTML(elem_id="attention-headview", js_on_load=views.HEAD_VIEW_JS)
+                # `head` adds the style to the document: the selector's checkboxes get the head view's colours
+                head_html = gr.HTML(elem_id="attention-headview", js_on_load=views.HEAD_VIEW_JS,
+                                    head=f"<style>{views.head_selector_css('#attention-heads')}</style>")
             with gr.Tab("Model view"):
                 gr.Markdown("Every layer (rows) × head (columns). **Click a thumbnail** to open it below.")
                 model_html = gr.HTML(elem_id="attention-modelview", js_on_load=views.MODEL_VIEW_JS)
@@ -420,7 +422,7 @@ def build() -> gr.Blocks:
             with gr.Tab("Step by step"):
                 steps_note = gr.Markdown(elem_id="attention-steps-note")
                 steps_plot = gr.Plot(label="Q·Kᵀ → scale → mask → softmax", elem_id="attention-steps")
-                vectors_plot = gr.Plot(label="Q, K, V and the output of this head")
+                vectors_plot = gr.Plot(label="Q, K, V and the output of this head", elem_id="attention-vectors")
             with gr.Tab("Positional encodings"):
                 positions = gr.Slider(8, MAX_POSITIONS_SHOWN, value=64, step=8, label="Positions")
                 show_positions = gr.Button("Show positional encodings")
@@ -450,6 +452,10 @@ def build() -> gr.Blocks:
                                        format=views.OVERLAY_FORMAT, interactive=False, elem_id="attention-vit-rollout")
                 vit_layers = gr.Image(label="[CLS] attention of each layer", type="numpy", format=views.OVERLAY_FORMAT,
                                       interactive=False)
+                # patch_map_overlay scales each map from its own lowest to its highest patch, in inferno
+                gr.HTML(views.colour_bar_html("inferno", "lowest patch", "highest patch", "Colour laid over the "
+                                              "picture: attention, each map scaled to its own range"),
+                        elem_id="attention-vit-key")
             with gr.Tab("Export"):
                 gr.Markdown("Figures as PNG or SVG, and every layer's attention as NPZ (float32) or JSON. The "
                             "interactive figures also download as PNG from the camera button in their toolbar; the "

@@ -7,6 +7,7 @@ Gradio), then `build()` that wires the UI. Run alone: `txgallery serve --demo se
 
 from __future__ import annotations
 
+import html
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,8 @@ The embedded model is **MiniLM-L6** (a 6-layer BERT) whose attention matrices we
 Rotten Tomatoes review snippets by `txgallery train sentiment` — only ~0.3% of its weights were trained.
 
 **Word attributions** use *integrated gradients*: the prediction is traced back along a straight path from an
-empty input to your text, and each word gets its share of the change: the deeper its colour, the harder it pushed
-towards the predicted label (the opposite colour marks words that pushed against it).
+empty input to your text, and each word gets its share of the change: red words pushed towards the predicted label,
+purple words against it, and the deeper the colour, the harder the push (the key under the words names the labels).
 
 **Try:** a negation ("not bad at all"), sarcasm, a mixed review ("great cast, awful script"), a very long review
 (only the first {MAX_TOKENS} tokens are read), and the *Batch* tab with a CSV that has a `text` column.
@@ -50,6 +51,11 @@ EXAMPLES = [
 ]
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content")
+
+# Gradio's HighlightedText paints a score s >= 0 as rgba(239, 68, 60, s) and s < 0 as rgba(128, 90, 213, -s)
+# (its frontend's score colouring); the attribution key draws these two colours, so it must follow them.
+TOWARDS_RGB = (239, 68, 60)  # red: the word pushed towards the predicted label
+AGAINST_RGB = (128, 90, 213)  # purple: the word pushed against it
 
 
 # --- input handling (pure functions) -----------------------------------------------------------------------------
@@ -187,6 +193,35 @@ class SentimentClassifier:
         return merge_word_pieces([tokens[i] for i in keep], [float(scores[i]) for i in keep])
 
 
+def attribution_key(probabilities: dict[str, float] | None) -> str:
+    """The key under the word attributions (HTML): which colour pushed towards which label, and that depth is strength.
+
+    The attributions are of the predicted label (the most probable one), scaled so the strongest word is ±1.
+    """
+    if not probabilities:
+        return ""
+    predicted = max(probabilities, key=probabilities.get)
+    others = [label for label in probabilities if label != predicted]
+    against = html.escape(others[0]) if len(others) == 1 else "the other labels"
+    towards, away = f"rgb{TOWARDS_RGB}", f"rgb{AGAINST_RGB}"
+    clear = lambda rgb: f"rgba{(*rgb, 0)}"  # noqa: E731
+    swatch = ('<span class="tx-key-swatch" style="display:inline-block;width:14px;height:14px;border-radius:3px;'
+              'vertical-align:-2px;margin-right:6px;background:{}"></span>')
+    # the bar fades to nothing at 0 as the words do: Gradio sets the colour's alpha to |score|
+    return (f'<div class="tx-attribution-key" data-predicted="{html.escape(predicted)}" style="font-size:15px;'
+            f'line-height:1.5;margin-top:4px">'
+            f'<div class="tx-key-bar" style="height:16px;border:1px solid #999;border-radius:3px;background:'
+            f'linear-gradient(to right, {away} 0%, {clear(AGAINST_RGB)} 50%, {clear(TOWARDS_RGB)} 50%, '
+            f'{towards} 100%)">'
+            f'</div><div style="display:flex;justify-content:space-between"><span>−1</span><span>0</span>'
+            f'<span>+1</span></div>'
+            f'<div data-score="+1">{swatch.format(towards)}pushed towards <b>{html.escape(predicted)}</b> '
+            f'(the prediction)</div>'
+            f'<div data-score="-1">{swatch.format(away)}pushed towards <b>{against}</b> (against the prediction)</div>'
+            f'<div>The deeper the colour, the harder the word pushed (the strongest word has the full colour); pale '
+            f'words changed little.</div></div>')
+
+
 def classify_batch(classifiers: dict[str, "SentimentClassifier"], texts: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """Label many texts with every model that loads; one row per text, a label and a confidence column per model.
 
@@ -229,7 +264,7 @@ def build() -> gr.Blocks:
             run = gr.Button("Classify", variant="primary", elem_id="sentiment-run")
             examples_that_run(EXAMPLES, text, run)
             notice = gr.Markdown(elem_id="sentiment-notice")
-            badges, labels, highlights = [], [], []
+            badges, labels, highlights, keys = [], [], [], []
             with gr.Row():
                 for i, (name, source, _) in enumerate(classifiers):
                     with gr.Column():
@@ -239,6 +274,7 @@ def build() -> gr.Blocks:
                         highlights.append(gr.HighlightedText(label=f"Word attributions — {name}",
                                                              combine_adjacent=False, show_legend=False,
                                                              elem_id=f"sentiment-attributions-{i}"))
+                        keys.append(gr.HTML(elem_id=f"sentiment-attribution-key-{i}"))
         with gr.Tab("Batch"):
             gr.Markdown(f"One text per line, or a UTF-8 CSV with a `text` column; at most {MAX_BATCH_TEXTS} texts and "
                         f"{MAX_UPLOAD_BYTES // 2**20} MB.")
@@ -284,6 +320,12 @@ def build() -> gr.Blocks:
                     outputs.append(None)
             return outputs[0] if len(outputs) == 1 else outputs  # Gradio takes one output's value unwrapped
 
+        def show_keys(*values):
+            # one key per model that returned attributions, for the label it predicted
+            probabilities, attributions = values[:len(classifiers)], values[len(classifiers):]
+            shown = [attribution_key(p) if words else "" for p, words in zip(probabilities, attributions)]
+            return shown[0] if len(shown) == 1 else shown
+
         @user_errors
         def classify_many(pasted: str, file):
             texts = read_csv_texts(file) if file else parse_lines(pasted)
@@ -298,7 +340,9 @@ def build() -> gr.Blocks:
         # `classify` makes each output's value with the component's own postprocess (`shown_value`).
         gr.on([run.click, text.submit], classify, inputs=text, outputs=answer,
               api_name="sentiment_predict", concurrency_id="sentiment", preprocess=False, postprocess=False
-              ).then(explain, inputs=text, outputs=highlights, api_name="sentiment_explain", concurrency_id="sentiment")
+              ).then(explain, inputs=text, outputs=highlights, api_name="sentiment_explain", concurrency_id="sentiment"
+                     ).then(show_keys, inputs=[*labels, *highlights], outputs=keys, api_name=False,
+                            concurrency_limit=None, show_progress="hidden")
         run_batch.click(classify_many, inputs=[lines, upload], outputs=[table, download, batch_notice],
                         api_name="sentiment_batch", concurrency_id="sentiment")
         deep_link(page, {"text": text}, run=run)

@@ -87,7 +87,7 @@ def test_pair_mode_marks_segments(encoder):
     assert result.segments[first_sep + 1:] == [1] * (len(result.tokens) - first_sep - 1)
     assert result.tokens.count("[SEP]") == 2
     html = head_view(result, 0, [0])
-    assert html.count("#fdeee0") == 2 * (len(result.tokens) - first_sep - 1)  # segment B shaded on both sides
+    assert html.count('fill="#fdeee0"') == 2 * (len(result.tokens) - first_sep - 1)  # segment B shaded on both sides
 
 
 def test_encoder_input_beyond_the_cap_is_cut_with_a_notice(encoder):
@@ -223,3 +223,70 @@ def test_patch_maps_picture_puts_the_input_beside_each_titled_map():
     assert np.unravel_index(first_map.argmax(), (4, 4)) == (3, 0)
     title_strip = sheet[:22]
     assert (title_strip < 128).any()  # the titles are drawn
+
+
+# --- keys and colour bars ----------------------------------------------------------------------------------------------
+
+def test_head_view_key_has_one_swatch_per_shown_head_in_its_line_colour(encoder):
+    import re
+
+    from txgallery.attention_views import head_color
+
+    result = encoder.analyse(SENTENCE)
+    for heads in ([2, 7], list(range(12))):
+        html = head_view(result, 1, heads)
+        strokes = re.findall(r'<g stroke="(#[0-9a-f]{6})">', html)
+        keys = re.findall(r'class="txa-key" data-head="(\d+)".*?background:(#[0-9a-f]{6})">\s*</span>head (\d+)<', html)
+        assert [(int(h), colour) for h, colour, _ in keys] == [(h, head_color(h)) for h in heads]
+        assert [colour for _, colour, _ in keys] == strokes and all(h == n for h, _, n in keys)
+    assert "color:#fff" not in html  # the numbers are in the text colour: white on #bcbd22 could not be read
+    assert len(set(map(head_color, range(12)))) == 12
+
+
+def test_head_view_key_names_the_sentence_shading_in_pair_mode(encoder):
+    from txgallery.attention_views import SEGMENT_COLORS
+
+    html = head_view(encoder.analyse(SENTENCE, "It was late."), 0, [0])
+    key = html[html.index('class="txa-segment-key"'):html.index("<svg")]
+    assert "sentence A" in key and "sentence B" in key and all(colour in key for colour in SEGMENT_COLORS)
+    assert "txa-segment-key" not in head_view(encoder.analyse(SENTENCE), 0, [0])
+
+
+def test_heads_selector_css_cycles_the_palette_like_head_color():
+    import re
+
+    from txgallery.attention_views import HEAD_COLORS, head_color, head_selector_css
+
+    rules = re.findall(r"#sel label:nth-of-type\((\d+)n\+(\d+)\) span::before\{[^}]*background:(#[0-9a-f]{6})\}",
+                       head_selector_css("#sel"))
+    assert len(rules) == len(HEAD_COLORS)
+    for head in range(40):  # the label of head h is the (h+1)-th: the rule that matches it has head h's colour
+        matching = [colour for cycle, offset, colour in rules if (head + 1 - int(offset)) % int(cycle) == 0]
+        assert matching == [head_color(head)]
+
+
+def test_model_view_has_a_colour_bar_in_its_colour_map():
+    from matplotlib import colormaps
+
+    from txgallery.attention_views import CMAP, model_view_html
+
+    html = model_view_html(np.full((2, 3, 5, 5), 0.2, dtype=np.float32))
+    assert html.count('class="txa-colourbar"') == 1 and "largest weight" in html
+    first, last = (tuple(round(c * 255) for c in colormaps[CMAP](x)[:3]) for x in (0.0, 1.0))
+    assert f"rgb{first} 0%" in html and f"rgb{last} 100%" in html
+
+
+def test_every_plotly_panel_has_its_own_colour_bar_beside_it(encoder):
+    from txgallery.attention_views import interactive_heatmap, interactive_steps, interactive_vectors
+
+    result = encoder.analyse(SENTENCE)
+    heatmap = interactive_heatmap(result.attentions[0, 0], result.tokens, result.tokens)
+    assert heatmap.data[0].showscale is not False and "attention" in heatmap.data[0].colorbar.title.text
+    steps = encoder.steps(SENTENCE, "", 0, 0)
+    for figure, panels in ((interactive_steps(steps, result.tokens), 4), (interactive_vectors(steps, result.tokens), 4)):
+        assert len(figure.data) == panels and all(trace.showscale is not False for trace in figure.data)
+        for column, trace in enumerate(figure.data, start=1):
+            right = figure.layout[f"xaxis{column if column > 1 else ''}"].domain[1]
+            # between its own panel and the next; the last one in the right margin, as plotly's default (x=1.02)
+            following = figure.layout[f"xaxis{column + 1}"].domain[0] if column < panels else 1.02
+            assert right < trace.colorbar.x < following

@@ -177,3 +177,54 @@ def test_explain_with_one_configured_model_returns_that_models_words():
     explain = next(fn for fn in page.fns.values() if fn.api_name == "sentiment_explain")
     words = explain.fn("A wonderful, warm film.")
     assert isinstance(words[0], tuple) and "wonderful" in [word for word, _ in words]
+
+
+# --- the attribution key -----------------------------------------------------------------------------------------------
+
+def test_attribution_key_names_both_labels_in_the_colours_gradio_paints_the_words():
+    from txgallery_demos.sentiment.run import AGAINST_RGB, TOWARDS_RGB, attribution_key
+
+    key = attribution_key({"negative": 0.98, "positive": 0.02})
+    assert 'data-predicted="negative"' in key
+    towards = key[key.index('data-score="+1"'):key.index('data-score="-1"')]
+    against = key[key.index('data-score="-1"'):]
+    assert "rgb(239, 68, 60)" in towards and "<b>negative</b> (the prediction)" in towards
+    assert "rgb(128, 90, 213)" in against and "<b>positive</b> (against the prediction)" in against
+    assert (TOWARDS_RGB, AGAINST_RGB) == ((239, 68, 60), (128, 90, 213))
+    # the bar fades both colours to nothing at 0, as the words' alpha (= |score|) does
+    assert "rgb(128, 90, 213) 0%, rgba(128, 90, 213, 0) 50%, rgba(239, 68, 60, 0) 50%, rgb(239, 68, 60) 100%" in key
+    assert attribution_key(None) == "" and attribution_key({}) == ""
+    many = attribution_key({"<b>a</b>": 0.2, "b": 0.5, "c": 0.3})
+    assert "<b>b</b> (the prediction)" in many and "the other labels" in many
+    assert "<b>a</b>" not in attribution_key({"<b>a</b>": 0.9, "b": 0.1})  # labels are escaped
+
+
+def test_gradio_still_paints_scores_in_the_keys_colours():
+    """The key copies Gradio's HighlightedText score colours; an upgrade that changes them must fail here."""
+    import re
+    from pathlib import Path
+
+    import gradio
+
+    from txgallery_demos.sentiment.run import AGAINST_RGB, TOWARDS_RGB
+
+    assets = Path(gradio.__file__).parent / "templates" / "frontend" / "assets"
+    rule = re.compile(r"(\w+)<0\?`rgba\((\d+), (\d+), (\d+), \$\{-\1\}\)`:`rgba\((\d+), (\d+), (\d+), \$\{\1\}\)`")
+    sources = (path.read_text("utf-8") for path in assets.glob("*.js"))
+    found = {match.groups()[1:] for text in sources if "score-token" in text for match in rule.finditer(text)}
+    assert found == {tuple(map(str, AGAINST_RGB + TOWARDS_RGB))}
+
+
+def test_the_page_shows_a_key_only_for_a_model_that_explained():
+    from txgallery import settings
+    from txgallery_demos.sentiment.run import demo
+
+    settings.configure(settings.load_settings(["sentiment=embedded"], environ={}))
+    try:
+        page = demo.build()
+    finally:
+        settings.configure(settings.Settings())
+    show_keys = next(fn for fn in page.fns.values() if fn.name == "show_keys")
+    assert [block.elem_id for block in show_keys.outputs] == ["sentiment-attribution-key-0"]
+    assert 'data-predicted="positive"' in show_keys.fn({"positive": 0.9, "negative": 0.1}, [("good", 1.0)])
+    assert show_keys.fn({"positive": 0.9, "negative": 0.1}, None) == ""  # no attributions (e.g. an ONNX model)
