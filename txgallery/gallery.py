@@ -32,6 +32,18 @@ CSS = """
 .tx-start {float: right; font-size: 12px; font-weight: 600; padding: 1px 8px; border-radius: 10px;
            background: var(--color-accent); color: white;}
 .tx-tags {font-size: 12px;}
+/* the chrome above a demo: the title and its sentence, then lesson, provenance and link on one line */
+.tx-title h1 {margin-bottom: 4px;}
+.tx-heading {align-items: flex-start; flex-wrap: nowrap;}
+.tx-heading > .tx-title {flex: 1 1 auto;}
+.tx-heading > .tx-link {flex: 0 0 auto; min-width: 0; width: auto; margin-top: 12px;}
+.tx-chrome {gap: 8px; align-items: flex-start; flex-wrap: nowrap;}
+.tx-chrome > * {flex: 1 1 0; min-width: 0;}
+@media (max-width: 640px) {
+  .tx-title h1 {font-size: 1.6rem;}
+  .tx-chrome .label-wrap {padding: 6px 8px;}
+  .tx-image-input {height: 200px !important;}
+}
 /* the skip link sits above the page until it has keyboard focus; only pages with a demo (#tx-demo) offer it */
 .tx-skip {position: fixed; top: 8px; left: 8px; z-index: 10000; padding: 8px 16px; border-radius: 8px;
           background: #1f2937; color: #ffffff; font-weight: 600; text-decoration: underline;
@@ -166,17 +178,19 @@ def render_page(entry: DemoEntry, blocks: gr.Blocks | None, following: DemoEntry
                     f"gallery works.\n\n**Reason:** `{entry.error}`\n\n**From:** {entry.origin}")
         return
     demo = entry.demo
-    gr.Markdown(f"# {demo.title}\n{demo.description}")
-    copy_link_button()  # the URL that the page's `deep_link` keeps in step with its inputs
-    if demo.models or demo.tags:  # provenance for the curious; the first screen is the demo
-        with gr.Accordion("About this model" if demo.models else "About this demo", open=False,
-                          elem_classes=["tx-about"]):
-            if demo.models:
-                gr.Markdown(models_markdown(entry), elem_classes=["tx-models"])
-            if demo.tags:
-                gr.Markdown(tag_line(demo.tags), elem_classes=["tx-tags"])
-    if demo.lesson:
-        lesson_panel(demo.lesson)
+    with gr.Row(elem_classes=["tx-heading"], equal_height=False):
+        gr.Markdown(f"# {demo.title}\n{demo.description}", elem_classes=["tx-title"])
+        copy_link_button()  # the URL that the page's `deep_link` keeps in step with its inputs
+    with gr.Row(elem_classes=["tx-chrome"], equal_height=False):  # one line of chrome: the first screen is the demo
+        if demo.lesson:
+            lesson_panel(demo.lesson)
+        if demo.models or demo.tags:  # provenance for the curious
+            with gr.Accordion("About this model" if demo.models else "About this demo", open=False,
+                              elem_classes=["tx-about"]):
+                if demo.models:
+                    gr.Markdown(models_markdown(entry), elem_classes=["tx-models"])
+                if demo.tags:
+                    gr.Markdown(tag_line(demo.tags), elem_classes=["tx-tags"])
     with gr.Column(elem_id="tx-demo"):  # the skip link's target
         blocks.render()
     if following is not None and following.demo is not None:

@@ -92,6 +92,7 @@ def image_input(**kwargs) -> gr.Image:
 
     kwargs.setdefault("type", "filepath")
     kwargs.setdefault("image_mode", None)
+    kwargs.setdefault("elem_classes", ["tx-image-input"])  # shorter on phones (the gallery's CSS)
     component = gr.Image(**kwargs)
     preprocess = component.preprocess
 
@@ -186,6 +187,9 @@ def examples_that_run(samples: list, inputs: gr.components.Component | list, run
     the page's own event chain (streaming, pictures, progress) instead of a second copy of it."""
     if not run.elem_id:
         raise ValueError("examples_that_run needs a button with an elem_id")
+    if isinstance(inputs, list) and len(inputs) > 1 and "example_labels" not in kwargs:
+        # one line per example instead of a table whose columns squeeze each text on a phone
+        kwargs["example_labels"] = [" · ".join(str(value) for value in sample if value) for sample in samples]
     examples = gr.Examples(samples, inputs=inputs, **kwargs)
     examples.load_input_event.then(None, js=f"() => document.getElementById({run.elem_id!r})?.click()",
                                    api_name=False)
@@ -285,7 +289,7 @@ def copy_link_button() -> gr.Button:
     """A *Copy link* button: the page's URL, which `deep_link` keeps in step with its state; the link is also shown,
     for phones and for plain HTTP, where browsers refuse the clipboard."""
     with gr.Row(elem_classes=["tx-link"]):
-        copy = gr.Button("🔗 Copy link", size="sm", variant="secondary", scale=0, min_width=120, elem_id="tx-copy-link")
+        copy = gr.Button("Copy link", size="sm", variant="secondary", scale=0, min_width=100, elem_id="tx-copy-link")
         copied = gr.Markdown(elem_id="tx-copy-link-note")
     copy.click(None, js=_COPY_JS, outputs=copied, api_name=False)
     return copy
@@ -351,7 +355,7 @@ def deep_link(page: gr.Blocks, fields: dict[str, gr.components.Component], run: 
 
 def lesson_panel(lesson: str, open: bool = False) -> gr.Accordion:
     """The 'what is this / what to try' panel at the top of a demo page."""
-    with gr.Accordion("Lesson: what this shows and what to try", open=open) as panel:
+    with gr.Accordion("Lesson", open=open, elem_classes=["tx-lesson"]) as panel:
         gr.Markdown(lesson)
     return panel
 

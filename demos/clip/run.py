@@ -335,7 +335,8 @@ def build() -> gr.Blocks:
         return loaded_badge(matcher, source, badge_text)
 
     with gr.Blocks(title="CLIP") as page:
-        badge = gr.Markdown(badge_text(source), elem_id="clip-badge")  # the loaded model's figures follow
+        if isinstance(source, store.ModelSource) and source.kind == "embedded":  # what runs, before any result
+            gr.Markdown("⚠️ **Offline stand-in, not CLIP:** how it works and how well it does is under the results.")
         with gr.Tab("Zero-shot classification"):
             with gr.Row():
                 with gr.Column():
@@ -343,10 +344,10 @@ def build() -> gr.Blocks:
                                      elem_id="clip-image")
                 with gr.Column():
                     labels = gr.Textbox(label="Labels (comma or line separated)", value=DEFAULT_LABELS, lines=2)
-                    template = gr.Textbox(label="Prompt template ({} is replaced by each label)",
-                                          value=DEFAULT_TEMPLATE)
                     run = gr.Button("Classify", variant="primary", elem_id="clip-run")
                     examples_that_run(examples, image, run)
+                    template = gr.Textbox(label="Prompt template ({} is replaced by each label)",
+                                          value=DEFAULT_TEMPLATE)
                     prediction = gr.Label(label="Zero-shot prediction", num_top_classes=5, elem_id="clip-label")
                     cosines = gr.Dataframe(headers=["prompt", "cosine", "probability"], label="Prompts and scores")
         with gr.Tab("Search"):
@@ -369,6 +370,7 @@ def build() -> gr.Blocks:
             texts = gr.Textbox(label="Texts, one per line", value=DEFAULT_TEXTS, lines=5)
             compute = gr.Button("Compute the matrix", variant="primary")
             heatmap = gr.Plot(label="Cosine similarity: images × texts")
+        badge = gr.Markdown(badge_text(source), elem_id="clip-badge")  # the loaded model's figures follow
 
         @user_errors
         def classify(path: str | None, label_text: str, template_text: str):

@@ -295,12 +295,12 @@ def build() -> gr.Blocks:
                     # image_mode=None: Gradio hands over the uploaded file untouched; load_image converts any mode
                     image = image_input(label="Image (upload, webcam or paste)",
                                      sources=["upload", "webcam", "clipboard"], height=300, elem_id="vit-image")
-                    with gr.Row():
-                        fusion = gr.Radio(list(HEAD_FUSIONS), value="mean", label="Head fusion")
-                        discard = gr.Slider(0.0, MAX_DISCARD_RATIO, value=0.0, step=0.05, label="Discard ratio")
                     run = gr.Button("Classify", variant="primary", elem_id="vit-run")
                     for label, files in example_groups:
                         examples_that_run(files, image, run, label=label, examples_per_page=len(files))
+                    with gr.Row():  # the rollout's settings, after the picture, the button and the examples
+                        fusion = gr.Radio(list(HEAD_FUSIONS), value="mean", label="Head fusion")
+                        discard = gr.Slider(0.0, MAX_DISCARD_RATIO, value=0.0, step=0.05, label="Discard ratio")
                 with gr.Column():
                     badge = gr.Markdown(model_badge(main_source))  # the loaded model's figures follow
                     top_class = gr.Markdown(elem_id="vit-top-class")

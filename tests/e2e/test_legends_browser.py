@@ -73,6 +73,7 @@ def test_attention_head_view_has_a_key_per_head_in_the_lines_colours(page, galle
     # one swatch per head, each in the colour of that head's lines in the SVG, with its number readable beside it
     keys = page.locator("#attention-headview .txa-key")
     expect(keys).to_have_count(12)
+    expect(page.locator("#attention-headview svg > g[stroke]")).to_have_count(12)  # the lines are drawn too
     for head in range(12):
         item = keys.nth(head)
         assert item.get_attribute("data-head") == str(head) and item.inner_text().strip() == f"head {head}"
