@@ -157,6 +157,20 @@ def make_config(method: str, steps: float, learning_rate: float | None, batch_si
 # --- what the page shows (pure functions) --------------------------------------------------------------------------
 
 
+# the form's own settings of a method, as `finetune.apply_method` reads them; frozen, full and IA3 read none
+METHOD_SETTINGS = {"lora": "the rank, alpha, dropout and target modules", "freeze": "N, the number of frozen layers",
+                   "adapter": "the bottleneck size m"}
+
+
+def method_settings(method: str) -> tuple[str, bool, bool, bool]:
+    """For `method`: a note on the settings it reads, and whether the LoRA, freeze-N and adapter settings show."""
+    name = finetune.METHODS.get(method, method).split(":")[0]
+    own = METHOD_SETTINGS.get(method)
+    note = (f"**{name}** uses its own settings below: {own}." if own else
+            f"**{name}** has no settings of its own: steps, learning rate and batch size are all it uses.")
+    return note, method == "lora", method == "freeze", method == "adapter"
+
+
 def progress_text(status: JobStatus) -> str:
     """A text progress bar with the step, loss, latest held-out metric and ETA."""
     if not status.finished and status.message == CANCELLING:  # until the run reaches its next step
@@ -410,22 +424,31 @@ def build() -> gr.Blocks:
         gr.Markdown(model_badge(encoder) + ("\n\nStyle tuning: " + model_badge(decoder) if decoder else ""))
         with gr.Tab("Train"):
             with gr.Row():
-                task = gr.Dropdown(list(TASKS), value="Rotten Tomatoes sentiment", label="Task and data")
-                method = gr.Dropdown(methods, value="lora", label="Method")
+                task = gr.Dropdown(list(TASKS), value="Rotten Tomatoes sentiment", label="Task and data",
+                                   elem_id="finetune-task")
+                method = gr.Dropdown(methods, value="lora", label="Method", elem_id="finetune-method")
             upload = gr.File(label=f"CSV with text,label columns (≤ {MAX_UPLOAD_BYTES // 2**20} MB, "
                                    f"≤ {MAX_CSV_ROWS:,} rows used)", file_types=[".csv"], visible=False)
             with gr.Row():
                 steps = gr.Slider(1, 300, value=40, step=1, label="Steps", elem_id="finetune-steps")
                 learning_rate = gr.Number(value=finetune.DEFAULT_LEARNING_RATE["lora"], label="Learning rate")
                 batch_size = gr.Slider(1, 64, value=16, step=1, label="Batch size", elem_id="finetune-batch")
-            with gr.Row():
-                rank = gr.Slider(1, 64, value=8, step=1, label="LoRA rank r")
-                alpha = gr.Slider(1, 64, value=16, step=1, label="LoRA alpha")
-                dropout = gr.Slider(0, 0.5, value=0.1, step=0.05, label="LoRA dropout")
-            targets = gr.CheckboxGroup(label="LoRA target modules (this model's own names, in every layer)")
-            with gr.Row():
-                freeze_layers = gr.Slider(0, 6, value=4, step=1, label="Freeze the first N layers")
-                adapter_size = gr.Slider(1, 128, value=16, step=1, label="Adapter bottleneck size m")
+            # only the chosen method's own settings show: the others would do nothing
+            note, show_lora, show_freeze, show_adapter = method_settings("lora")
+            method_note = gr.Markdown(note, elem_id="finetune-method-settings")
+            with gr.Column(visible=show_lora, elem_id="finetune-lora-settings") as lora_box:
+                with gr.Row():
+                    rank = gr.Slider(1, 64, value=8, step=1, label="LoRA rank r", elem_id="finetune-rank")
+                    alpha = gr.Slider(1, 64, value=16, step=1, label="LoRA alpha", elem_id="finetune-alpha")
+                    dropout = gr.Slider(0, 0.5, value=0.1, step=0.05, label="LoRA dropout", elem_id="finetune-dropout")
+                targets = gr.CheckboxGroup(label="LoRA target modules (this model's own names, in every layer)",
+                                           elem_id="finetune-targets")
+            with gr.Row(visible=show_freeze) as freeze_box:
+                freeze_layers = gr.Slider(0, 6, value=4, step=1, label="Freeze the first N layers",
+                                          elem_id="finetune-freeze")
+            with gr.Row(visible=show_adapter) as adapter_box:
+                adapter_size = gr.Slider(1, 128, value=16, step=1, label="Adapter bottleneck size m",
+                                         elem_id="finetune-adapter")
             with gr.Row():
                 start = gr.Button("Train", variant="primary")
                 cancel = gr.Button("Cancel", variant="stop")
@@ -461,7 +484,9 @@ def build() -> gr.Blocks:
                     gr.update(choices=choices, value="lora"))
 
         def on_method(name: str):
-            return finetune.DEFAULT_LEARNING_RATE.get(name, 1e-3)
+            note, lora, freeze, adapter = method_settings(name)
+            return (finetune.DEFAULT_LEARNING_RATE.get(name, 1e-3), note, gr.update(visible=lora),
+                    gr.update(visible=freeze), gr.update(visible=adapter))
 
         @user_errors
         def on_start(task_name, upload_file, method_name, steps_v, lr_v, batch_v, rank_v, alpha_v, dropout_v,
@@ -533,7 +558,9 @@ def build() -> gr.Blocks:
 
         task.change(on_task, task, [upload, targets, method], api_name=False)
         page.load(on_task, task, [upload, targets, method], api_name=False)
-        method.change(on_method, method, learning_rate, api_name=False)
+        # UI only and instant; a task change that resets the method, and a restored link, fire it too
+        method.change(on_method, method, [learning_rate, method_note, lora_box, freeze_box, adapter_box],
+                      api_name=False, queue=False, show_progress="hidden")
         start.click(on_start, [task, upload, method, steps, learning_rate, batch_size, rank, alpha, dropout, targets,
                                freeze_layers, adapter_size, session], [session, progress, timer],
                     api_name="finetune_start", concurrency_id="finetune-ui")

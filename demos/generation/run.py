@@ -155,6 +155,30 @@ def read_settings(strategy: str, max_new_tokens: float, temperature: float, top_
         repetition_penalty=float(repetition_penalty), num_beams=int(num_beams), seed=int(seed), chat=bool(chat)))
 
 
+# which sliders each decoding strategy reads (the repetition penalty applies to all three, so it is never switched off)
+USED_BY = {"temperature": "sampling", "top_k": "sampling", "top_p": "sampling", "beams": "beam search"}
+# the colour `gr.HighlightedText` gives a numeric score p in [0, 1] (Gradio's scores mode): this red at opacity p
+PROBABILITY_RGB = "239, 68, 60"
+PROBABILITY_LEGEND = (
+    '<div class="tx-legend" style="display:flex;flex-wrap:wrap;align-items:center;gap:0.5em;font-size:0.85em">'
+    "<span>Colour = the model's probability of each token:</span><span>low (p ≈ 0)</span>"
+    f'<span aria-hidden="true" style="display:inline-block;width:9em;height:0.9em;border:1px solid #8a8a8a;'
+    f'border-radius:3px;background:linear-gradient(to right, rgba({PROBABILITY_RGB}, 0), rgba({PROBABILITY_RGB}, 1))">'
+    "</span><span>high (p = 1)</span></div>")
+
+
+def knob_settings(strategy: str) -> dict[str, dict]:
+    """Per slider of `USED_BY`: whether `strategy` reads it (interactive) and an `info` line saying where it is used."""
+    return {knob: {"interactive": mode == strategy,
+                   "info": f"used in {mode} mode" if mode == strategy else f"not used in {strategy} mode, only in {mode}"}
+            for knob, mode in USED_BY.items()}
+
+
+def knob_updates(strategy: str) -> list[dict]:
+    """`knob_settings` as Gradio updates for the temperature, top-k, top-p and beams sliders, in that order."""
+    return [gr.update(**values) for values in knob_settings(strategy).values()]
+
+
 def visible(text: str) -> str:
     """A token as it should be read in a table: spaces and line breaks made visible."""
     return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
@@ -272,13 +296,22 @@ def build() -> gr.Blocks:
         with gr.Row():
             choice = gr.Radio(["greedy", "sampling", "beam search"], value=strategy, label="Decoding",
                               elem_id=f"{prefix}-strategy")
+        first = knob_settings(strategy)
         with gr.Row():
-            temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature")
-            top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k (0 = off)")
-            top_p = gr.Slider(0.05, 1, value=0.95, step=0.01, label="Top-p (1 = off)")
+            temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature",
+                                    elem_id=f"{prefix}-temperature", **first["temperature"])
+            top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k (0 = off)", elem_id=f"{prefix}-top-k",
+                              **first["top_k"])
+            top_p = gr.Slider(0.05, 1, value=0.95, step=0.01, label="Top-p (1 = off)", elem_id=f"{prefix}-top-p",
+                              **first["top_p"])
         with gr.Row():
-            penalty = gr.Slider(0.5, 2, value=1.0, step=0.05, label="Repetition penalty (1 = off)")
-            beams = gr.Slider(1, GENERATION_MAX_BEAMS, value=4, step=1, label="Beams (beam search)")
+            penalty = gr.Slider(0.5, 2, value=1.0, step=0.05, label="Repetition penalty (1 = off)",
+                                info="used in every mode")
+            beams = gr.Slider(1, GENERATION_MAX_BEAMS, value=4, step=1, label="Beams (beam search)",
+                              elem_id=f"{prefix}-beams", **first["beams"])
+        # UI only and instant: no queue, no public endpoint; a restored link's Decoding fires it too
+        choice.change(knob_updates, choice, [temperature, top_k, top_p, beams], api_name=False, queue=False,
+                      show_progress="hidden")
         return [choice, temperature, top_k, top_p, penalty, beams]
 
     with gr.Blocks(title="Generation studio") as page:
@@ -302,6 +335,7 @@ def build() -> gr.Blocks:
             output = gr.HighlightedText(label="Generated tokens — colour: the model's probability of each; click one",
                                         show_legend=False, show_inline_category=False, combine_adjacent=False,
                                         elem_id="generation-output")
+            gr.HTML(PROBABILITY_LEGEND, js_on_load=None, elem_id="generation-legend")
             step_info = gr.Markdown(STEP_HINT, elem_id="generation-step")
             with gr.Row():
                 step_plot = gr.Plot(label="Top candidates at this step")
@@ -328,6 +362,7 @@ def build() -> gr.Blocks:
                     stats_b = gr.Markdown(elem_id="generation-stats-b")
                     output_b = gr.HighlightedText(label="B", show_legend=False, show_inline_category=False,
                                                   elem_id="generation-output-b")
+            gr.HTML(PROBABILITY_LEGEND, js_on_load=None, elem_id="generation-compare-legend")
             with gr.Row():
                 run_b = gr.Button("Generate both", variant="primary", elem_id="generation-compare-run")
                 stop_b = gr.Button("Stop", variant="stop")

@@ -258,6 +258,12 @@ def _other_tasks_note(tasks: dict[str, str]) -> str:
             f"`txgallery serve --model {SLUG}=embedded,{HUB_FOR_OTHER_TASKS}`." if missing else "")
 
 
+def beams_setting(how: str) -> dict:
+    """The Beams slider for a decoding mode: interactive in beam search only (greedy keeps one beam), saying so."""
+    beam = how == "beam search"
+    return {"interactive": beam, "info": "used in beam search" if beam else "not used in greedy decoding (one beam)"}
+
+
 def build() -> gr.Blocks:
     """The text-to-text page: input and task prefix, decoding controls, output, cross- and encoder attention."""
     services = _services()
@@ -275,8 +281,10 @@ def build() -> gr.Blocks:
                 other_tasks = gr.Markdown(_other_tasks_note(tasks[names[0]]), elem_id="seq2seq-other-tasks")
             with gr.Column(scale=2):
                 model_name = gr.Dropdown(names, value=names[0], label="Model", visible=len(names) > 1)
-                decoding = gr.Radio(["greedy", "beam search"], value="greedy", label="Decoding")
-                beams = gr.Slider(2, MAX_SEQ2SEQ_BEAMS, value=4, step=1, label="Beams (beam search)")
+                decoding = gr.Radio(["greedy", "beam search"], value="greedy", label="Decoding",
+                                    elem_id="seq2seq-decoding")
+                beams = gr.Slider(2, MAX_SEQ2SEQ_BEAMS, value=4, step=1, label="Beams (beam search)",
+                                  elem_id="seq2seq-beams", **beams_setting("greedy"))
                 max_new = gr.Slider(1, MAX_SEQ2SEQ_NEW_TOKENS, value=16, step=1, label="Max new tokens")
         run = gr.Button("Generate", variant="primary", elem_id="seq2seq-run")
         examples_that_run(EXAMPLES, [text, prefix], run)
@@ -319,6 +327,9 @@ def build() -> gr.Blocks:
             return gr.Dropdown(list(tasks[chosen]), value=list(tasks[chosen])[0]), _other_tasks_note(tasks[chosen])
 
         model_name.change(show_tasks, model_name, [prefix, other_tasks], api_name=False)
+        # UI only and instant: no queue, no public endpoint; a restored link's Decoding fires it too
+        decoding.change(lambda how: gr.update(**beams_setting(how)), decoding, beams, api_name=False, queue=False,
+                        show_progress="hidden")
         gr.on([layer.input, head.input], redraw, inputs=[state, layer, head], outputs=[cross_plot, encoder_plot],
               api_name="seq2seq_attention", concurrency_id="seq2seq")
         deep_link(page, {"text": text, "task": prefix, "model": model_name, "decoding": decoding, "beams": beams,

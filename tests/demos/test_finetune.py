@@ -12,7 +12,7 @@ from txgallery import finetune, store
 from txgallery.jobs import CANCELLING, JobStatus
 from txgallery.limits import MAX_CSV_ROWS, MAX_UPLOAD_BYTES, InputError
 from txgallery_demos.finetune.run import (FinetunePlayground, comparison_figure, comparison_table, curves_figure,
-                                          make_config, progress_text, read_labelled_csv)
+                                          make_config, method_settings, progress_text, read_labelled_csv)
 
 
 # --- bad input: uploads and settings ----------------------------------------------------------------------------------
@@ -74,6 +74,33 @@ def test_form_values_become_a_config():
 
 
 # --- what the page shows ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", list(finetune.METHODS))
+def test_the_settings_a_method_hides_change_nothing_for_it(tiny_classifier_dir, method):
+    note, lora, freeze, adapter = method_settings(method)
+    form = {"rank": 8, "alpha": 16, "dropout": 0.1, "targets": [], "freeze": 1, "adapter": 16}
+    moved = dict(form)
+    if not lora:
+        moved.update(rank=2, alpha=4, dropout=0.3, targets=["attention.self.key"])
+    if not freeze:
+        moved.update(freeze=2)
+    if not adapter:
+        moved.update(adapter=4)
+
+    def built(values: dict):
+        config = make_config(method, 10, 1e-3, 4, values["rank"], values["alpha"], values["dropout"],
+                             values["targets"], values["freeze"], values["adapter"])
+        model, _, _ = finetune.build(str(tiny_classifier_dir), config)
+        trainable = {name: tuple(p.shape) for name, p in model.named_parameters() if p.requires_grad}
+        with torch.no_grad():
+            logits = model.eval()(input_ids=torch.tensor([[101, 2023, 2003, 102]])).logits
+        return trainable, logits
+
+    (trainable, logits), (trainable_moved, logits_moved) = built(form), built(moved)
+    assert trainable == trainable_moved and torch.equal(logits, logits_moved)
+    assert (lora, freeze, adapter) == (method == "lora", method == "freeze", method == "adapter")
+    assert finetune.METHODS[method].split(":")[0] in note
 
 
 def test_progress_text_and_curves():

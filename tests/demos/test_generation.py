@@ -14,8 +14,8 @@ from txgallery.generation import SamplingSettings
 from txgallery.limits import InputError
 from txgallery.serving import connect
 from txgallery.shakespeare import load_plays, train_tokenizer
-from txgallery_demos.generation.run import (TASK, TextGenerator, build, generator_for, highlighted, read_settings,
-                                            stats_line,
+from txgallery_demos.generation.run import (PROBABILITY_LEGEND, TASK, TextGenerator, build, generator_for, highlighted,
+                                            knob_settings, knob_updates, read_settings, stats_line,
                                             step_markdown, step_table, visible)
 
 
@@ -144,6 +144,32 @@ def test_step_view_helpers(source):
     assert f"prompt: {prompt.tokens} tokens, perplexity **{prompt.perplexity:.1f}**" in line
     assert "generated: **4** tokens" in line and "tokens/s" in line and "finished: max new tokens" in line
     assert visible(" a\nb") == "␣a↵b"
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sampling", "beam search"])
+def test_the_sliders_a_mode_disables_change_nothing_in_that_mode(source, strategy):
+    service = connect(TextGenerator, source)
+    knobs = {"temperature": 0.8, "top_k": 50, "top_p": 0.95, "beams": 4}
+    unused = {knob for knob, setting in knob_settings(strategy).items() if not setting["interactive"]}
+    moved = {knob: {"temperature": 1.7, "top_k": 3, "top_p": 0.3, "beams": 2}[knob] if knob in unused else value
+             for knob, value in knobs.items()}
+
+    def tokens(values: dict) -> list[int]:
+        settings, _ = read_settings(strategy, 6, values["temperature"], values["top_k"], values["top_p"], 1.0,
+                                    values["beams"], 3, False)
+        return [s.token_id for u in service.generate("MACBETH:\n", settings) for s in u.steps]
+
+    assert unused == {"greedy": {"temperature", "top_k", "top_p", "beams"}, "sampling": {"beams"},
+                      "beam search": {"temperature", "top_k", "top_p"}}[strategy]
+    assert tokens(knobs) == tokens(moved)
+    updates = knob_updates(strategy)
+    assert [u["interactive"] for u in updates] == [knob not in unused for knob in knobs]
+    assert all(strategy in u["info"] for u, knob in zip(updates, knobs) if knob in unused)  # says why
+
+
+def test_the_legend_shows_the_colour_the_tokens_are_painted_in():
+    assert "rgba(239, 68, 60, 0)" in PROBABILITY_LEGEND and "rgba(239, 68, 60, 1)" in PROBABILITY_LEGEND
+    assert "low" in PROBABILITY_LEGEND and "high" in PROBABILITY_LEGEND
 
 
 def test_build_loads_no_model():

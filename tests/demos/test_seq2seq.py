@@ -11,7 +11,7 @@ from txgallery.datasets import rotten_tomatoes_splits
 from txgallery.limits import MAX_INPUT_CHARS, MAX_SEQ2SEQ_BEAMS, MAX_SEQ2SEQ_NEW_TOKENS, MAX_SEQ2SEQ_SOURCE_TOKENS, InputError
 from txgallery.seq2seq import T5Recipe, build_tokenizer, evaluate, make_t5
 from txgallery_demos.seq2seq.run import (SENTINEL, TASK, TASK_PREFIXES, GenerationSettings, TextToText, check_task, declared_tasks,
-                                         attention_figures, check_settings, fuse_heads, task_input)
+                                         attention_figures, beams_setting, check_settings, fuse_heads, task_input)
 
 SENTIMENT, FILL = TASK_PREFIXES["sentiment (sst2 sentence:)"], TASK_PREFIXES["fill in the blank (fill:)"]
 
@@ -163,6 +163,11 @@ def test_declared_tasks_come_from_the_config_as_hub_checkpoints_declare_them():
     assert declared_tasks({}) == TASK_PREFIXES  # a model that declares nothing (FLAN-T5) gets every prefix
     with pytest.raises(InputError, match="not trained for “summarize.*t5-small"):
         check_task("summarize (summarize:)", {"sentiment (sst2 sentence:)": "sst2 sentence: "}, "t5-rt-text2text")
+
+
+def test_beams_are_a_setting_of_beam_search_only():
+    assert beams_setting("greedy")["interactive"] is False and "greedy" in beams_setting("greedy")["info"]
+    assert beams_setting("beam search")["interactive"] is True
 
 
 def test_the_page_offers_the_embedded_t5_only_its_two_tasks_and_names_a_hub_model_for_the_rest():
