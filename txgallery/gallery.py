@@ -179,8 +179,9 @@ def render_page(entry: DemoEntry, blocks: gr.Blocks | None, following: DemoEntry
         return
     demo = entry.demo
     with gr.Row(elem_classes=["tx-heading"], equal_height=False):
-        gr.Markdown(f"# {demo.title}\n{demo.description}", elem_classes=["tx-title"])
+        gr.Markdown(f"# {demo.title}", elem_classes=["tx-title"])
         copy_link_button()  # the URL that the page's `deep_link` keeps in step with its inputs
+    gr.Markdown(demo.description, elem_classes=["tx-description"])
     with gr.Row(elem_classes=["tx-chrome"], equal_height=False):  # one line of chrome: the first screen is the demo
         if demo.lesson:
             lesson_panel(demo.lesson)

@@ -320,16 +320,19 @@ def build() -> gr.Blocks:
                                 allow_custom_value=True, elem_id="generation-model")
             badge = gr.Markdown(model_badge(generators[0][1]), elem_id="generation-badge")
         with gr.Tab("Generate"):
-            prompt = gr.Textbox(label="Prompt", lines=3, value=EXAMPLES[0], elem_id="generation-prompt")
             with gr.Row():
-                chat = gr.Checkbox(label="Chat template (instruct models)", value=False)
-                max_new = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens")
-                seed = gr.Number(value=0, precision=0, label="Seed")
-            knobs = controls("generation")
-            with gr.Row():
-                run = gr.Button("Generate", variant="primary", elem_id="generation-run")
-                stop = gr.Button("Stop", variant="stop", elem_id="generation-stop")
-            examples_that_run(EXAMPLES, prompt, run)
+                with gr.Column(scale=3):  # prompt, button and examples first; settings beside (below on phones)
+                    prompt = gr.Textbox(label="Prompt", lines=3, value=EXAMPLES[0], elem_id="generation-prompt")
+                    with gr.Row():
+                        run = gr.Button("Generate", variant="primary", elem_id="generation-run")
+                        stop = gr.Button("Stop", variant="stop", elem_id="generation-stop")
+                    examples_that_run(EXAMPLES, prompt, run)
+                with gr.Column(scale=2):
+                    with gr.Row():
+                        chat = gr.Checkbox(label="Chat template (instruct models)", value=False)
+                        max_new = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens")
+                        seed = gr.Number(value=0, precision=0, label="Seed")
+                    knobs = controls("generation")
             notice = gr.Markdown(elem_id="generation-notice")
             stats = gr.Markdown(elem_id="generation-stats")
             output = gr.HighlightedText(label="Generated tokens — colour: the model's probability of each; click one",

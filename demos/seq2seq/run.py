@@ -271,23 +271,22 @@ def build() -> gr.Blocks:
     tasks = {name: declared_tasks(model_config(source)) for name, (source, _) in services.items()}
     with gr.Blocks(title="Encoder–decoder text-to-text") as page:
         first_source, _ = services[names[0]]
-        badge = gr.Markdown(model_badge(first_source), elem_id="seq2seq-badge")
         with gr.Row():
             with gr.Column(scale=3):
                 text = gr.Textbox(label="Text", lines=4, placeholder="Type a review, or a sentence with ___ for fill…",
                                   max_length=None, elem_id="seq2seq-text")
                 prefix = gr.Dropdown(list(tasks[names[0]]), value=list(tasks[names[0]])[0], elem_id="seq2seq-task",
                                      label="Task (the ones this model was trained for)")
+                run = gr.Button("Generate", variant="primary", elem_id="seq2seq-run")
+                examples_that_run(EXAMPLES, [text, prefix], run)
                 other_tasks = gr.Markdown(_other_tasks_note(tasks[names[0]]), elem_id="seq2seq-other-tasks")
-            with gr.Column(scale=2):
+            with gr.Column(scale=2):  # the decoding settings beside the input (below it on phones)
                 model_name = gr.Dropdown(names, value=names[0], label="Model", visible=len(names) > 1)
                 decoding = gr.Radio(["greedy", "beam search"], value="greedy", label="Decoding",
                                     elem_id="seq2seq-decoding")
                 beams = gr.Slider(2, MAX_SEQ2SEQ_BEAMS, value=4, step=1, label="Beams (beam search)",
                                   elem_id="seq2seq-beams", **beams_setting("greedy"))
                 max_new = gr.Slider(1, MAX_SEQ2SEQ_NEW_TOKENS, value=16, step=1, label="Max new tokens")
-        run = gr.Button("Generate", variant="primary", elem_id="seq2seq-run")
-        examples_that_run(EXAMPLES, [text, prefix], run)
         notice = gr.Markdown(elem_id="seq2seq-notice")
         output = gr.Textbox(label="Output", interactive=False, elem_id="seq2seq-output")
         with gr.Row():
@@ -297,6 +296,7 @@ def build() -> gr.Blocks:
             cross_plot = gr.Plot(label="Cross-attention", elem_id="seq2seq-cross")
         with gr.Tab("Encoder self-attention"):
             encoder_plot = gr.Plot(label="Encoder self-attention", elem_id="seq2seq-encoder")
+        badge = gr.Markdown(model_badge(first_source), elem_id="seq2seq-badge")  # under the results it explains
         state = gr.State(None)
 
         @user_errors
