@@ -390,7 +390,7 @@ def build() -> gr.Blocks:
         result_state = gr.State(None)
         with gr.Row():
             model_choice = gr.Dropdown(names, value=names[0], label="Model", elem_id="attention-model", scale=1)
-            badge = gr.Markdown(model_badge(models[names[0]]), elem_id="attention-badge")
+            badge = gr.Markdown(model_badge(models[names[0]]), label="About the model", elem_id="attention-badge")
         with gr.Row():
             text = gr.Textbox(label="Text", lines=2, value=EXAMPLES[0][0], elem_id="attention-text", scale=3)
             pair = gr.Textbox(label="Second sentence (optional, encoders: sentence-pair mode)", lines=2, scale=2,
@@ -399,7 +399,7 @@ def build() -> gr.Blocks:
         examples_that_run(EXAMPLES, [text, pair], run)
         gr.Markdown(f"Limits: {MAX_ATTENTION_TOKENS_ENCODER} tokens for encoders (specials included), "
                     f"{MAX_ATTENTION_TOKENS_DECODER} for the decoder; longer text is cut, with a notice.")
-        notice = gr.Markdown(elem_id="attention-notice")
+        notice = gr.Markdown(label="Notice", elem_id="attention-notice")
         with gr.Row():
             layer = gr.Dropdown(_choices(6, "layer"), value=0, label="Layer", elem_id="attention-layer")
             head = gr.Dropdown(_choices(12, "head"), value=0, label="Head (heatmap, step by step)",
@@ -411,22 +411,22 @@ def build() -> gr.Blocks:
                 gr.Markdown("Lines from each token (left) to the tokens it attends to (right); one colour per head, "
                             "darker = more attention. **Hover a token** to keep only its lines.")
                 # `head` adds the style to the document: the selector's checkboxes get the head view's colours
-                head_html = gr.HTML(elem_id="attention-headview", js_on_load=views.HEAD_VIEW_JS,
+                head_html = gr.HTML(label="Head view", elem_id="attention-headview", js_on_load=views.HEAD_VIEW_JS,
                                     head=f"<style>{views.head_selector_css('#attention-heads')}</style>")
             with gr.Tab("Model view"):
                 gr.Markdown("Every layer (rows) × head (columns). **Click a thumbnail** to open it below.")
-                model_html = gr.HTML(elem_id="attention-modelview", js_on_load=views.MODEL_VIEW_JS)
+                model_html = gr.HTML(label="Model view", elem_id="attention-modelview", js_on_load=views.MODEL_VIEW_JS)
                 opened = gr.Plot(label="Opened head", elem_id="attention-opened")
             with gr.Tab("Heatmap"):
                 heatmap = gr.Plot(label="Attention matrix", elem_id="attention-heatmap")
             with gr.Tab("Step by step"):
-                steps_note = gr.Markdown(elem_id="attention-steps-note")
+                steps_note = gr.Markdown(label="This head, step by step", elem_id="attention-steps-note")
                 steps_plot = gr.Plot(label="Q·Kᵀ → scale → mask → softmax", elem_id="attention-steps")
                 vectors_plot = gr.Plot(label="Q, K, V and the output of this head", elem_id="attention-vectors")
             with gr.Tab("Positional encodings"):
                 positions = gr.Slider(8, MAX_POSITIONS_SHOWN, value=64, step=8, label="Positions")
                 show_positions = gr.Button("Show positional encodings")
-                positions_note = gr.Markdown()
+                positions_note = gr.Markdown(label="Which positional encoding")
                 position_plots = [gr.Image(label=label, type="numpy", format="png", interactive=False)
                                   for label in ("Sinusoidal", "The model's own")]
             with gr.Tab("Head statistics"):
@@ -483,15 +483,15 @@ def build() -> gr.Blocks:
             return explorers[name]
 
         @user_errors
-        def analyse(name: str, value: str, second: str, layer_index, head_index, chosen: list):
-            cleaned, message = clean_text(value)
-            second_clean = clean_text(second, "second sentence")[0] if second and second.strip() else ""
-            service = explorer(name)
-            announce_first_use(models.get(name))
+        def analyse(model: str, text: str, pair: str, layer: int, head: int, heads: list[int]):
+            cleaned, message = clean_text(text)
+            second_clean = clean_text(pair, "second sentence")[0] if pair and pair.strip() else ""
+            service = explorer(model)
+            announce_first_use(models.get(model))
             result = service.analyse(cleaned, second_clean)
-            layer_index = min(int(layer_index or 0), result.layers - 1)
-            head_index = min(int(head_index or 0), result.heads - 1)
-            chosen = [h for h in (chosen or []) if h < result.heads]
+            layer_index = min(int(layer or 0), result.layers - 1)
+            head_index = min(int(head or 0), result.heads - 1)
+            chosen = [h for h in (heads or []) if h < result.heads]
             messages = [m for m in (message, result.notice) if m]
             return (result, service.describe(), "\n\n".join(f"ℹ️ {m}" for m in messages),
                     gr.Dropdown(choices=_choices(result.layers, "layer"), value=layer_index),
@@ -506,21 +506,21 @@ def build() -> gr.Blocks:
             return result
 
         @user_errors
-        def layer_views(result, layer_index, head_index, chosen):
+        def layer_views(result, layer: int, head: int, heads: list[int]):
             result = _result(result)
-            return head_view(result, layer_index, chosen), heatmap_figure(result, layer_index, head_index)
+            return head_view(result, layer, heads), heatmap_figure(result, layer, head)
 
         @user_errors
-        def step_views(name, result, layer_index, head_index):
+        def step_views(model: str, result, layer: int, head: int):
             result = _result(result)
-            steps = explorer(name).steps(result.text, result.pair, layer_index, head_index)
+            steps = explorer(model).steps(result.text, result.pair, layer, head)
             diff = steps.extras["max_abs_diff"]
-            note = (f"**Layer {layer_index}, head {head_index}** · d_k = {steps.query.shape[1]} · scale = "
+            note = (f"**Layer {layer}, head {head}** · d_k = {steps.query.shape[1]} · scale = "
                     f"{steps.scale:.4f} · mask: {'causal' if result.causal else 'none (every token sees every token)'}"
                     f"{' · RoPE applied to Q and K' if steps.query_before_rotation is not None else ''}\n\n"
                     f"Recomputed from the model's own weights vs the attention the model returned: "
                     f"**max |difference| = {diff:.2e}** {'✅' if diff <= 1e-5 else '⚠️'}")
-            title = f"{result.model} · layer {layer_index}, head {head_index}"
+            title = f"{result.model} · layer {layer}, head {head}"
             return (note, views.interactive_steps(steps, result.tokens, title),
                     views.interactive_vectors(steps, result.tokens, title))
 
@@ -544,33 +544,34 @@ def build() -> gr.Blocks:
             return note, pictures[0], pictures[1] if len(pictures) > 1 else None
 
         @user_errors
-        def position_views(name: str, count):
-            return position_pictures(name, max(2, min(int(count), MAX_POSITIONS_SHOWN)))
+        def position_views(model: str, positions: int):
+            return position_pictures(model, max(2, min(int(positions), MAX_POSITIONS_SHOWN)))
 
         @user_errors
-        def vit_views(path, head_fusion, ratio):
+        def vit_views(image, head_fusion: str, discard_ratio: float):
             if vit_explorer is None:
                 raise vit_source
-            result = vit_explorer.analyse(load_picture(path))
-            rollout, per_layer = rollout_maps(result, head_fusion, ratio)
+            result = vit_explorer.analyse(load_picture(image))
+            rollout, per_layer = rollout_maps(result, head_fusion, discard_ratio)
             return (result.top,
-                    views.patch_maps_picture(result.picture, [rollout], [f"rollout ({head_fusion}, discard {ratio:.2f})"]),
+                    views.patch_maps_picture(result.picture, [rollout],
+                                             [f"rollout ({head_fusion}, discard {discard_ratio:.2f})"]),
                     views.patch_maps_picture(result.picture, per_layer, [f"layer {i}" for i in range(len(per_layer))]))
 
         @user_errors
-        def download_figure(name, result, which, fmt, layer_index, head_index):
+        def download_figure(model: str, result, figure: str, file_format: str, layer: int, head: int):
             result = _result(result)
-            if which == "heatmap":
-                figure = heatmap_figure(result, layer_index, head_index, interactive=False)
+            if figure == "heatmap":
+                drawn = heatmap_figure(result, layer, head, interactive=False)
             else:
-                steps = explorer(name).steps(result.text, result.pair, layer_index, head_index)
-                figure = (views.steps_figure if which == "step by step" else views.vectors_figure)(steps, result.tokens)
-            return str(export_figure(figure, fmt, f"attention_{which.replace(' ', '_').replace(',', '')}_"
-                                                  f"L{layer_index}_H{head_index}"))
+                steps = explorer(model).steps(result.text, result.pair, layer, head)
+                drawn = (views.steps_figure if figure == "step by step" else views.vectors_figure)(steps, result.tokens)
+            return str(export_figure(drawn, file_format, f"attention_{figure.replace(' ', '_').replace(',', '')}_"
+                                                         f"L{layer}_H{head}"))
 
         @user_errors
-        def download_tensors(result, fmt):
-            return str(export_tensors(_result(result), fmt))
+        def download_tensors(result, file_format: str):
+            return str(export_tensors(_result(result), file_format))
 
         @user_errors
         def switch_model(name: str):

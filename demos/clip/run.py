@@ -336,14 +336,14 @@ def build() -> gr.Blocks:
 
     with gr.Blocks(title="CLIP") as page:
         if isinstance(source, store.ModelSource) and source.kind == "embedded":  # what runs, before any result
-            gr.Markdown("⚠️ **Offline stand-in, not CLIP:** how it works and how well it does is under the results.")
+            gr.Markdown("⚠️ **Offline stand-in, not CLIP** (details below)")
         with gr.Tab("Zero-shot classification"):
             with gr.Row():
                 with gr.Column():
                     image = image_input(label="Image", sources=["upload", "webcam", "clipboard"],
                                      elem_id="clip-image")
                 with gr.Column():
-                    labels = gr.Textbox(label="Labels (comma or line separated)", value=DEFAULT_LABELS, lines=2)
+                    labels = gr.Textbox(label="Labels (comma or line separated)", value=DEFAULT_LABELS, lines=1)
                     run = gr.Button("Classify", variant="primary", elem_id="clip-run")
                     examples_that_run(examples, image, run)
                     template = gr.Textbox(label="Prompt template ({} is replaced by each label)",
@@ -373,38 +373,38 @@ def build() -> gr.Blocks:
         badge = gr.Markdown(badge_text(source), elem_id="clip-badge")  # the loaded model's figures follow
 
         @user_errors
-        def classify(path: str | None, label_text: str, template_text: str):
-            if not path:
+        def classify(image: str | None, labels: str, template: str):
+            if not image:
                 raise InputError("Please upload an image (or pick an example) first.")
-            chosen = parse_labels(label_text)
-            prompts = apply_template(template_text, chosen)
-            result = zero_shot(service(), path, prompts)
+            chosen = parse_labels(labels)
+            prompts = apply_template(template, chosen)
+            result = zero_shot(service(), image, prompts)
             rows = [[p, round(s, 4), round(q, 4)] for p, s, q in zip(prompts, result.similarities, result.probabilities)]
             rows.sort(key=lambda row: -row[1])
             return dict(zip(chosen, result.probabilities)), rows
 
         @user_errors
-        def text_to_image(text: str, files: list[str] | None):
+        def text_to_image(text: str, images: list[str] | None):
             query_text = parse_query(text)
-            images = gallery_images(files)
-            scores = service().similarity([array for _, array in images], [query_text])[:, 0]
+            pictures = gallery_images(images)
+            scores = service().similarity([array for _, array in pictures], [query_text])[:, 0]
             order = np.argsort(-scores, kind="stable")  # two uploads may share a file name: rank by position
-            return [(Image.fromarray(images[i][1]), f"{images[i][0]}: {scores[i]:.3f}") for i in order]
+            return [(Image.fromarray(pictures[i][1]), f"{pictures[i][0]}: {scores[i]:.3f}") for i in order]
 
         @user_errors
-        def image_to_text(path: str | None, text: str):
-            if not path:
+        def image_to_text(image: str | None, descriptions: str):
+            if not image:
                 raise InputError("Please upload a picture first.")
-            candidates_list = parse_texts(text)
-            scores = service().similarity([np.asarray(load_image(path))], candidates_list)[0]
+            candidates_list = parse_texts(descriptions)
+            scores = service().similarity([np.asarray(load_image(image))], candidates_list)[0]
             return [[name, round(score, 4)] for name, score in rank(scores, candidates_list)]
 
         @user_errors
-        def matrix(text: str, files: list[str] | None):
-            chosen = parse_texts(text)
-            images = gallery_images(files)
-            values = service().similarity([array for _, array in images], chosen)
-            return similarity_figure(values, [name for name, _ in images], chosen)
+        def matrix(texts: str, images: list[str] | None):
+            chosen = parse_texts(texts)
+            pictures = gallery_images(images)
+            values = service().similarity([array for _, array in pictures], chosen)
+            return similarity_figure(values, [name for name, _ in pictures], chosen)
 
         gr.on([run.click, image.upload], classify, inputs=[image, labels, template],
               outputs=[prediction, cosines], api_name="clip_classify", concurrency_id="clip")

@@ -488,7 +488,7 @@ def build() -> gr.Blocks:
                 temperature = gr.Slider(1, 8, value=2, step=0.5, label="Temperature")
                 alpha = gr.Slider(0, 1, value=0.7, step=0.05, label="Weight of the teacher's loss (alpha)")
             train = gr.Button("Train the student with and without the teacher", variant="primary")
-            verdict = gr.Markdown()
+            verdict = gr.Markdown(label="Result")
             curves = gr.LinePlot(x="step", y="loss", color="run", label="Training loss")
             student_file = gr.File(label="Download the distilled student (zip)")
         with gr.Tab("Model sizes"):
@@ -498,13 +498,13 @@ def build() -> gr.Blocks:
             sizes = gr.Dataframe(label="BERT shapes on this machine")
 
         @user_errors
-        def build_and_measure(chosen, sparsity_value, structured_value, progress=gr.Progress()):
+        def build_and_measure(techniques: list[str], sparsity: float, structured: bool, progress=gr.Progress()):
             if lab is None:
                 raise source
             with one_run_at_a_time(running):
                 progress(0, desc="building and measuring the variants…")
                 updates: queue.Queue = queue.Queue()
-                job = _background.submit(lab.run, list(chosen or []), sparsity_value, structured_value,
+                job = _background.submit(lab.run, list(techniques or []), sparsity, structured,
                                          progress=lambda share, what: updates.put((share, what)))
                 while not job.done():  # gr.Progress is updated from this (the request's) thread only
                     time.sleep(0.3)
@@ -516,12 +516,12 @@ def build() -> gr.Blocks:
             return frame, results_chart(frame), files
 
         @user_errors
-        def train_student(layers_value, steps_value, temperature_value, alpha_value):
+        def train_student(student_layers: int, steps: int, temperature: float, alpha: float):
             if lab is None:
                 raise source
             with one_run_at_a_time(running):
                 updates: queue.Queue = queue.Queue()
-                job = _background.submit(lab.distil, layers_value, steps_value, temperature_value, alpha_value,
+                job = _background.submit(lab.distil, student_layers, steps, temperature, alpha,
                                          on_step=lambda *update: updates.put(update))
                 rows: list[dict] = []
                 while not (job.done() and updates.empty()):  # stream the loss curves while both students train
@@ -531,7 +531,7 @@ def build() -> gr.Blocks:
                         rows.append({"step": step, "loss": loss, "run": run_name})
                     if rows:
                         yield (f"Training the student {rows[-1]['run']}: step {rows[-1]['step']}/"
-                               f"{steps_value:.0f}…", pd.DataFrame(rows), None)
+                               f"{steps:.0f}…", pd.DataFrame(rows), None)
                 result = job.result()
                 text = (f"**{result.verdict}** Teacher (6 layers): {result.teacher_accuracy:.3f}. Student: "
                         f"{result.layers} layers, {result.student_parameters_m:.1f}M parameters, {result.steps} "

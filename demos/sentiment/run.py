@@ -263,12 +263,12 @@ def build() -> gr.Blocks:
             text = gr.Textbox(label="Text", lines=4, placeholder="Type or paste a review…", max_length=None)
             run = gr.Button("Classify", variant="primary", elem_id="sentiment-run")
             examples_that_run(EXAMPLES, text, run)
-            notice = gr.Markdown(elem_id="sentiment-notice")
+            notice = gr.Markdown(label="Notice", elem_id="sentiment-notice")
             badges, labels, highlights, keys = [], [], [], []
             with gr.Row():
                 for i, (name, source, _) in enumerate(classifiers):
                     with gr.Column():
-                        badges.append(gr.Markdown(model_badge(source)))
+                        badges.append(gr.Markdown(model_badge(source), label=f"Model — {name}"))
                         labels.append(gr.Label(label=f"Prediction — {name}", num_top_classes=5,
                                                elem_id=f"sentiment-label-{i}"))
                         highlights.append(gr.HighlightedText(label=f"Word attributions — {name}",
@@ -281,15 +281,15 @@ def build() -> gr.Blocks:
             lines = gr.Textbox(label="Texts, one per line", lines=6)
             upload = gr.File(label="…or a CSV file", file_types=[".csv", ".txt"])
             run_batch = gr.Button("Classify all", variant="primary")
-            batch_notice = gr.Markdown()
+            batch_notice = gr.Markdown(label="Notice")
             table = gr.Dataframe(label="Predictions", wrap=True)
             download = gr.File(label="Download predictions (CSV)")
 
         answer = [notice, *badges, *labels]
 
         @user_errors
-        def classify(value: str):
-            cleaned, message = clean_text(value)
+        def classify(text: str):
+            cleaned, message = clean_text(text)
             outputs_badges, outputs_labels, truncated = [], [], False
             for _, source, classifier in classifiers:
                 if classifier is None:
@@ -310,8 +310,8 @@ def build() -> gr.Blocks:
             return [shown_value(component, value) for component, value in zip(answer, values)]
 
         @user_errors
-        def explain(value: str):
-            cleaned, _ = clean_text(value)
+        def explain(text: str):
+            cleaned, _ = clean_text(text)
             outputs = []
             for _, _, classifier in classifiers:
                 try:
@@ -327,10 +327,10 @@ def build() -> gr.Blocks:
             return shown[0] if len(shown) == 1 else shown
 
         @user_errors
-        def classify_many(pasted: str, file):
-            texts = read_csv_texts(file) if file else parse_lines(pasted)
-            texts = [clean_text(t)[0] for t in texts]
-            frame, failures = classify_batch({name: c for name, _, c in classifiers if c is not None}, texts)
+        def classify_many(texts: str, csv_file):
+            batch = read_csv_texts(csv_file) if csv_file else parse_lines(texts)
+            batch = [clean_text(t)[0] for t in batch]
+            frame, failures = classify_batch({name: c for name, _, c in classifiers if c is not None}, batch)
             failures += [str(source) for _, source, c in classifiers if c is None]
             out = Path(tempfile.mkdtemp(prefix="txgallery-")) / "sentiment_predictions.csv"
             frame.to_csv(out, index=False)

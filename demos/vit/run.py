@@ -302,15 +302,15 @@ def build() -> gr.Blocks:
                         fusion = gr.Radio(list(HEAD_FUSIONS), value="mean", label="Head fusion")
                         discard = gr.Slider(0.0, MAX_DISCARD_RATIO, value=0.0, step=0.05, label="Discard ratio")
                 with gr.Column():
-                    badge = gr.Markdown(model_badge(main_source))  # the loaded model's figures follow
-                    top_class = gr.Markdown(elem_id="vit-top-class")
+                    badge = gr.Markdown(model_badge(main_source), label="About the model")  # the loaded model's figures follow
+                    top_class = gr.Markdown(label="Top class", elem_id="vit-top-class")
                     top5 = gr.BarPlot(label=f"Top {VIT_TOP_K} classes", elem_id="vit-top5", **bar)
             with gr.Row():
                 grid_plot = gr.Image(label="The patch grid", type="numpy", format=OVERLAY_FORMAT, interactive=False,
                                      elem_id="vit-patch-grid")
                 rollout_plot = gr.Image(label="Attention rollout of [CLS]", type="numpy", format=OVERLAY_FORMAT,
                                         interactive=False, elem_id="vit-rollout")
-            captions = gr.Markdown(elem_id="vit-captions")  # text, not new labels: a component update costs ~10 ms
+            captions = gr.Markdown(label="About the pictures", elem_id="vit-captions")  # text, not new labels: a component update costs ~10 ms
             # the page's model never changes, so neither do its numbers: filled when the page loads, not per picture
             recipe = gr.Dataframe(label="The recipe, in numbers", interactive=False)
             with gr.Accordion("The [CLS] token and position embeddings", open=False):
@@ -337,22 +337,22 @@ def build() -> gr.Blocks:
             with gr.Row():
                 for i, (name, source, _) in enumerate(compared):
                     with gr.Column():
-                        badges.append(gr.Markdown(model_badge(source)))
+                        badges.append(gr.Markdown(model_badge(source), label=f"Model — {name}"))
                         plots.append(gr.BarPlot(label=name, elem_id=f"vit-compare-{i}", **bar))
 
         @user_errors
-        def classify(upload: dict | str | None, head_fusion: str, discard_ratio: float):
+        def classify(image: dict | str | None, head_fusion: str, discard_ratio: float):
             head_fusion, discard_ratio = _check_settings(head_fusion, discard_ratio)
-            result = classified(upload_path(upload), head_fusion, discard_ratio)
+            result = classified(upload_path(image), head_fusion, discard_ratio)
             name, probability = result.top[0]
             top5_value = bar_plot_value(top_rows(result.top), bar["x"], bar["y"])
             return f"### {name} · {probability:.1%}", top5_value
 
         @user_errors
-        def explain(upload: dict | str | None, head_fusion: str, discard_ratio: float):
+        def explain(image: dict | str | None, head_fusion: str, discard_ratio: float):
             head_fusion, discard_ratio = _check_settings(head_fusion, discard_ratio)
             # the classification's result, when it ran just now
-            result = classified(upload_path(upload), head_fusion, discard_ratio)
+            result = classified(upload_path(image), head_fusion, discard_ratio)
             if result.geometry is None:
                 return None, None, ""
             captions_text = (f"**The patch grid:** {patch_grid_title(result.geometry)}. **Attention rollout of [CLS]:** "
@@ -375,8 +375,8 @@ def build() -> gr.Blocks:
             return position_picture()
 
         @user_errors
-        def compare_models(path):
-            picture = np.asarray(load_image(path))
+        def compare_models(image):
+            picture = np.asarray(load_image(image))
             outputs_badges, outputs_plots = [], []
             for _, source, service in compared:
                 try:
