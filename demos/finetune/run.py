@@ -474,14 +474,14 @@ def build() -> gr.Blocks:
             files = gr.File(label="Files", file_count="multiple")
 
         @user_errors
-        def on_task(task_name: str):
+        def on_task(task_name: str, method_name: str = "lora"):
             decoding = TASKS[task_name] == "shakespeare"
             names = playground.module_names(decoder=decoding) if playground is not None else []
             defaults = finetune.DEFAULT_LORA_TARGETS["llama" if decoding else "bert"]
-            choices = [(f"{name}: {finetune.METHODS[name].split(':')[1].strip()}", name)
-                       for name in (finetune.DECODER_METHODS if decoding else finetune.METHODS)]
+            allowed = finetune.DECODER_METHODS if decoding else tuple(finetune.METHODS)
+            choices = [(f"{name}: {finetune.METHODS[name].split(':')[1].strip()}", name) for name in allowed]
             return (gr.update(visible=TASKS[task_name] == "csv"), gr.update(choices=names, value=list(defaults)),
-                    gr.update(choices=choices, value="lora"))
+                    gr.update(choices=choices, value=method_name if method_name in allowed else "lora"))
 
         def on_method(name: str):
             note, lora, freeze, adapter = method_settings(name)
@@ -556,8 +556,9 @@ def build() -> gr.Blocks:
                 raise InputError("Train a run first, then pick it here.")
             return [offer_download(f"{run_id}-merged.zip", playground.export_merged(run_id))]
 
-        task.change(on_task, task, [upload, targets, method], api_name=False)
-        page.load(on_task, task, [upload, targets, method], api_name=False)
+        task.change(on_task, [task, method], [upload, targets, method], api_name=False)
+        # opening needs only the model's module names: setting the method here would undo one restored from a link
+        page.load(lambda name: on_task(name)[:2], task, [upload, targets], api_name=False)
         # UI only and instant; a task change that resets the method, and a restored link, fire it too
         method.change(on_method, method, [learning_rate, method_note, lora_box, freeze_box, adapter_box],
                       api_name=False, queue=False, show_progress="hidden")

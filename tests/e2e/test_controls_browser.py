@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
+from txgallery.finetune import METHODS
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
@@ -119,7 +121,31 @@ def test_finetune_shows_only_the_chosen_methods_settings(page, gallery):
     expect(adapter).to_be_visible(timeout=30_000)
     expect(freeze).to_be_hidden()
 
-    _choose(page, "finetune-task", "Shakespeare style (SmolLM2 decoder)")  # the task resets the method to LoRA
-    expect(rank).to_be_visible(timeout=60_000)
-    expect(adapter).to_be_hidden()
+    _choose(page, "finetune-method", "full: every weight trains")
+    expect(adapter).to_be_hidden(timeout=30_000)
+    _choose(page, "finetune-task", "Shakespeare style (SmolLM2 decoder)")  # no full tuning of the decoder: LoRA
+    # the decoder's module names arrive once its weights are ready (a one-time conversion of ~25 s on a fresh home)
+    expect(page.locator("#finetune-targets")).to_contain_text("self_attn.q_proj", timeout=240_000)
+    expect(rank).to_be_visible()
     expect(note).to_contain_text("LoRA")
+
+    _choose(page, "finetune-method", "adapter: a small down/up projection after each feed-forward block")
+    expect(adapter).to_be_visible(timeout=30_000)
+    _choose(page, "finetune-task", "Rotten Tomatoes sentiment")  # the encoder takes adapters too: the choice stays
+    page.locator("#finetune-method input").click()
+    expect(page.get_by_role("option")).to_have_count(len(METHODS), timeout=60_000)  # the task's methods are in
+    page.keyboard.press("Escape")
+    expect(adapter).to_be_visible()
+    expect(rank).to_be_hidden()
+    expect(page.locator("#finetune-method input")).to_have_value(
+        "adapter: a small down/up projection after each feed-forward block")
+
+
+def test_a_finetune_link_opens_with_its_methods_settings(page, gallery):
+    page.goto(gallery + "/finetune?method=adapter&adapter=8", wait_until="load", timeout=120_000)
+    expect(page.locator("#finetune-adapter")).to_be_visible(timeout=120_000)
+    expect(page.locator("#finetune-adapter input[type=number]")).to_have_value("8")
+    page.wait_for_timeout(2000)  # the page's own load events must not put LoRA back
+    expect(page.locator("#finetune-method input")).to_have_value(
+        "adapter: a small down/up projection after each feed-forward block")
+    expect(page.locator("#finetune-rank")).to_be_hidden()
