@@ -48,6 +48,10 @@ LESSON = """
   starting as the identity: 0.3–1% added parameters, but they stay extra layers at inference.
 - **IA3:** one learned scale per key, value and feed-forward channel: the fewest parameters of all.
 
+**Measured** (README, 400 steps × 16 sentences, 500 held-out): full 0.852, freeze-4 0.850, adapters 0.844, LoRA 0.830,
+frozen 0.676. The page's default of 40 steps shows the start of that race: LoRA and adapters start as "no change"
+and need more steps than top-layer tuning before they move.
+
 **Try:** the same steps with each method, then the *Compare* tab; LoRA's rank 1 vs 32; a learning rate of 1 (the
 run stops with a message when the loss becomes NaN); your own CSV (`text,label`); Shakespeare style tuning of the
 SmolLM2 decoder, then *Try it* to compare the base and the tuned model on the same prompt.
@@ -400,6 +404,17 @@ class Session:
     current_job: str = ""
 
 
+class LabelledTimer(gr.Timer):
+    """Gradio's Timer with a label: the API page names the output `finetune_start` switches on (a Timer takes no label
+    of its own, and an output without one is listed as `value_<id>`). The page draws it as Gradio's own Timer."""
+
+    is_template = True  # the browser's component: Gradio's `timer`
+
+    def __init__(self, value: float = 1, *, label: str | None = None, active: bool = True, render: bool = True):
+        super().__init__(value, active=active, render=render)
+        self.label = label  # after Component.__init__, which sets it to None
+
+
 def _sources() -> tuple[store.ModelSource | store.ModelLoadError, store.ModelSource | None]:
     encoder = store.resolve_choice(SLUG, ENCODER_TASK)[0]
     try:
@@ -452,9 +467,9 @@ def build() -> gr.Blocks:
             with gr.Row():
                 start = gr.Button("Train", variant="primary")
                 cancel = gr.Button("Cancel", variant="stop")
-            progress = gr.Markdown(elem_id="finetune-progress")
+            progress = gr.Markdown(label="Progress", elem_id="finetune-progress")
             curves = gr.Plot(label="Live curves", elem_id="finetune-curves")
-            timer = gr.Timer(1.0, active=False)
+            timer = LabelledTimer(1.0, label="Progress timer (on while a run trains)", active=False)
         with gr.Tab("Compare"):
             gr.Markdown("Every run of this session. Held-out metric: accuracy for classification, next-token "
                         "accuracy for style tuning.")
@@ -489,22 +504,23 @@ def build() -> gr.Blocks:
                     gr.update(visible=freeze), gr.update(visible=adapter))
 
         @user_errors
-        def on_start(task_name, upload_file, method_name, steps_v, lr_v, batch_v, rank_v, alpha_v, dropout_v,
-                     targets_v, freeze_v, adapter_v, state: Session, request: gr.Request):
+        def on_start(task: str, csv_file, method: str, steps: int, learning_rate: float, batch_size: int, rank: int,
+                     alpha: int, dropout: float, targets: list[str], freeze_layers: int, adapter_size: int,
+                     state: Session, request: gr.Request):
             if playground is None:
                 raise encoder
-            config = make_config(method_name, steps_v, lr_v, batch_v, rank_v, alpha_v, dropout_v, targets_v,
-                                 freeze_v, adapter_v)
-            kind, data, notice = TASKS[task_name], None, ""
+            config = make_config(method, steps, learning_rate, batch_size, rank, alpha, dropout, targets,
+                                 freeze_layers, adapter_size)
+            kind, data, notice = TASKS[task], None, ""
             if kind == "csv":
-                if not upload_file:
+                if not csv_file:
                     raise InputError("Upload a CSV file with text and label columns first.")
-                data, notice = read_labelled_csv(upload_file)
+                data, notice = read_labelled_csv(csv_file)
             job_id = playground.start(kind, config, owner=request.session_hash or "", data=data)
             state.current_job = job_id
             state.job_ids.append(job_id)
             first_use = first_use_note(decoder) if kind == "shakespeare" else None
-            text = f"⏳ Queued {config.method} on {task_name}." + "".join(f" {n}" for n in (notice, first_use) if n)
+            text = f"⏳ Queued {config.method} on {task}." + "".join(f" {n}" for n in (notice, first_use) if n)
             return state, text, gr.Timer(active=True)
 
         @user_errors
