@@ -41,6 +41,21 @@ def test_only_real_endpoints_are_public(client):
     assert {"/sentiment_predict", "/attention_analyse", "/finetune_start"} <= set(public)
 
 
+def test_public_endpoints_name_their_parameters_and_returns(client):
+    """A program reads the API page: each parameter's name says what it is (no `param_3` from `*args`, no `value`,
+    `chosen` or `steps_v`), and each return has a label (a Markdown output without one shows as `value_277`)."""
+    import re
+
+    vague_parameter = re.compile(r"param_\d+|value|chosen|.*_v|.*_value")
+    public = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    vague = {name: [p["parameter_name"] for p in info["parameters"] if vague_parameter.fullmatch(p["parameter_name"])]
+             for name, info in public.items()}
+    unlabelled = {name: [r["label"] for r in info["returns"] if re.fullmatch(r"value_\d+", r["label"] or "")]
+                  for name, info in public.items()}
+    assert {name: found for name, found in vague.items() if found} == {}
+    assert {name: found for name, found in unlabelled.items() if found} == {}
+
+
 def test_predict_side_by_side_with_a_model_that_cannot_load(client):
     notice, badge_ok, badge_bad, label_ok, label_bad = client.predict(
         "A wonderful, warm and funny film.", api_name="/sentiment_predict")

@@ -318,7 +318,7 @@ def build() -> gr.Blocks:
         with gr.Row():
             model = gr.Dropdown(names, value=names[0], label="Model (or type a hub id the operator allows)", scale=1,
                                 allow_custom_value=True, elem_id="generation-model")
-            badge = gr.Markdown(model_badge(generators[0][1]), elem_id="generation-badge")
+            badge = gr.Markdown(model_badge(generators[0][1]), label="About the model", elem_id="generation-badge")
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=3):  # prompt, button and examples first; settings beside (below on phones)
@@ -333,8 +333,8 @@ def build() -> gr.Blocks:
                         max_new = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens")
                         seed = gr.Number(value=0, precision=0, label="Seed")
                     knobs = controls("generation")
-            notice = gr.Markdown(elem_id="generation-notice")
-            stats = gr.Markdown(elem_id="generation-stats")
+            notice = gr.Markdown(label="Notice", elem_id="generation-notice")
+            stats = gr.Markdown(label="Statistics", elem_id="generation-stats")
             output = gr.HighlightedText(label="Generated tokens — colour: the model's probability of each; click one",
                                         show_legend=False, show_inline_category=False, combine_adjacent=False,
                                         elem_id="generation-output")
@@ -356,20 +356,20 @@ def build() -> gr.Blocks:
                 with gr.Column():
                     gr.Markdown("**Setting A**")
                     knobs_a = controls("generation-a", "greedy")
-                    stats_a = gr.Markdown(elem_id="generation-stats-a")
+                    stats_a = gr.Markdown(label="Statistics — A", elem_id="generation-stats-a")
                     output_a = gr.HighlightedText(label="A", show_legend=False, show_inline_category=False,
                                                   elem_id="generation-output-a")
                 with gr.Column():
                     gr.Markdown("**Setting B**")
                     knobs_b = controls("generation-b", "sampling")
-                    stats_b = gr.Markdown(elem_id="generation-stats-b")
+                    stats_b = gr.Markdown(label="Statistics — B", elem_id="generation-stats-b")
                     output_b = gr.HighlightedText(label="B", show_legend=False, show_inline_category=False,
                                                   elem_id="generation-output-b")
             gr.HTML(PROBABILITY_LEGEND, js_on_load=None, elem_id="generation-compare-legend")
             with gr.Row():
                 run_b = gr.Button("Generate both", variant="primary", elem_id="generation-compare-run")
                 stop_b = gr.Button("Stop", variant="stop")
-            notice_b = gr.Markdown()
+            notice_b = gr.Markdown(label="Notice")
 
         def settings_from(max_new_tokens, seed_value, chat_value, knob_values):
             strategy, temperature, top_k, top_p, penalty, beams = knob_values
@@ -384,12 +384,14 @@ def build() -> gr.Blocks:
                 return f"⚠️ **{name}** is not available: {exc}"
 
         @user_errors
-        def generate(name, text, chat_value, max_new_tokens, seed_value, *knob_values):
-            service = service_for(name)
-            cleaned, notices = clean_prompt(text)
-            settings, more = settings_from(max_new_tokens, seed_value, chat_value, knob_values)
+        def generate(model: str, prompt: str, chat: bool, max_new_tokens: int, seed: int, decoding: str,
+                     temperature: float, top_k: int, top_p: float, repetition_penalty: float, beams: int):
+            service = service_for(model)
+            cleaned, notices = clean_prompt(prompt)
+            settings, more = settings_from(max_new_tokens, seed, chat, (decoding, temperature, top_k, top_p,
+                                                                         repetition_penalty, beams))
             steps: list[Step] = []
-            if note := first_use_note(by_name.get(name, (None,))[0]):
+            if note := first_use_note(by_name.get(model, (None,))[0]):
                 yield gr.skip(), f"⏳ {note}", gr.skip(), gr.skip(), gr.skip()
             stream = service.generate(cleaned, settings, notices + more)
             try:
@@ -410,15 +412,20 @@ def build() -> gr.Blocks:
             return step_markdown(step), step_figure(step), step_table(step)
 
         @user_errors
-        def compare(name, text, chat_value, max_new_tokens, seed_value, *knob_values):
-            service = service_for(name)
-            cleaned, notices = clean_prompt(text)
-            first, notes_a = settings_from(max_new_tokens, seed_value, chat_value, knob_values[:6])
-            second, notes_b = settings_from(max_new_tokens, seed_value, chat_value, knob_values[6:])
+        def compare(model: str, prompt: str, chat: bool, max_new_tokens: int, seed: int,
+                    decoding_a: str, temperature_a: float, top_k_a: int, top_p_a: float, repetition_penalty_a: float,
+                    beams_a: int, decoding_b: str, temperature_b: float, top_k_b: int, top_p_b: float,
+                    repetition_penalty_b: float, beams_b: int):
+            service = service_for(model)
+            cleaned, notices = clean_prompt(prompt)
+            first, notes_a = settings_from(max_new_tokens, seed, chat, (decoding_a, temperature_a, top_k_a, top_p_a,
+                                                                         repetition_penalty_a, beams_a))
+            second, notes_b = settings_from(max_new_tokens, seed, chat, (decoding_b, temperature_b, top_k_b, top_p_b,
+                                                                          repetition_penalty_b, beams_b))
             steps: tuple[list[Step], list[Step]] = ([], [])
             last: list[GenerationUpdate | None] = [None, None]
             notes = [*notices, *(f"A: {n}" for n in notes_a), *(f"B: {n}" for n in notes_b)]
-            if note := first_use_note(by_name.get(name, (None,))[0]):
+            if note := first_use_note(by_name.get(model, (None,))[0]):
                 yield f"⏳ {note}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
             stream = service.compare(cleaned, first, second)
             try:

@@ -287,7 +287,7 @@ def build() -> gr.Blocks:
                 beams = gr.Slider(2, MAX_SEQ2SEQ_BEAMS, value=4, step=1, label="Beams (beam search)",
                                   elem_id="seq2seq-beams", **beams_setting("greedy"))
                 max_new = gr.Slider(1, MAX_SEQ2SEQ_NEW_TOKENS, value=16, step=1, label="Max new tokens")
-        notice = gr.Markdown(elem_id="seq2seq-notice")
+        notice = gr.Markdown(label="Notice", elem_id="seq2seq-notice")
         output = gr.Textbox(label="Output", interactive=False, elem_id="seq2seq-output")
         with gr.Row():
             layer = gr.Dropdown(["average"], value="average", label="Layer", elem_id="seq2seq-layer")
@@ -296,29 +296,29 @@ def build() -> gr.Blocks:
             cross_plot = gr.Plot(label="Cross-attention", elem_id="seq2seq-cross")
         with gr.Tab("Encoder self-attention"):
             encoder_plot = gr.Plot(label="Encoder self-attention", elem_id="seq2seq-encoder")
-        badge = gr.Markdown(model_badge(first_source), elem_id="seq2seq-badge")  # under the results it explains
+        badge = gr.Markdown(model_badge(first_source), label="About the model", elem_id="seq2seq-badge")  # under the results it explains
         state = gr.State(None)
 
         @user_errors
-        def generate(value: str, task: str, chosen: str, how: str, beam_count: float, new_tokens: float):
-            settings = check_settings(new_tokens, 1 if how == "greedy" else beam_count)
-            source, service = services[chosen]
+        def generate(text: str, task: str, model: str, decoding: str, beams: int, max_new_tokens: int):
+            settings = check_settings(max_new_tokens, 1 if decoding == "greedy" else beams)
+            source, service = services[model]
             if service is None:
                 raise source
-            source_text, message = task_input(value, check_task(task, tasks[chosen], chosen))
+            source_text, message = task_input(text, check_task(task, tasks[model], model))
             result = service.generate(source_text, settings)
             if result.truncated:
                 message = f"{message or ''} Only the first {MAX_SEQ2SEQ_SOURCE_TOKENS} tokens were read.".strip()
             cross, encoder = attention_figures(result, "average", "average")
             layers, heads = result.cross_attention.shape[:2]
-            timing = f"{len(result.output_ids)} tokens in {result.seconds * 1000:.0f} ms ({how})"
+            timing = f"{len(result.output_ids)} tokens in {result.seconds * 1000:.0f} ms ({decoding})"
             return (service.describe(), f"ℹ️ {message} · {timing}" if message else timing, result.text or "(empty)",
                     gr.Dropdown(["average", *map(str, range(layers))], value="average"),
                     gr.Dropdown(["average", *map(str, range(heads))], value="average"), cross, encoder, result)
 
         @user_errors
-        def redraw(result: Seq2SeqResult | None, chosen_layer: str, chosen_head: str):
-            return attention_figures(result, chosen_layer, chosen_head)
+        def redraw(result: Seq2SeqResult | None, layer: str, head: str):
+            return attention_figures(result, layer, head)
 
         gr.on([run.click, text.submit], generate, inputs=[text, prefix, model_name, decoding, beams, max_new],
               outputs=[badge, notice, output, layer, head, cross_plot, encoder_plot, state],
