@@ -296,7 +296,8 @@ def build() -> gr.Blocks:
             cross_plot = gr.Plot(label="Cross-attention", elem_id="seq2seq-cross")
         with gr.Tab("Encoder self-attention"):
             encoder_plot = gr.Plot(label="Encoder self-attention", elem_id="seq2seq-encoder")
-        badge = gr.Markdown(model_badge(first_source), label="About the model", elem_id="seq2seq-badge")  # under the results it explains
+        # under the results it explains
+        badge = gr.Markdown(model_badge(first_source), label="About the model", elem_id="seq2seq-badge")
         state = gr.State(None)
 
         @user_errors

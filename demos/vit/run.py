@@ -302,7 +302,8 @@ def build() -> gr.Blocks:
                         fusion = gr.Radio(list(HEAD_FUSIONS), value="mean", label="Head fusion")
                         discard = gr.Slider(0.0, MAX_DISCARD_RATIO, value=0.0, step=0.05, label="Discard ratio")
                 with gr.Column():
-                    badge = gr.Markdown(model_badge(main_source), label="About the model")  # the loaded model's figures follow
+                    # the loaded model's figures follow
+                    badge = gr.Markdown(model_badge(main_source), label="About the model")
                     top_class = gr.Markdown(label="Top class", elem_id="vit-top-class")
                     top5 = gr.BarPlot(label=f"Top {VIT_TOP_K} classes", elem_id="vit-top5", **bar)
             with gr.Row():
@@ -310,7 +311,8 @@ def build() -> gr.Blocks:
                                      elem_id="vit-patch-grid")
                 rollout_plot = gr.Image(label="Attention rollout of [CLS]", type="numpy", format=OVERLAY_FORMAT,
                                         interactive=False, elem_id="vit-rollout")
-            captions = gr.Markdown(label="About the pictures", elem_id="vit-captions")  # text, not new labels: a component update costs ~10 ms
+            # text, not new labels: a component update costs ~10 ms
+            captions = gr.Markdown(label="About the pictures", elem_id="vit-captions")
             # the page's model never changes, so neither do its numbers: filled when the page loads, not per picture
             recipe = gr.Dataframe(label="The recipe, in numbers", interactive=False)
             with gr.Accordion("The [CLS] token and position embeddings", open=False):
