@@ -404,17 +404,6 @@ class Session:
     current_job: str = ""
 
 
-class LabelledTimer(gr.Timer):
-    """Gradio's Timer with a label: the API page names the output `finetune_start` switches on (a Timer takes no label
-    of its own, and an output without one is listed as `value_<id>`). The page draws it as Gradio's own Timer."""
-
-    is_template = True  # the browser's component: Gradio's `timer`
-
-    def __init__(self, value: float = 1, *, label: str | None = None, active: bool = True, render: bool = True):
-        super().__init__(value, active=active, render=render)
-        self.label = label  # after Component.__init__, which sets it to None
-
-
 def _sources() -> tuple[store.ModelSource | store.ModelLoadError, store.ModelSource | None]:
     encoder = store.resolve_choice(SLUG, ENCODER_TASK)[0]
     try:
@@ -469,7 +458,7 @@ def build() -> gr.Blocks:
                 cancel = gr.Button("Cancel", variant="stop")
             progress = gr.Markdown(label="Progress", elem_id="finetune-progress")
             curves = gr.Plot(label="Live curves", elem_id="finetune-curves")
-            timer = LabelledTimer(1.0, label="Progress timer (on while a run trains)", active=False)
+            timer = gr.Timer(1.0, active=False)
         with gr.Tab("Compare"):
             gr.Markdown("Every run of this session. Held-out metric: accuracy for classification, next-token "
                         "accuracy for style tuning.")
@@ -521,7 +510,7 @@ def build() -> gr.Blocks:
             state.job_ids.append(job_id)
             first_use = first_use_note(decoder) if kind == "shakespeare" else None
             text = f"⏳ Queued {config.method} on {task}." + "".join(f" {n}" for n in (notice, first_use) if n)
-            return state, text, gr.Timer(active=True)
+            return state, text
 
         @user_errors
         def on_tick(state: Session):
@@ -579,8 +568,9 @@ def build() -> gr.Blocks:
         method.change(on_method, method, [learning_rate, method_note, lora_box, freeze_box, adapter_box],
                       api_name=False, queue=False, show_progress="hidden")
         start.click(on_start, [task, upload, method, steps, learning_rate, batch_size, rank, alpha, dropout, targets,
-                               freeze_layers, adapter_size, session], [session, progress, timer],
-                    api_name="finetune_start", concurrency_id="finetune-ui")
+                               freeze_layers, adapter_size, session], [session, progress],
+                    api_name="finetune_start", concurrency_id="finetune-ui").success(
+            lambda: gr.Timer(active=True), None, timer, api_name=False, queue=False)  # the page's polling, not the API's
         timer.tick(on_tick, session, [progress, curves, timer, chart, table, run_choice, session],
                    api_name=False, concurrency_id="finetune-ui", show_progress="hidden")
         cancel.click(on_cancel, session, progress, api_name="finetune_cancel", concurrency_id="finetune-ui")
