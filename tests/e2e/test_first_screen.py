@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from support import CHROMIUM, CHROMIUM_FLAGS
-
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 VIEWPORTS = {"laptop": (1440, 900), "phone": (390, 844)}
@@ -22,16 +20,6 @@ PAGES = {
     "efficiency": ("#tx-demo input[type=checkbox]", "button:text-is('Build and measure')"),
 }
 WITHOUT_EXAMPLES = {"finetune", "efficiency"}  # their inputs are settings, not samples
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        yield launched
-        launched.close()
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)

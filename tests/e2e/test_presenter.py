@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from support import CHROMIUM, CHROMIUM_FLAGS, free_port
+from support import free_port
 from txgallery import presenter, settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -34,14 +34,9 @@ def presented_gallery():
 
 
 @pytest.fixture(scope="module")
-def two_people():
+def two_people(browser):
     """(presenter page, attendee page), each in a browser context of its own (no shared storage)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        yield browser.new_context().new_page(), browser.new_context(viewport={"width": 390, "height": 844}).new_page()
-        browser.close()
+    yield browser.new_context().new_page(), browser.new_context(viewport={"width": 390, "height": 844}).new_page()
 
 
 def test_the_attendee_follows_pages_and_inputs_then_detaches(presented_gallery, two_people):
