@@ -26,7 +26,8 @@ from txgallery.limits import (MAX_CSV_CLASSES, MAX_CSV_ROWS, MAX_FINETUNE_RUNS_K
                               MAX_UPLOAD_BYTES, MIN_CSV_ROWS, InputError, truncate_text)
 from txgallery.plugin import Demo, ModelSlot
 from txgallery.serving import connect
-from txgallery.ui import deep_link, first_use_note, model_badge, offer_download, user_errors, zipped
+from txgallery.ui import (announce_first_use, deep_link, first_use_note, model_badge, offer_download, user_errors,
+                          zipped)
 from txgallery.uploads import find_column, header_names, read_csv_rows
 
 SLUG = "finetune"
@@ -480,6 +481,8 @@ def build() -> gr.Blocks:
         @user_errors
         def on_task(task_name: str, method_name: str = "lora"):
             decoding = TASKS[task_name] == "shakespeare"
+            if decoding:
+                announce_first_use(decoder)  # reading the decoder's module names loads it: say so while it converts
             names = playground.module_names(decoder=decoding) if playground is not None else []
             defaults = finetune.DEFAULT_LORA_TARGETS["llama" if decoding else "bert"]
             allowed = finetune.DECODER_METHODS if decoding else tuple(finetune.METHODS)
