@@ -63,10 +63,9 @@ def test_sentiment_attributions_have_a_key_in_gradios_own_colours(page, gallery)
 
 
 def test_attention_head_view_has_a_key_per_head_in_the_lines_colours(page, gallery):
-    page.goto(gallery + "/attention", wait_until="load", timeout=120_000)
-    page.locator("#attention-run").wait_for(timeout=120_000)
-    page.locator("#attention-text textarea").fill("The quick brown fox jumps over the lazy dog.")
-    page.locator("#attention-run").click()
+    # a link with the text runs it when opened (the explorer's own typing and clicking: test_attention_browser.py)
+    page.goto(gallery + "/attention?text=The+quick+brown+fox+jumps+over+the+lazy+dog.", wait_until="load",
+              timeout=120_000)
     head_view = page.locator("#attention-headview .txa-headview")
     expect(head_view).to_have_attribute("data-layer", "0", timeout=120_000)
 
