@@ -26,11 +26,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from txgallery_demos.attention.run import (  # noqa: E402
+    AttentionExplorer,
+    head_view,
+    heatmap_figure,
+    statistics_table,
+)
 
-from txgallery import attention as att  # noqa: E402
-from txgallery import attention_views as views  # noqa: E402
-from txgallery import store  # noqa: E402
-from txgallery_demos.attention.run import AttentionExplorer, head_view, heatmap_figure, statistics_table  # noqa: E402
+from txgallery.lib import attention as att  # noqa: E402
+from txgallery.lib import attention_views as views  # noqa: E402
+from txgallery.models import store  # noqa: E402
 
 BASE = ("Attention lets every token look at every other token, weigh how relevant each one is, and mix their values "
         "into a new representation; stacked layers of many heads build up syntax and meaning step by step. ")

@@ -27,18 +27,21 @@ import statistics
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server does (txgallery.serving.prefer_passive_openmp)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server does (txgallery.lib.threads.prefer_passive_openmp)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-
-from txgallery import clip_models, store  # noqa: E402
-from txgallery.serving import connect  # noqa: E402
-from txgallery.vision import load_image, load_images, sample_photos  # noqa: E402
-from txgallery_demos.clip.run import ClipMatcher, apply_template, zero_shot  # noqa: E402
 from served import http_call, start_server, stop_server, upload  # noqa: E402
 from timing import interleaved  # noqa: E402
+from txgallery_demos.clip.run import ClipMatcher, apply_template, zero_shot  # noqa: E402
+
+from txgallery.lib.images import load_image, load_images, sample_photos
+from txgallery.models import (
+    clip,
+    store,  # noqa: E402
+)
+from txgallery.serving.seam import connect  # noqa: E402
 
 LABELS = ["cat", "dog", "car", "cup of coffee", "rocket", "person"]
 PROMPTS = apply_template("a photo of a {}", LABELS)
@@ -68,7 +71,7 @@ def random_vit_b32(folder: Path) -> str:
 
     torch.manual_seed(0)
     model = open_clip.create_model("ViT-B-32", pretrained=None)
-    clip_models.save_clip_directory(model, "ViT-B-32", folder / "vit-b-32")
+    clip.save_clip_directory(model, "ViT-B-32", folder / "vit-b-32")
     return str(folder / "vit-b-32")
 
 
@@ -83,8 +86,8 @@ BATCHES = {"1, new labels": 1, "1, same labels": 1, "32": 32}
 @torch.inference_mode()
 def raw_zero_shot(loaded: store.LoadedModel, images: list[Image.Image], prompts: list[str]) -> np.ndarray:
     """The baseline: PIL images and prompts through both encoders, then the softmax over the prompts."""
-    image_vectors = clip_models.embed_images(loaded, images)
-    return clip_models.zero_shot_probabilities(image_vectors @ clip_models.embed_texts(loaded, prompts).T, 100.0)
+    image_vectors = clip.embed_images(loaded, images)
+    return clip.zero_shot_probabilities(image_vectors @ clip.embed_texts(loaded, prompts).T, 100.0)
 
 
 def measure(source: store.ModelSource, files: dict[str, list[list[Path]]], rounds: int) -> dict[str, dict]:
@@ -118,7 +121,7 @@ def http_batch1(port: int, pictures: dict[str, list[Path]], rounds: int) -> dict
     caches image embeddings too, so no file is sent twice)."""
     import httpx
 
-    loaded = store.get_store().load(store.resolve("embedded", clip_models.TASK))
+    loaded = store.get_store().load(store.resolve("embedded", clip.TASK))
     same, new = pictures["1, same labels"], pictures["1, new labels"]
     decoded = {name: [Image.open(path).convert("RGB") for path in paths] for name, paths in
                (("same", same), ("new", new))}
@@ -157,8 +160,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-clip-"))
     files = {name: fresh_pictures(work, args.rounds, batch, series)
              for series, (name, batch) in enumerate(BATCHES.items())}
-    models = {"ConSE stand-in (embedded)": lambda: store.resolve("embedded", clip_models.TASK),
-              "open_clip ViT-B-32 (random weights)": lambda: store.resolve(random_vit_b32(work), clip_models.TASK)}
+    models = {"ConSE stand-in (embedded)": lambda: store.resolve("embedded", clip.TASK),
+              "open_clip ViT-B-32 (random weights)": lambda: store.resolve(random_vit_b32(work), clip.TASK)}
     if args.only:
         models = {name: source for name, source in models.items() if name.startswith(
             {"stand-in": "ConSE", "vit-b-32": "open_clip"}[args.only])}

@@ -22,12 +22,23 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `txgallery serve` runs
 
 import torch  # noqa: E402
+from txgallery_demos.efficiency.run import (  # noqa: E402
+    EVAL_SIZE,
+    compiled_variant,
+    fp32_variant,
+    int8_variant,
+    measure,
+    model_sizes,
+    onnx_int8_variant,
+    onnx_variant,
+    predictions,
+    pruned_variant,
+    results_table,
+)
 
-from txgallery import store  # noqa: E402
-from txgallery.datasets import rotten_tomatoes_splits  # noqa: E402
-from txgallery_demos.efficiency.run import (EVAL_SIZE, compiled_variant, fp32_variant, int8_variant, measure,  # noqa: E402
-                                            model_sizes, onnx_int8_variant, onnx_variant, predictions,
-                                            pruned_variant, results_table)
+from txgallery.lib.datasets import rotten_tomatoes_splits  # noqa: E402
+from txgallery.models import store  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

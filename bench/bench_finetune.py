@@ -22,10 +22,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `txgallery serve` runs
 
 import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
+from txgallery_demos.finetune import methods as finetune
 
-from txgallery import finetune, store  # noqa: E402
-from txgallery.datasets import rotten_tomatoes_splits  # noqa: E402
-from txgallery.jobs import JobRunner  # noqa: E402
+from txgallery.lib.datasets import rotten_tomatoes_splits  # noqa: E402
+from txgallery.models import store  # noqa: E402
+from txgallery.serving.jobs import JobRunner  # noqa: E402
 
 
 def plain_loop(base: str, config: finetune.FinetuneConfig, data: finetune.ClassificationData) -> float:

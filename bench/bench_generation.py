@@ -22,16 +22,17 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server does (txgallery.serving.prefer_passive_openmp)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server does (txgallery.lib.threads.prefer_passive_openmp)
 
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from txgallery import store  # noqa: E402
-from txgallery.generation import SamplingSettings, eos_ids  # noqa: E402
-from txgallery.serving import connect  # noqa: E402
+from txgallery_demos.generation.decoding import SamplingSettings, eos_ids  # noqa: E402
 from txgallery_demos.generation.run import TASK, TextGenerator  # noqa: E402
+
+from txgallery.models import store  # noqa: E402
+from txgallery.serving.seam import connect  # noqa: E402
 
 PROMPT = "Once upon a time, there was a little"
 

@@ -21,7 +21,7 @@ import statistics
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-# The raw baseline gets the same OpenMP policy as the server (txgallery.serving.prefer_passive_openmp): it makes the
+# The raw baseline gets the same OpenMP policy as the server (txgallery.lib.threads.prefer_passive_openmp): it makes the
 # raw forward faster, not slower, and keeps this process's several torch thread pools from spinning against each other.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.requests
 
-    from txgallery.embedded import minilm_rt_sentiment
+    from txgallery.embedded.sentiment import minilm_rt_sentiment
     from txgallery.limits import MAX_TOKENS
 
     model, tokenizer = minilm_rt_sentiment()

@@ -17,14 +17,14 @@ import os
 import platform
 import statistics
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server does (txgallery.serving.prefer_passive_openmp)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server does (txgallery.lib.threads.prefer_passive_openmp)
 
 import torch  # noqa: E402
-
-from txgallery import store  # noqa: E402
-from txgallery.serving import connect  # noqa: E402
-from txgallery_demos.seq2seq.run import TASK, GenerationSettings, TextToText  # noqa: E402
 from timing import interleaved, percentiles  # noqa: E402
+from txgallery_demos.seq2seq.run import TASK, GenerationSettings, TextToText  # noqa: E402
+
+from txgallery.models import store  # noqa: E402
+from txgallery.serving.seam import connect  # noqa: E402
 
 TEXTS = [
     "sst2 sentence: a gripping , beautifully acted film that stays with you long after the credits .",

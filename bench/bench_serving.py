@@ -118,7 +118,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from txgallery.ray_serve import build_app
+    from txgallery.serving.ray_serve import build_app
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:

@@ -12,7 +12,7 @@ For each model (the embedded Fashion-MNIST ViT; a ViT-B/16 with random weights s
   raw from the file   the raw path from the picture file (PIL decode and RGB included), as the page starts from an
              upload: on a GPU, where the forward takes a few ms, decoding is most of the page's extra time
   raw, same threads   the raw path on a thread whose OpenMP threads are settled as the page's service settles
-             its own (`store.settle_threads_for`: one thread for a tiny CPU model), reached through one hop
+             its own (`threads.settle_threads_for`: one thread for a tiny CPU model), reached through one hop
 For a small ViT on the CPU the page reads the logits and attention maps from a traced graph of the model
 (`attention.vit_attentions`); the raw paths run the model's own eager forward. The stage breakdown shows both.
 Prints images/s and the ratio gallery / raw latency (target ≤ 1.15 at batch 1), and where the gallery's batch-1 time
@@ -34,20 +34,26 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server does (txgallery.serving.prefer_passive_openmp)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server does (txgallery.lib.threads.prefer_passive_openmp)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-
-from txgallery import store  # noqa: E402
-from txgallery.attention import rollout_row, vit_attentions  # noqa: E402
-from txgallery.serving import connect  # noqa: E402
-from txgallery.vision import (ImageClassifier, fashion_mnist_examples, load_image, load_images,  # noqa: E402
-                              sample_photos)
-from txgallery_demos.vit.run import TASK, ImageService  # noqa: E402
 from served import distinct_copies, http_call, start_server, stop_server, upload  # noqa: E402
 from timing import interleaved  # noqa: E402
+from txgallery_demos.vit.run import TASK, ImageService  # noqa: E402
+from txgallery_demos.vit.service import ImageClassifier  # noqa: E402
+
+from txgallery.lib.attention import rollout_row, vit_attentions  # noqa: E402
+from txgallery.lib.images import (  # noqa: E402
+    fashion_mnist_examples,
+    load_image,
+    load_images,
+    sample_photos,
+)
+from txgallery.lib.threads import settle_threads_for  # noqa: E402
+from txgallery.models import store  # noqa: E402
+from txgallery.serving.seam import connect  # noqa: E402
 
 
 def random_vit_b16(folder: Path) -> Path:
@@ -81,7 +87,7 @@ def measure(name: str, source: store.ModelSource, files: list[Path], rounds: int
     classifier = ImageClassifier(loaded.model, loaded.tokenizer, loaded.device)
     # The page's service settles its thread's OpenMP threads for its model (one, for a tiny CPU model); "raw, same
     # threads" runs the raw path on a thread settled the same way, so the gallery's own overhead shows apart from it.
-    settled = ThreadPoolExecutor(1, initializer=store.settle_threads_for, initargs=(loaded,))
+    settled = ThreadPoolExecutor(1, initializer=settle_threads_for, initargs=(loaded.model, loaded.device))
     decoded = [load_image(path) for path in files]
 
     def raw(images):

@@ -19,9 +19,10 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `txgallery serve` runs
 
 import torch  # noqa: E402
+from txgallery_demos.finetune import methods as finetune
 
-from txgallery import finetune, store  # noqa: E402
-from txgallery.datasets import rotten_tomatoes_splits  # noqa: E402
+from txgallery.lib.datasets import rotten_tomatoes_splits  # noqa: E402
+from txgallery.models import store  # noqa: E402
 
 
 def main() -> None:

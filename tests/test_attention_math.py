@@ -1,4 +1,4 @@
-"""txgallery.attention and txgallery.attention_views: rollout, statistics, positions, step-by-step recomputation on
+"""txgallery.lib.attention and txgallery.lib.attention_views: rollout, statistics, positions, step-by-step recomputation on
 tiny random BERT, GPT-2 and Llama models saved locally, and timm ViT attention capture."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from txgallery import attention as att
-from txgallery import store
-from txgallery import attention_views as views
+from txgallery.lib import attention as att
+from txgallery.lib import attention_views as views
+from txgallery.lib import threads
 
 
 def random_attention(layers: int, heads: int, size: int, seed: int = 0) -> list[np.ndarray]:
@@ -101,7 +101,7 @@ def test_attention_maps_are_read_from_this_threads_forward_while_another_thread_
     vit = VisionTransformer(img_size=28, patch_size=7, in_chans=1, embed_dim=32, depth=4, num_heads=4,
                             num_classes=10).eval()
     if path != "graph":  # a model too large for the traced graph
-        monkeypatch.setattr(store, "TINY_CPU_WEIGHTS", 0)
+        monkeypatch.setattr(threads, "TINY_CPU_WEIGHTS", 0)
     if path == "eager":  # as a ViT whose blocks are not timm's standard Attention would go
         monkeypatch.setattr(att, "_timm_attentions_from_qkv", att._timm_attentions_eager)
     mine, other = torch.randn(1, 1, 28, 28), torch.randn(3, 1, 28, 28)
@@ -147,7 +147,7 @@ def test_a_small_cpu_vit_is_read_through_a_traced_graph_that_equals_the_eager_pa
     twin = copy.deepcopy(vit)
     traced = att.vit_attentions(vit, pixels, "max")
     assert att._graphs[vit][((1, 1, 28, 28), torch.float32)] is not None
-    monkeypatch.setattr(store, "TINY_CPU_WEIGHTS", 0)
+    monkeypatch.setattr(threads, "TINY_CPU_WEIGHTS", 0)
     eager = att.vit_attentions(twin, pixels, "max")
     assert att._graphs[twin] is None
     assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(traced.attentions, eager.attentions))
@@ -171,7 +171,7 @@ def test_where_tracing_fails_the_attention_is_read_eagerly_and_the_log_says_why(
 
     monkeypatch.setattr(torch.jit, "trace", refuse)
     vit, pixels = small_vit(1), torch.randn(1, 1, 28, 28)
-    with caplog.at_level("WARNING", logger="txgallery.attention"):
+    with caplog.at_level("WARNING", logger="txgallery.lib.attention"):
         run = att.vit_attentions(vit, pixels)
     assert "TorchScript is gone" in caplog.text
     assert att._graphs[vit][((1, 1, 28, 28), torch.float32)] is None
@@ -283,7 +283,14 @@ def test_steps_match_torch_scaled_dot_product_attention():
 # --- recomputation on tiny random models saved with save_pretrained --------------------------------------------------
 
 def _tiny(kind: str, out):
-    from transformers import (BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM)
+    from transformers import (
+        BertConfig,
+        BertModel,
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     torch.manual_seed(0)
     if kind == "bert":

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from bad_input_catalogue import CATALOGUE, markdown
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-
-from bad_input_catalogue import CATALOGUE, markdown
 
 pytestmark = pytest.mark.slow
 

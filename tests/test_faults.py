@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-
 from support import free_port
 
 pytestmark = pytest.mark.slow
@@ -43,10 +42,11 @@ demo = Demo(slug="flaky", title="Flaky", description="fails on purpose", build=b
 
 @pytest.fixture(scope="module")
 def flaky_gallery(tmp_path_factory):
+    import sys
+    from importlib.metadata import EntryPoint
+
     from txgallery.gallery import build_gallery, launch
     from txgallery.plugin import DemoEntry, load_entry
-    from importlib.metadata import EntryPoint
-    import sys
 
     site = tmp_path_factory.mktemp("flaky-site")
     (site / "thirdparty_flaky.py").write_text(FLAKY_DEMO)

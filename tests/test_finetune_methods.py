@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from txgallery_demos.finetune import methods as finetune
+from txgallery_demos.finetune.methods import FinetuneConfig
 
-from txgallery import finetune, store
-from txgallery.datasets import LabelledTexts, rotten_tomatoes_splits
+from txgallery.lib.datasets import LabelledTexts, rotten_tomatoes_splits
 from txgallery.limits import MAX_FINETUNE_STEPS, InputError
-from txgallery.finetune import FinetuneConfig
+from txgallery.models import store
 
 
 @pytest.fixture(scope="module")

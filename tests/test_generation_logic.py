@@ -1,4 +1,4 @@
-"""The decoding maths and loop of `txgallery.generation`, on a tiny random GPT-2 (no Gradio, no download)."""
+"""The decoding maths and loop of `txgallery_demos.generation.decoding`, on a tiny random GPT-2 (no Gradio, no download)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,35 @@ import math
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
-from transformers.generation.logits_process import (RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                                                    TopKLogitsWarper, TopPLogitsWarper)
+from transformers.generation.logits_process import (
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+from txgallery_demos.generation import decoding as generation
+from txgallery_demos.generation.decoding import (
+    PromptStats,
+    SamplingSettings,
+    Step,
+    TextAssembler,
+    apply_repetition_penalty,
+    check_settings,
+    clean_prompt,
+    decode_steps,
+    filter_logits,
+    fit_prompt,
+    interleave,
+    stream_generation,
+)
 
-from txgallery import generation
-from txgallery.generation import (PromptStats, SamplingSettings, Step, TextAssembler, apply_repetition_penalty,
-                                  check_settings, clean_prompt, decode_steps, filter_logits, fit_prompt, interleave,
-                                  stream_generation)
-from txgallery.limits import GENERATION_MAX_NEW_TOKENS, GENERATION_MAX_PROMPT_TOKENS, MAX_INPUT_CHARS, InputError
-from txgallery.shakespeare import load_plays, train_tokenizer
+from txgallery.embedded.shakespeare import load_plays, train_tokenizer
+from txgallery.limits import (
+    GENERATION_MAX_NEW_TOKENS,
+    GENERATION_MAX_PROMPT_TOKENS,
+    MAX_INPUT_CHARS,
+    InputError,
+)
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from txgallery_demos.generation.decoding import SamplingSettings
 
-from txgallery import clip_models, store
-from txgallery.generation import SamplingSettings
-from txgallery.vision import fashion_mnist_examples, load_image, sample_photos
+from txgallery.lib.images import fashion_mnist_examples, load_image, sample_photos
+from txgallery.models import clip, store
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -71,7 +71,6 @@ def _hf_vit(folder: Path) -> Path:
 
 def test_transformers_vit_attention_explorer_on_the_gpu(on_device, tmp_path):
     from PIL import Image
-
     from txgallery_demos.attention.run import VitExplorer
 
     source = store.resolve(str(_hf_vit(tmp_path / "vit")), "image-classification")
@@ -85,12 +84,11 @@ def test_transformers_vit_attention_explorer_on_the_gpu(on_device, tmp_path):
 
 def test_clip_matcher_similarities_match_the_cpu(on_device, tmp_path):
     import open_clip
-
     from txgallery_demos.clip.run import ClipMatcher, apply_template
 
     torch.manual_seed(0)
-    clip_models.save_clip_directory(open_clip.create_model("ViT-B-32", pretrained=None), "ViT-B-32", tmp_path / "clip")
-    source = store.resolve(str(tmp_path / "clip"), clip_models.TASK)
+    clip.save_clip_directory(open_clip.create_model("ViT-B-32", pretrained=None), "ViT-B-32", tmp_path / "clip")
+    source = store.resolve(str(tmp_path / "clip"), clip.TASK)
     pictures = _pictures()[3:]
     prompts = apply_template("a photo of a {}", ["cat", "cup of coffee", "rocket"])
     expected = on_device("cpu", lambda: ClipMatcher(source).similarity(pictures, prompts))

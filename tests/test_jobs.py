@@ -6,11 +6,11 @@ import threading
 import time
 
 import pytest
+from txgallery_demos.finetune import methods as finetune
 
-from txgallery import finetune
-from txgallery.datasets import rotten_tomatoes_splits
-from txgallery.jobs import Caps, JobRunner
+from txgallery.lib.datasets import rotten_tomatoes_splits
 from txgallery.limits import InputError
+from txgallery.serving.jobs import Caps, JobRunner
 
 
 def counting_job(steps: int = 100_000, pause: float = 0.005):
@@ -129,7 +129,7 @@ def test_eta_and_forget():
 def test_a_job_asked_to_stop_says_so_until_it_stops():
     """A step reported after Cancel (the run has not reached its stop check yet) keeps the 'cancelling' message, so the
     page does not flip back to "running"."""
-    from txgallery.jobs import CANCELLING
+    from txgallery.serving.jobs import CANCELLING
 
     runner = JobRunner(max_concurrent=1)
     reported, go_on = threading.Event(), threading.Event()

@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from txgallery import gallery
-
 from txgallery.gallery import build_gallery, landing_html
 from txgallery.plugin import Demo, DemoEntry, build_entry, discover_demos
 

@@ -57,7 +57,7 @@ def test_merging_word_pieces_keeps_the_total_score(tokens, data):
 @FAST
 @given(st.binary(max_size=4096))
 def test_load_image_on_arbitrary_bytes_gives_an_image_or_a_message(blob):
-    from txgallery.vision import load_image
+    from txgallery.lib.images import load_image
 
     try:
         image = load_image(blob)
@@ -76,7 +76,7 @@ def _png_bytes(array: np.ndarray) -> bytes:
 @FAST
 @given(st.binary(min_size=1, max_size=400), st.integers(min_value=0, max_value=399))
 def test_load_image_on_corrupted_png_gives_an_image_or_a_message(noise, position):
-    from txgallery.vision import load_image
+    from txgallery.lib.images import load_image
 
     blob = bytearray(_png_bytes(np.full((16, 16, 3), 128, dtype=np.uint8)))
     position %= len(blob)
@@ -92,7 +92,7 @@ def test_load_image_on_corrupted_png_gives_an_image_or_a_message(noise, position
 @given(hnp.arrays(dtype=st.sampled_from([np.uint8, np.uint16, np.float32, np.float64, np.int32]),
                   shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=12)))
 def test_load_image_on_arbitrary_arrays_gives_an_rgb_picture_or_a_message(array):
-    from txgallery.vision import load_image
+    from txgallery.lib.images import load_image
 
     try:
         image = load_image(array)

@@ -18,7 +18,6 @@ import psutil
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-
 from support import free_port
 
 pytestmark = pytest.mark.slow
@@ -53,7 +52,7 @@ def cluster(tiny_classifier_dir):
     import ray
     from ray import serve
 
-    from txgallery.ray_serve import build_app
+    from txgallery.serving.ray_serve import build_app
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="txgallery-tests")
     port = free_port()
@@ -105,8 +104,8 @@ def test_checked_in_configs_name_deployments_the_builder_makes():
 
     from txgallery.gallery import build_gallery
     from txgallery.plugin import discover_demos
-    from txgallery.ray_serve import INGRESS_NAME, deployment_names
-    from txgallery.serving import collecting_services
+    from txgallery.serving.ray_serve import INGRESS_NAME, deployment_names
+    from txgallery.serving.seam import collecting_services
 
     with collecting_services() as keys:
         build_gallery(discover_demos())
@@ -117,7 +116,7 @@ def test_checked_in_configs_name_deployments_the_builder_makes():
     for applications in (config, yaml.safe_load(manifest["spec"]["serveConfigV2"])):
         ServeDeploySchema.model_validate({"applications": applications["applications"]})
         (app,) = applications["applications"]
-        assert app["import_path"] == "txgallery.ray_serve:build_app"
+        assert app["import_path"] == "txgallery.serving.ray_serve:build_app"
         named = {d["name"] for d in app["deployments"]}
         assert {INGRESS_NAME, SENTIMENT} <= named and named <= built, named - built
         ingress = next(d for d in app["deployments"] if d["name"] == INGRESS_NAME)
@@ -135,8 +134,12 @@ def test_checked_in_configs_batch_what_the_service_classes_batch():
 
     from txgallery.gallery import build_gallery
     from txgallery.plugin import discover_demos
-    from txgallery.ray_serve import INGRESS_NAME, batched_methods, deployment_names
-    from txgallery.serving import collecting_services
+    from txgallery.serving.ray_serve import (
+        INGRESS_NAME,
+        batched_methods,
+        deployment_names,
+    )
+    from txgallery.serving.seam import collecting_services
 
     with collecting_services() as keys:
         build_gallery(discover_demos())
@@ -234,11 +237,16 @@ def test_streaming_and_callbacks_through_handles(cluster):
     """The seam's contracts over Ray: generator methods stream (and stop when closed), callbacks reach the caller."""
     from ray import serve
 
-    from txgallery import serving
-    from txgallery.ray_serve import EchoService, ModelService, RayServeBackend, ServiceKey
+    from txgallery.serving.ray_serve import (
+        EchoService,
+        ModelService,
+        RayServeBackend,
+        ServiceKey,
+    )
+    from txgallery.serving import seam as serving
 
     handle = serve.run(ModelService.options(name="Echo", ray_actor_options={"num_cpus": 0.1}).bind(
-        "txgallery.ray_serve:EchoService", ()), name="echo", route_prefix=None)
+        "txgallery.serving.ray_serve:EchoService", ()), name="echo", route_prefix=None)
     key = ServiceKey(EchoService, ())
     previous = serving.get_backend()
     serving.set_backend(RayServeBackend({key: handle}, {key: "Echo"}))

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from txgallery_demos.finetune import methods as finetune
 
-from txgallery import finetune
-from txgallery.datasets import rotten_tomatoes_splits
-from txgallery.jobs import ray_is_running
+from txgallery.lib.datasets import rotten_tomatoes_splits
+from txgallery.serving.jobs import ray_is_running
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from ray.exceptions import ActorDiedError, RayTaskError
 from ray.serve.exceptions import RequestCancelledError
 
 from txgallery.limits import InputError
-from txgallery.ray_serve import RayServeBackend
-from txgallery.serving import ServiceKey, ServiceUnavailable
+from txgallery.serving.ray_serve import RayServeBackend
+from txgallery.serving.seam import ServiceKey, ServiceUnavailable
 from txgallery.ui import user_errors
 
 

@@ -9,9 +9,19 @@ import pytest
 import torch
 
 from txgallery.cli import build_parser
-from txgallery.datasets import rotten_tomatoes_splits
-from txgallery.seq2seq import (SENTINEL, T5Recipe, build_tokenizer, fill_example, make_t5, pretrained_embeddings,
-                               sentiment_example, text2text_pairs, train_embedded_t5, train_t5)
+from txgallery.embedded.t5 import (
+    SENTINEL,
+    T5Recipe,
+    build_tokenizer,
+    fill_example,
+    make_t5,
+    pretrained_embeddings,
+    sentiment_example,
+    text2text_pairs,
+    train_embedded_t5,
+    train_t5,
+)
+from txgallery.lib.datasets import rotten_tomatoes_splits
 
 TINY = dict(vocab_size=600, d_model=32, d_kv=8, d_ff=64, encoder_layers=1, decoder_layers=1, heads=4, dropout=0.0,
             batch_size=16, learning_rate=3e-3, warmup_steps=2)
@@ -92,7 +102,7 @@ def test_train_command_is_wired():
 
 @pytest.mark.slow
 def test_training_pipeline_writes_a_loadable_model(tmp_path):
-    from txgallery.seq2seq import load_t5_directory
+    from txgallery.embedded.t5 import load_t5_directory
 
     out = tmp_path / "t5"
     metrics = train_embedded_t5(out, T5Recipe(**TINY, max_steps=3), progress=False, eval_limit=32)

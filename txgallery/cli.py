@@ -7,7 +7,7 @@ import logging
 import sys
 
 from txgallery import settings
-from txgallery.serving import prefer_passive_openmp
+from txgallery.lib.threads import prefer_passive_openmp
 
 log = logging.getLogger("txgallery")
 
@@ -22,7 +22,7 @@ def _setup(args: argparse.Namespace) -> None:
 
 def check_models(entries, load: bool) -> list[tuple[bool, str]]:
     """Resolve (and with `load`, load) every model the demos use; returns (ok, status line) per model."""
-    from txgallery import store
+    from txgallery.models import store
 
     statuses = []
     for entry in entries:
@@ -78,7 +78,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Re-train an embedded model the project builds itself."""
     if args.target == "vit":
-        from txgallery.vision import VIT_FASHION_DIR, VitRecipe, train_vit
+        from txgallery.embedded.vit import VIT_FASHION_DIR, VitRecipe, train_vit
 
         metrics = train_vit(args.out or VIT_FASHION_DIR, VitRecipe(epochs=args.epochs or VitRecipe.epochs,
                                                                    max_steps=args.max_steps, seed=args.seed))
@@ -86,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"-> {args.out or VIT_FASHION_DIR}")
         return 0
     if args.target == "clip":
-        from txgallery.clip_models import CONSE_DIR, train_conse
+        from txgallery.embedded.conse import CONSE_DIR, train_conse
 
         metrics = train_conse(args.out or CONSE_DIR)
         print(f"zero-shot Fashion-MNIST accuracy {metrics['fashion_mnist_accuracy']:.4f} "
@@ -94,7 +94,11 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"-> {args.out or CONSE_DIR}")
         return 0
     if args.target == "shakespeare-gpt2":
-        from txgallery.shakespeare import WEIGHTS, PretrainRecipe, train_shakespeare_gpt2
+        from txgallery.embedded.shakespeare import (
+            WEIGHTS,
+            PretrainRecipe,
+            train_shakespeare_gpt2,
+        )
 
         metrics = train_shakespeare_gpt2(args.out or WEIGHTS, PretrainRecipe(steps=args.max_steps or PretrainRecipe.steps,
                                                                              seed=args.seed))
@@ -102,7 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{metrics['validation_perplexity']:.2f} -> {args.out or WEIGHTS}")
         return 0
     if args.target == "t5":
-        from txgallery.seq2seq import T5_DIR, T5Recipe, train_embedded_t5
+        from txgallery.embedded.t5 import T5_DIR, T5Recipe, train_embedded_t5
 
         metrics = train_embedded_t5(args.out or T5_DIR, T5Recipe(epochs=args.epochs or T5Recipe.epochs,
                                                                  max_steps=args.max_steps, seed=args.seed),
@@ -110,8 +114,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"held-out sentiment accuracy {metrics['test_accuracy']:.4f}, fill exact match "
               f"{metrics['test']['fill_exact_match']:.4f} ({metrics['test_size']} sentences) -> {args.out or T5_DIR}")
         return 0
-    from txgallery.embedded import SENTIMENT_ADAPTER_DIR, train_sentiment_adapter
-    from txgallery.training import LoraRecipe
+    from txgallery.embedded.sentiment import (
+        SENTIMENT_ADAPTER_DIR,
+        train_sentiment_adapter,
+    )
+    from txgallery.embedded.training import LoraRecipe
 
     recipe = LoraRecipe(epochs=args.epochs or 3, max_steps=args.max_steps, seed=args.seed)
     metrics = train_sentiment_adapter(args.out or SENTIMENT_ADAPTER_DIR, recipe, eval_limit=args.eval_limit)
@@ -129,7 +136,7 @@ def cmd_ray(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from txgallery.ray_serve import build_app
+    from txgallery.serving.ray_serve import build_app
 
     ray.init(num_cpus=args.num_cpus, include_dashboard=False)
     try:
@@ -146,7 +153,7 @@ def cmd_ray(args: argparse.Namespace) -> int:
 
 def cmd_spaces(args: argparse.Namespace) -> int:
     """Assemble a ready-to-push Hugging Face Space folder."""
-    from txgallery.spaces import build_space
+    from txgallery.serving.spaces import build_space
 
     print(f"Space folder ready: {build_space(args.out, args.wheel)}")
     return 0

@@ -12,8 +12,13 @@ import os
 
 import gradio as gr
 
-from txgallery import store
-from txgallery.limits import DEFAULT_CONCURRENCY, MAX_SESSIONS, MAX_UPLOAD_SIZE, QUEUE_SIZE
+from txgallery.limits import (
+    DEFAULT_CONCURRENCY,
+    MAX_SESSIONS,
+    MAX_UPLOAD_SIZE,
+    QUEUE_SIZE,
+)
+from txgallery.models import store
 from txgallery.plugin import DemoEntry, build_entry, discover_demos
 from txgallery.presenter import presenter_bar
 from txgallery.ui import copy_link_button, lesson_panel, model_badge, tag_line
@@ -113,7 +118,7 @@ HEAD_SCRIPT = """<script>
 
 def example_names() -> dict[str, str]:
     """Readable names of the shipped example pictures whose file names abbreviate them: file stem -> name."""
-    from txgallery.vision import fashion_mnist_examples
+    from txgallery.lib.images import fashion_mnist_examples
 
     try:
         examples = fashion_mnist_examples()

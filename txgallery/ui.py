@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterable
 import gradio as gr
 
 from txgallery.limits import InputError
-from txgallery.store import LoadedModel, ModelLoadError, ModelSource
-from txgallery.serving import ServiceUnavailable
+from txgallery.models.store import LoadedModel, ModelLoadError, ModelSource
+from txgallery.serving.seam import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def user_errors(fn: Callable) -> Callable:
 
 def image_input(**kwargs) -> gr.Image:
     """A `gr.Image` for uploads: a file that is not an image gets a message, and every picture reaches the demo as a
-    file path in its own mode (CMYK, 16-bit …) for `txgallery.vision.load_image` to check and convert.
+    file path in its own mode (CMYK, 16-bit …) for `txgallery.lib.images.load_image` to check and convert.
 
     Gradio opens every upload with PIL before a handler runs, so a plain `gr.Image` answers a text file named `.png`
     with its internal processing error. (Not a subclass: Gradio writes a `.pyi` stub beside any module that
@@ -157,9 +157,9 @@ def first_use_note(source: ModelSource | ModelLoadError | None) -> str | None:
     None for every other model."""
     if not isinstance(source, ModelSource) or source.kind != "embedded":
         return None
-    from txgallery import embedded
+    from txgallery.models import registry
 
-    note = embedded.get_embedded(source.ref).first_use
+    note = registry.get_embedded(source.ref).first_use
     return note() if note is not None else None
 
 

@@ -14,20 +14,33 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import gradio as gr
-from gradio_client import handle_file
 import numpy as np
 import pandas as pd
+from gradio_client import handle_file
 from PIL import Image
 
-from txgallery import attention as att
-from txgallery import attention_views as views
-from txgallery import embedded, store
-from txgallery.limits import (MAX_ATTENTION_TOKENS_DECODER, MAX_ATTENTION_TOKENS_ENCODER, MAX_POSITIONS_SHOWN,
-                              InputError, truncate_text)
+from txgallery.lib import attention as att
+from txgallery.lib import attention_views as views
+from txgallery.lib.images import fashion_mnist_examples
+from txgallery.lib.threads import settle_threads_for
+from txgallery.limits import (
+    MAX_ATTENTION_TOKENS_DECODER,
+    MAX_ATTENTION_TOKENS_ENCODER,
+    MAX_POSITIONS_SHOWN,
+    InputError,
+    truncate_text,
+)
+from txgallery.models import registry, store
 from txgallery.plugin import ApiCall, Demo, ModelSlot
-from txgallery.vision import fashion_mnist_examples
-from txgallery.serving import connect
-from txgallery.ui import announce_first_use, deep_link, examples_that_run, image_input, model_badge, user_errors
+from txgallery.serving.seam import connect
+from txgallery.ui import (
+    announce_first_use,
+    deep_link,
+    examples_that_run,
+    image_input,
+    model_badge,
+    user_errors,
+)
 
 SLUG = "attention"
 ENCODER_TASK = "feature-extraction"
@@ -302,8 +315,8 @@ class VitResult:
 
 
 def load_picture(path) -> Image.Image:
-    """Open an upload as an RGB image (txgallery.vision's safe loader), with a clear message when it is not one."""
-    from txgallery.vision import load_image
+    """Open an upload as an RGB image (txgallery.lib.images's safe loader), with a clear message when it is not one."""
+    from txgallery.lib.images import load_image
 
     return load_image(path or None)
 
@@ -326,8 +339,8 @@ class VitExplorer:
     def __init__(self, source: store.ModelSource) -> None:
         self.source = source
         self.loaded = store.get_store().load(source, attentions=True)
-        self.model, self.processor = self.loaded.model, self.loaded.tokenizer  # a txgallery.vision.ImageProcessor
-        store.settle_threads_for(self.loaded)  # the embedded ViT: one OpenMP thread on this service's thread
+        self.model, self.processor = self.loaded.model, self.loaded.tokenizer  # a txgallery.models.image_classifiers.ImageProcessor
+        settle_threads_for(self.loaded.model, self.loaded.device)  # the embedded ViT: one OpenMP thread on this service's thread
         if att.find_timm_vit(self.model) is None and not hasattr(getattr(self.model, "config", None), "patch_size"):
             raise InputError(f"{source.ref} is not a vision transformer: attention views need a ViT.")
 
@@ -362,7 +375,7 @@ def text_models() -> list[tuple[str, store.ModelSource | store.ModelLoadError]]:
 
 def vision_model() -> store.ModelSource | store.ModelLoadError:
     """The embedded ViT when the gallery ships one, else the reason there is none."""
-    names = [n for n in embedded.list_embedded(task=VISION_TASK) if "vit" in n]
+    names = [n for n in registry.list_embedded(task=VISION_TASK) if "vit" in n]
     if not names:
         return store.ModelLoadError("No embedded ViT is installed yet (the vision demo's `vit-fashion-mnist`).")
     return store.resolve(f"embedded:{names[0]}", VISION_TASK, "the gallery's embedded ViT")
@@ -370,7 +383,7 @@ def vision_model() -> store.ModelSource | store.ModelLoadError:
 
 def fashion_examples() -> list[str]:
     """One Fashion-MNIST test image per class for the ViT tab (none when the Debian dataset is not installed)."""
-    from txgallery.vision import fashion_mnist_examples
+    from txgallery.lib.images import fashion_mnist_examples
 
     try:
         return [str(path) for path in fashion_mnist_examples().values()]

@@ -17,21 +17,33 @@ from pathlib import Path
 from typing import Callable
 
 import gradio as gr
-from gradio_client import handle_file
 import numpy as np
+from gradio_client import handle_file
 from PIL import Image
-from threadpoolctl import ThreadpoolController
 
-from txgallery import clip_models, embedded, store
-from txgallery.limits import (MAX_CLIP_CACHED_EMBEDDINGS, MAX_CLIP_GALLERY_UPLOADS, MAX_CLIP_LABELS,
-                              MAX_CLIP_TEXT_CHARS, InputError)
+from txgallery.lib.images import load_image, load_images, sample_photos
+from txgallery.lib.threads import openmp_threads, set_openmp_threads, torch_threads
+from txgallery.limits import (
+    MAX_CLIP_CACHED_EMBEDDINGS,
+    MAX_CLIP_GALLERY_UPLOADS,
+    MAX_CLIP_LABELS,
+    MAX_CLIP_TEXT_CHARS,
+    InputError,
+)
+from txgallery.models import clip, registry, store
 from txgallery.plugin import ApiCall, Demo, ModelSlot
-from txgallery.serving import connect
-from txgallery.ui import deep_link, examples_that_run, image_input, loaded_badge, model_badge, user_errors
-from txgallery.vision import load_image, load_images, sample_photos
+from txgallery.serving.seam import connect
+from txgallery.ui import (
+    deep_link,
+    examples_that_run,
+    image_input,
+    loaded_badge,
+    model_badge,
+    user_errors,
+)
 
 SLUG = "clip"
-TASK = clip_models.TASK
+TASK = clip.TASK
 
 LESSON = f"""
 **CLIP: one embedding space for images and texts.** CLIP has two encoders, one for images (a ViT) and one for
@@ -174,7 +186,7 @@ def badge_text(source: store.ModelSource | store.ModelLoadError, loaded: store.L
     """The model badge, saying plainly when the offline stand-in runs instead of CLIP (and how well it does)."""
     badge = model_badge(source, loaded)
     if isinstance(source, store.ModelSource) and source.kind == "embedded":
-        metrics = loaded.metrics if loaded else embedded.get_embedded(source.ref).metrics()
+        metrics = loaded.metrics if loaded else registry.get_embedded(source.ref).metrics()
         measured = (f" Zero-shot on Fashion-MNIST with its 10 class names: {metrics['fashion_mnist_accuracy']:.1%} "
                     f"({metrics['fashion_mnist_size']:,} test images; chance 10%)."
                     if "fashion_mnist_accuracy" in metrics else "")
@@ -233,12 +245,6 @@ class EmbeddingCache:
 SIDE_BY_SIDE_MAX_WEIGHTS = 60_000_000  # the stand-in has 27M (EfficientNet-Lite0 + MiniLM-L6), ViT-B-32 151M
 
 
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
 class ClipMatcher:
     """An image–text model from the model store: embeddings, zero-shot classification and similarity matrices."""
 
@@ -247,15 +253,14 @@ class ClipMatcher:
     def __init__(self, source: store.ModelSource) -> None:
         self.source = source
         self.loaded = store.get_store().load(source)
-        self.scale = clip_models.logit_scale(self.loaded.model)
+        self.scale = clip.logit_scale(self.loaded.model)
         self._weights = sum(p.numel() for p in self.loaded.model.parameters())
         # the gallery's photos and the user's labels come back request after request: each is embedded once
         self._images, self._texts = EmbeddingCache(), EmbeddingCache()
         # the text encoder's thread beside the image encoder (`similarity`); OpenMP's team size is per thread, so it
         # is set once there, when the thread starts
-        half = max(1, _torch_threads() // 2)
-        self._text_thread = ThreadPoolExecutor(1, thread_name_prefix="clip-text", initializer=lambda: (
-            ThreadpoolController().select(user_api="openmp").limit(limits=half)))
+        half = max(1, torch_threads() // 2)
+        self._text_thread = ThreadPoolExecutor(1, thread_name_prefix="clip-text", initializer=lambda: set_openmp_threads(half))
 
     def describe(self) -> str:
         """The model badge for the UI."""
@@ -264,19 +269,19 @@ class ClipMatcher:
     def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
         """L2-normalised embeddings (N, D) of RGB arrays, reusing those computed before."""
         keys = [hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest() for image in images]
-        return self._images.get(keys, lambda missing: clip_models.embed_images(
+        return self._images.get(keys, lambda missing: clip.embed_images(
             self.loaded, [Image.fromarray(images[i]) for i in missing]))
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """L2-normalised embeddings (M, D) of texts, reusing those computed before."""
-        return self._texts.get(list(texts), lambda missing: clip_models.embed_texts(
+        return self._texts.get(list(texts), lambda missing: clip.embed_texts(
             self.loaded, [texts[i] for i in missing]))
 
     def similarity(self, images: list[np.ndarray], texts: list[str]) -> np.ndarray:
         """Cosine similarity of every image with every text, shape (N, M)."""
         if self._side_by_side(images, texts):
             return self._similarity_side_by_side(images, texts)
-        return clip_models.cosine_matrix(self.embed_images(images), self.embed_texts(texts))
+        return clip.cosine_matrix(self.embed_images(images), self.embed_texts(texts))
 
     # One picture and new prompts (zero-shot with new labels, image → text): on the CPU a small model's two encoders
     # run side by side, each on half of this thread's OpenMP threads. Small encoders scale poorly over threads, so one
@@ -286,18 +291,18 @@ class ClipMatcher:
     # too: their encoder is the whole cost.
     def _side_by_side(self, images: list[np.ndarray], texts: list[str]) -> bool:
         return (len(images) == 1 and self.loaded.device == "cpu" and self._weights < SIDE_BY_SIDE_MAX_WEIGHTS
-                and _torch_threads() >= 2 and self._texts.missing(list(texts)) > 0)
+                and torch_threads() >= 2 and self._texts.missing(list(texts)) > 0)
 
     def _similarity_side_by_side(self, images: list[np.ndarray], texts: list[str]) -> np.ndarray:
-        with ThreadpoolController().limit(limits=max(1, _torch_threads() // 2), user_api="openmp"):  # restored after
+        with openmp_threads(max(1, torch_threads() // 2)):  # restored after
             text_vectors = self._text_thread.submit(self.embed_texts, texts)
             image_vectors = self.embed_images(images)
-        return clip_models.cosine_matrix(image_vectors, text_vectors.result())
+        return clip.cosine_matrix(image_vectors, text_vectors.result())
 
     def classify(self, image: np.ndarray, prompts: list[str]) -> ZeroShotResult:
         """Zero-shot classification of one image among the prompts."""
         similarities = self.similarity([image], prompts)
-        probabilities = clip_models.zero_shot_probabilities(similarities, self.scale)[0]
+        probabilities = clip.zero_shot_probabilities(similarities, self.scale)[0]
         return ZeroShotResult(probabilities=probabilities.tolist(), similarities=similarities[0].tolist())
 
 

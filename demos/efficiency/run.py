@@ -22,14 +22,23 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from txgallery import store
-from txgallery.datasets import LabelledTexts, rotten_tomatoes_splits
-from txgallery.int8_model import quantize_int8, save_int8
+from txgallery.embedded.training import (
+    LoraRecipe,
+    accuracy,
+    seed_everything,
+    train_classifier,
+)
+from txgallery.lib.datasets import LabelledTexts, rotten_tomatoes_splits
 from txgallery.limits import InputError
-from txgallery.onnx_model import OnnxSequenceClassifier, export_classifier, quantize_onnx
+from txgallery.models import store
+from txgallery.models.int8 import quantize_int8, save_int8
+from txgallery.models.onnx import (
+    OnnxSequenceClassifier,
+    export_classifier,
+    quantize_onnx,
+)
 from txgallery.paths import home
 from txgallery.plugin import Demo, ModelSlot
-from txgallery.training import LoraRecipe, accuracy, seed_everything, train_classifier
 from txgallery.ui import deep_link, offer_download, user_errors, zipped
 
 SLUG = "efficiency"
@@ -100,7 +109,7 @@ def fp32_variant(model, tokenizer, out_dir: Path) -> Variant:
 
 
 def int8_variant(model, tokenizer, out_dir: Path) -> Variant:
-    """Dynamic int8 quantization with PyTorch (recipe and reasons in `txgallery.int8_model`)."""
+    """Dynamic int8 quantization with PyTorch (recipe and reasons in `txgallery.models.int8`)."""
     quantized = quantize_int8(model)
     save_int8(quantized, tokenizer, out_dir)
     return Variant("int8 dynamic (PyTorch)", quantized, tokenizer, out_dir, _count(model))
@@ -337,7 +346,7 @@ def make_student(layers: int):
     """The first `layers` layers of the pretrained MiniLM encoder with a fresh classification head."""
     from transformers import AutoModelForSequenceClassification
 
-    from txgallery.embedded import minilm_l6
+    from txgallery.embedded.minilm import minilm_l6
 
     if not 1 <= int(layers) <= MAX_STUDENT_LAYERS:
         raise InputError(f"The student may have 1 to {MAX_STUDENT_LAYERS} layers (the teacher has 6); got {layers}.")
@@ -463,7 +472,7 @@ def one_run_at_a_time(running: threading.Lock) -> Iterator[None]:
 
 def build() -> gr.Blocks:
     """The lab page: build-and-measure, and distillation."""
-    from txgallery.serving import connect
+    from txgallery.serving.seam import connect
 
     (source,) = store.resolve_choice(SLUG, TASK)[:1]
     lab = None if isinstance(source, store.ModelLoadError) else connect(EfficiencyLab, source)

@@ -18,17 +18,37 @@ import gradio as gr
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from txgallery_demos.finetune import methods as finetune
 
-from txgallery import finetune, store
-from txgallery.datasets import LabelledTexts, load_movie_reviews, rotten_tomatoes_splits
-from txgallery.jobs import CANCELLING, JobRunner, JobStatus, ray_is_running
-from txgallery.limits import (MAX_CSV_CLASSES, MAX_CSV_ROWS, MAX_FINETUNE_RUNS_KEPT, MAX_FINETUNE_RUNS_PER_SESSION,
-                              MAX_UPLOAD_BYTES, MIN_CSV_ROWS, InputError, truncate_text)
+from txgallery.lib.datasets import (
+    LabelledTexts,
+    load_movie_reviews,
+    rotten_tomatoes_splits,
+)
+from txgallery.lib.uploads import find_column, header_names, read_csv_rows
+from txgallery.limits import (
+    MAX_CSV_CLASSES,
+    MAX_CSV_ROWS,
+    MAX_FINETUNE_RUNS_KEPT,
+    MAX_FINETUNE_RUNS_PER_SESSION,
+    MAX_UPLOAD_BYTES,
+    MIN_CSV_ROWS,
+    InputError,
+    truncate_text,
+)
+from txgallery.models import store
 from txgallery.plugin import Demo, ModelSlot
-from txgallery.serving import connect
-from txgallery.ui import (announce_first_use, deep_link, first_use_note, model_badge, offer_download, user_errors,
-                          zipped)
-from txgallery.uploads import find_column, header_names, read_csv_rows
+from txgallery.serving.jobs import CANCELLING, JobRunner, JobStatus, ray_is_running
+from txgallery.serving.seam import connect
+from txgallery.ui import (
+    announce_first_use,
+    deep_link,
+    first_use_note,
+    model_badge,
+    offer_download,
+    user_errors,
+    zipped,
+)
 
 SLUG = "finetune"
 ENCODER_TASK = "feature-extraction"
@@ -300,7 +320,11 @@ class FinetunePlayground:
         labels = getattr(data, "labels", ())
         spec = finetune.RunSpec(base=finetune.model_directory(source), config=config, data=data,
                                 out_dir=str(self.out_root / run_id), labels=labels)
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForSequenceClassification,
+        )
 
         shape = AutoConfig.from_pretrained(spec.base, trust_remote_code=False)
         # check the settings against the model's shapes before queueing (no weights)

@@ -13,15 +13,34 @@ from typing import Iterator
 
 import gradio as gr
 import torch
+from txgallery_demos.generation.decoding import (
+    GenerationUpdate,
+    SamplingSettings,
+    Step,
+    check_settings,
+    clean_prompt,
+    fit_prompt,
+    interleave,
+    stream_generation,
+)
 
 from txgallery import settings as gallery_settings
-from txgallery import store
-from txgallery.generation import (GenerationUpdate, SamplingSettings, Step, check_settings, clean_prompt, fit_prompt,
-                                  interleave, stream_generation)
-from txgallery.limits import GENERATION_MAX_BEAMS, GENERATION_MAX_NEW_TOKENS, GENERATION_MAX_PROMPT_TOKENS, InputError
+from txgallery.limits import (
+    GENERATION_MAX_BEAMS,
+    GENERATION_MAX_NEW_TOKENS,
+    GENERATION_MAX_PROMPT_TOKENS,
+    InputError,
+)
+from txgallery.models import store
 from txgallery.plugin import ApiCall, Demo, ModelSlot
-from txgallery.serving import connect
-from txgallery.ui import deep_link, examples_that_run, first_use_note, model_badge, user_errors
+from txgallery.serving.seam import connect
+from txgallery.ui import (
+    deep_link,
+    examples_that_run,
+    first_use_note,
+    model_badge,
+    user_errors,
+)
 
 SLUG = "generation"
 TASK = "text-generation"

@@ -16,13 +16,25 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from txgallery import store
-from txgallery.limits import (MAX_ATTRIBUTION_TOKENS, MAX_BATCH_TEXTS, MAX_TOKENS, MAX_UPLOAD_BYTES, InputError,
-                              truncate_text)
+from txgallery.lib.uploads import find_column, header_names, read_csv_rows
+from txgallery.limits import (
+    MAX_ATTRIBUTION_TOKENS,
+    MAX_BATCH_TEXTS,
+    MAX_TOKENS,
+    MAX_UPLOAD_BYTES,
+    InputError,
+    truncate_text,
+)
+from txgallery.models import store
 from txgallery.plugin import ApiCall, Demo, ModelSlot
-from txgallery.serving import connect
-from txgallery.ui import deep_link, examples_that_run, model_badge, shown_value, user_errors
-from txgallery.uploads import find_column, header_names, read_csv_rows
+from txgallery.serving.seam import connect
+from txgallery.ui import (
+    deep_link,
+    examples_that_run,
+    model_badge,
+    shown_value,
+    user_errors,
+)
 
 SLUG = "sentiment"
 TASK = "text-classification"

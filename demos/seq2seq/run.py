@@ -15,12 +15,17 @@ import gradio as gr
 import numpy as np
 import torch
 
-from txgallery import store
-from txgallery.attention_views import attention_heatmap
-from txgallery.limits import (MAX_SEQ2SEQ_BEAMS, MAX_SEQ2SEQ_NEW_TOKENS, MAX_SEQ2SEQ_SOURCE_TOKENS, InputError,
-                              truncate_text)
+from txgallery.lib.attention_views import attention_heatmap
+from txgallery.limits import (
+    MAX_SEQ2SEQ_BEAMS,
+    MAX_SEQ2SEQ_NEW_TOKENS,
+    MAX_SEQ2SEQ_SOURCE_TOKENS,
+    InputError,
+    truncate_text,
+)
+from txgallery.models import store
 from txgallery.plugin import ApiCall, Demo, ModelSlot
-from txgallery.serving import connect
+from txgallery.serving.seam import connect
 from txgallery.ui import deep_link, examples_that_run, model_badge, user_errors
 
 SLUG = "seq2seq"

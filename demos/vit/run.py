@@ -12,22 +12,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-from gradio_client import handle_file
 import numpy as np
 import pandas as pd
+from gradio_client import handle_file
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
+from txgallery_demos.vit.service import ImageClassifier, VitGeometry
 
-from txgallery import store
-from txgallery.attention import HEAD_FUSIONS, cls_patch_map, rollout_row
-from txgallery.attention_views import OVERLAY_FORMAT, enlarged_picture, figure_picture, patch_map_overlay
+from txgallery.lib.attention import HEAD_FUSIONS, cls_patch_map, rollout_row
+from txgallery.lib.attention_views import (
+    OVERLAY_FORMAT,
+    enlarged_picture,
+    figure_picture,
+    patch_map_overlay,
+)
+from txgallery.lib.fashion_mnist import FASHION_MNIST_LABELS
+from txgallery.lib.images import fashion_mnist_examples, load_image, sample_photos
+from txgallery.lib.threads import settle_threads_for
 from txgallery.limits import VIT_TOP_K, InputError
+from txgallery.models import store
 from txgallery.plugin import ApiCall, Demo, ModelSlot
-from txgallery.serving import ServiceUnavailable, connect
-from txgallery.ui import (bar_plot_value, deep_link, examples_that_run, image_input, loaded_badge, model_badge, shown_value,
-                          upload_path, user_errors)
-from txgallery.vision import (FASHION_MNIST_LABELS, ImageClassifier, VitGeometry, fashion_mnist_examples, load_image,
-                              sample_photos)
+from txgallery.serving.seam import ServiceUnavailable, connect
+from txgallery.ui import (
+    bar_plot_value,
+    deep_link,
+    examples_that_run,
+    image_input,
+    loaded_badge,
+    model_badge,
+    shown_value,
+    upload_path,
+    user_errors,
+)
 
 SLUG = "vit"
 TASK = "image-classification"
@@ -183,7 +199,7 @@ class ImageService:
         self.source = source
         self.loaded = store.get_store().load(source, attentions=True)
         self.classifier = ImageClassifier(self.loaded.model, self.loaded.tokenizer, self.loaded.device)
-        store.settle_threads_for(self.loaded)  # the embedded ViT: one OpenMP thread on this service's thread
+        settle_threads_for(self.loaded.model, self.loaded.device)  # the embedded ViT: one OpenMP thread on this service's thread
 
     def describe(self) -> str:
         """The model badge: which model, where from, why, and its held-out accuracy when it has one."""

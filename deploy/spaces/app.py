@@ -3,7 +3,7 @@
 import os
 
 from txgallery.gallery import launch
-from txgallery.spaces import build_space_app
+from txgallery.serving.spaces import build_space_app
 
 demo = build_space_app()  # models from ./txgallery.toml, preloaded (TXGALLERY_PRELOAD=0 to load on first use)
 

@@ -8,12 +8,27 @@ import json
 import numpy as np
 import pytest
 import torch
+from txgallery_demos.attention.run import (
+    AttentionExplorer,
+    VitResult,
+    check_index,
+    clean_text,
+    export_figure,
+    export_tensors,
+    head_view,
+    heatmap_figure,
+    load_picture,
+    positional_figures,
+    rollout_maps,
+    statistics_table,
+)
 
-from txgallery import store
-from txgallery.limits import MAX_ATTENTION_TOKENS_DECODER, MAX_ATTENTION_TOKENS_ENCODER, InputError
-from txgallery_demos.attention.run import (AttentionExplorer, VitResult, check_index, clean_text, export_figure,
-                                           export_tensors, head_view, heatmap_figure, load_picture, positional_figures,
-                                           rollout_maps, statistics_table)
+from txgallery.limits import (
+    MAX_ATTENTION_TOKENS_DECODER,
+    MAX_ATTENTION_TOKENS_ENCODER,
+    InputError,
+)
+from txgallery.models import store
 
 SENTENCE = "The animal didn't cross the street because it was too tired."
 
@@ -172,7 +187,7 @@ def test_decoder_limits(decoder):
 def test_vit_rollout_maps_one_normalised_value_per_patch():
     from timm.models.vision_transformer import VisionTransformer
 
-    from txgallery.attention import vit_attentions
+    from txgallery.lib.attention import vit_attentions
 
     torch.manual_seed(0)
     vit = VisionTransformer(img_size=28, patch_size=7, in_chans=1, embed_dim=32, depth=3, num_heads=4,
@@ -188,7 +203,6 @@ def test_vit_rollout_maps_one_normalised_value_per_patch():
 
 def test_embedded_vit_through_the_store(tmp_path):
     from PIL import Image
-
     from txgallery_demos.attention.run import VitExplorer, vision_model
 
     source = vision_model()
@@ -204,8 +218,9 @@ def test_embedded_vit_through_the_store(tmp_path):
 
 def test_the_page_declares_its_vit_service_at_build_time():
     # what Ray Serve deploys is what build() connects to; a service first connected per request would run in the UI
-    from txgallery.serving import collecting_services
     from txgallery_demos.attention.run import VitExplorer, build
+
+    from txgallery.serving.seam import collecting_services
 
     with collecting_services() as keys:
         build()
@@ -213,7 +228,7 @@ def test_the_page_declares_its_vit_service_at_build_time():
 
 
 def test_patch_maps_picture_puts_the_input_beside_each_titled_map():
-    from txgallery.attention_views import patch_maps_picture
+    from txgallery.lib.attention_views import patch_maps_picture
 
     hot = np.zeros((4, 4))
     hot[3, 0] = 1.0  # bottom-left patch
@@ -230,7 +245,7 @@ def test_patch_maps_picture_puts_the_input_beside_each_titled_map():
 def test_head_view_key_has_one_swatch_per_shown_head_in_its_line_colour(encoder):
     import re
 
-    from txgallery.attention_views import head_color
+    from txgallery.lib.attention_views import head_color
 
     result = encoder.analyse(SENTENCE)
     for heads in ([2, 7], list(range(12))):
@@ -244,7 +259,7 @@ def test_head_view_key_has_one_swatch_per_shown_head_in_its_line_colour(encoder)
 
 
 def test_head_view_key_names_the_sentence_shading_in_pair_mode(encoder):
-    from txgallery.attention_views import SEGMENT_COLORS
+    from txgallery.lib.attention_views import SEGMENT_COLORS
 
     html = head_view(encoder.analyse(SENTENCE, "It was late."), 0, [0])
     key = html[html.index('class="txa-segment-key"'):html.index("<svg")]
@@ -255,7 +270,7 @@ def test_head_view_key_names_the_sentence_shading_in_pair_mode(encoder):
 def test_heads_selector_css_cycles_the_palette_like_head_color():
     import re
 
-    from txgallery.attention_views import HEAD_COLORS, head_color, head_selector_css
+    from txgallery.lib.attention_views import HEAD_COLORS, head_color, head_selector_css
 
     rules = re.findall(r"#sel label:nth-of-type\((\d+)n\+(\d+)\) span::before\{[^}]*background:(#[0-9a-f]{6})\}",
                        head_selector_css("#sel"))
@@ -268,7 +283,7 @@ def test_heads_selector_css_cycles_the_palette_like_head_color():
 def test_model_view_has_a_colour_bar_in_its_colour_map():
     from matplotlib import colormaps
 
-    from txgallery.attention_views import CMAP, model_view_html
+    from txgallery.lib.attention_views import CMAP, model_view_html
 
     html = model_view_html(np.full((2, 3, 5, 5), 0.2, dtype=np.float32))
     assert html.count('class="txa-colourbar"') == 1 and "largest weight" in html
@@ -277,7 +292,11 @@ def test_model_view_has_a_colour_bar_in_its_colour_map():
 
 
 def test_every_plotly_panel_has_its_own_colour_bar_beside_it(encoder):
-    from txgallery.attention_views import interactive_heatmap, interactive_steps, interactive_vectors
+    from txgallery.lib.attention_views import (
+        interactive_heatmap,
+        interactive_steps,
+        interactive_vectors,
+    )
 
     result = encoder.analyse(SENTENCE)
     heatmap = interactive_heatmap(result.attentions[0, 0], result.tokens, result.tokens)

@@ -6,12 +6,28 @@ import numpy as np
 import pytest
 import skimage.data
 from PIL import Image
+from txgallery_demos.clip.run import (
+    ClipMatcher,
+    EmbeddingCache,
+    apply_template,
+    gallery_images,
+    parse_labels,
+    parse_query,
+    parse_texts,
+    rank,
+    read_images,
+    similarity_figure,
+    zero_shot,
+)
 
-from txgallery import store
-from txgallery.limits import MAX_CLIP_GALLERY_UPLOADS, MAX_CLIP_LABELS, MAX_CLIP_TEXT_CHARS, InputError
-from txgallery.vision import sample_photos
-from txgallery_demos.clip.run import (ClipMatcher, EmbeddingCache, apply_template, gallery_images, parse_labels,
-                                      parse_query, parse_texts, rank, read_images, similarity_figure, zero_shot)
+from txgallery.lib.images import sample_photos
+from txgallery.limits import (
+    MAX_CLIP_GALLERY_UPLOADS,
+    MAX_CLIP_LABELS,
+    MAX_CLIP_TEXT_CHARS,
+    InputError,
+)
+from txgallery.models import store
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +120,13 @@ def test_repeated_images_are_embedded_once(matcher):
 
 
 def test_repeated_texts_are_embedded_once_and_only_new_ones_reach_the_model(matcher, monkeypatch):
-    from txgallery import clip_models
+    from txgallery.models import clip
 
     prompts = apply_template("a picture of a {}", ["teapot", "volcano"])
     first = matcher.embed_texts(prompts)
     seen = []
-    real = clip_models.embed_texts
-    monkeypatch.setattr(clip_models, "embed_texts", lambda loaded, texts: seen.append(list(texts)) or real(loaded, texts))
+    real = clip.embed_texts
+    monkeypatch.setattr(clip, "embed_texts", lambda loaded, texts: seen.append(list(texts)) or real(loaded, texts))
     again = matcher.embed_texts([prompts[1], "a picture of a lighthouse", prompts[0]])
     assert seen == [["a picture of a lighthouse"]]
     np.testing.assert_array_equal(again[[2, 0]], first)
@@ -164,18 +180,18 @@ def test_one_picture_and_new_prompts_run_both_encoders_side_by_side(matcher, mon
 
     import torch
     from threadpoolctl import ThreadpoolController
-
-    from txgallery import clip_models
     from txgallery_demos.clip import run as clip_run
 
+    from txgallery.models import clip
+
     text_threads = []
-    embed_texts = clip_models.embed_texts
+    embed_texts = clip.embed_texts
 
     def recorded(loaded, texts, **kwargs):
         text_threads.append(threading.current_thread().name)
         return embed_texts(loaded, texts, **kwargs)
 
-    monkeypatch.setattr(clip_models, "embed_texts", recorded)
+    monkeypatch.setattr(clip, "embed_texts", recorded)
 
     def openmp_threads() -> int:
         return ThreadpoolController().select(user_api="openmp").info()[0]["num_threads"]
@@ -185,7 +201,7 @@ def test_one_picture_and_new_prompts_run_both_encoders_side_by_side(matcher, mon
     before = openmp_threads()
     side_by_side = matcher.similarity([picture], prompts)
     assert openmp_threads() == before  # this thread's OpenMP team is given back
-    expected = clip_models.cosine_matrix(clip_models.embed_images(matcher.loaded, [Image.fromarray(picture)]),
+    expected = clip.cosine_matrix(clip.embed_images(matcher.loaded, [Image.fromarray(picture)]),
                                          embed_texts(matcher.loaded, prompts))
     np.testing.assert_allclose(side_by_side, expected, atol=1e-5)
     assert int(np.argmax(side_by_side[0])) == 0

@@ -9,14 +9,24 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from txgallery import store
-from txgallery.datasets import rotten_tomatoes_splits
-from txgallery.limits import InputError
-from txgallery.onnx_model import OnnxExportError, export_classifier
-from txgallery_demos.efficiency.run import (EfficiencyLab, compiled_variant, distil, int8_variant, measured_sparsity, onnx_int8_variant,
-                                            onnx_variant, predictions, prune_model, pruned_variant)
+from txgallery_demos.efficiency.run import (
+    EfficiencyLab,
+    compiled_variant,
+    distil,
+    int8_variant,
+    measured_sparsity,
+    onnx_int8_variant,
+    onnx_variant,
+    predictions,
+    prune_model,
+    pruned_variant,
+)
 from txgallery_demos.sentiment.run import SentimentClassifier
+
+from txgallery.lib.datasets import rotten_tomatoes_splits
+from txgallery.limits import InputError
+from txgallery.models import store
+from txgallery.models.onnx import OnnxExportError, export_classifier
 
 pytestmark = pytest.mark.slow
 
@@ -131,12 +141,12 @@ def test_a_second_visitor_hears_at_once_that_a_run_is_in_progress():
     """Through the page and the serving seam (which would only queue the second call behind the first)."""
     from gradio_client import Client
     from gradio_client.utils import Status
-
     from support import free_port
+    from txgallery_demos.efficiency.run import demo
+
     from txgallery import settings
     from txgallery.gallery import build_single, launch
     from txgallery.plugin import DemoEntry
-    from txgallery_demos.efficiency.run import demo
 
     settings.configure(settings.Settings())
     app = launch(build_single(DemoEntry(name="efficiency", origin="test", demo=demo)), port=free_port(), block=False,

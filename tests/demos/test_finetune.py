@@ -7,13 +7,21 @@ import zipfile
 
 import pytest
 import torch
+from txgallery_demos.finetune import methods as finetune
+from txgallery_demos.finetune.run import (
+    FinetunePlayground,
+    comparison_figure,
+    comparison_table,
+    curves_figure,
+    make_config,
+    method_settings,
+    progress_text,
+    read_labelled_csv,
+)
 
-from txgallery import finetune, store
-from txgallery.jobs import CANCELLING, JobStatus
 from txgallery.limits import MAX_CSV_ROWS, MAX_UPLOAD_BYTES, InputError
-from txgallery_demos.finetune.run import (FinetunePlayground, comparison_figure, comparison_table, curves_figure,
-                                          make_config, method_settings, progress_text, read_labelled_csv)
-
+from txgallery.models import store
+from txgallery.serving.jobs import CANCELLING, JobStatus
 
 # --- bad input: uploads and settings ----------------------------------------------------------------------------------
 

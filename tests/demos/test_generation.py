@@ -7,16 +7,34 @@ import math
 
 import pytest
 import torch
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
+from transformers import (
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+from txgallery_demos.generation.decoding import SamplingSettings
+from txgallery_demos.generation.run import (
+    PROBABILITY_LEGEND,
+    TASK,
+    TextGenerator,
+    build,
+    generator_for,
+    highlighted,
+    knob_settings,
+    knob_updates,
+    read_settings,
+    stats_line,
+    step_markdown,
+    step_table,
+    visible,
+)
 
-from txgallery import store
-from txgallery.generation import SamplingSettings
+from txgallery.embedded.shakespeare import load_plays, train_tokenizer
 from txgallery.limits import InputError
-from txgallery.serving import connect
-from txgallery.shakespeare import load_plays, train_tokenizer
-from txgallery_demos.generation.run import (PROBABILITY_LEGEND, TASK, TextGenerator, build, generator_for, highlighted,
-                                            knob_settings, knob_updates, read_settings, stats_line,
-                                            step_markdown, step_table, visible)
+from txgallery.models import store
+from txgallery.serving.seam import connect
 
 
 @pytest.fixture(scope="module")

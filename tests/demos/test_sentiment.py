@@ -8,13 +8,29 @@ import sys
 
 import pytest
 import torch
+from txgallery_demos.sentiment.run import (
+    SentimentClassifier,
+    classify_batch,
+    clean_text,
+    merge_word_pieces,
+    parse_lines,
+    read_csv_texts,
+)
 
-from txgallery import store
-from txgallery.datasets import rotten_tomatoes_splits
-from txgallery.limits import MAX_BATCH_TEXTS, MAX_INPUT_CHARS, MAX_UPLOAD_BYTES, InputError
-from txgallery.training import LoraRecipe, accuracy, make_lora_classifier, train_classifier
-from txgallery_demos.sentiment.run import (SentimentClassifier, classify_batch, clean_text, merge_word_pieces,
-                                           parse_lines, read_csv_texts)
+from txgallery.embedded.training import (
+    LoraRecipe,
+    accuracy,
+    make_lora_classifier,
+    train_classifier,
+)
+from txgallery.lib.datasets import rotten_tomatoes_splits
+from txgallery.limits import (
+    MAX_BATCH_TEXTS,
+    MAX_INPUT_CHARS,
+    MAX_UPLOAD_BYTES,
+    InputError,
+)
+from txgallery.models import store
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +174,7 @@ def test_train_command_writes_a_loadable_adapter(tmp_path):
     assert metrics["steps"] == 3 and metrics["command"] == "txgallery train sentiment"
     assert metrics["test_size"] == 64  # the quick check says how many sentences it scored
     assert (out / "adapter_model.safetensors").stat().st_size < 5 * 2**20
-    from txgallery.embedded import minilm_rt_sentiment
+    from txgallery.embedded.sentiment import minilm_rt_sentiment
 
     model, _ = minilm_rt_sentiment(adapter_dir=out)
     assert model.config.num_labels == 2
@@ -166,8 +182,9 @@ def test_train_command_writes_a_loadable_adapter(tmp_path):
 
 def test_explain_with_one_configured_model_returns_that_models_words():
     """With one model (the default), the handler's single output is the word list itself, not a list around it."""
-    from txgallery import settings
     from txgallery_demos.sentiment.run import demo
+
+    from txgallery import settings
 
     settings.configure(settings.load_settings(["sentiment=embedded"], environ={}))
     try:
@@ -205,7 +222,6 @@ def test_gradio_still_paints_scores_in_the_keys_colours():
     from pathlib import Path
 
     import gradio
-
     from txgallery_demos.sentiment.run import AGAINST_RGB, TOWARDS_RGB
 
     assets = Path(gradio.__file__).parent / "templates" / "frontend" / "assets"
@@ -216,8 +232,9 @@ def test_gradio_still_paints_scores_in_the_keys_colours():
 
 
 def test_the_page_shows_a_key_only_for_a_model_that_explained():
-    from txgallery import settings
     from txgallery_demos.sentiment.run import demo
+
+    from txgallery import settings
 
     settings.configure(settings.load_settings(["sentiment=embedded"], environ={}))
     try:

@@ -5,13 +5,31 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from txgallery_demos.seq2seq.run import (
+    SENTINEL,
+    TASK,
+    TASK_PREFIXES,
+    GenerationSettings,
+    TextToText,
+    attention_figures,
+    beams_setting,
+    check_settings,
+    check_task,
+    declared_tasks,
+    fuse_heads,
+    task_input,
+)
 
-from txgallery import store
-from txgallery.datasets import rotten_tomatoes_splits
-from txgallery.limits import MAX_INPUT_CHARS, MAX_SEQ2SEQ_BEAMS, MAX_SEQ2SEQ_NEW_TOKENS, MAX_SEQ2SEQ_SOURCE_TOKENS, InputError
-from txgallery.seq2seq import T5Recipe, build_tokenizer, evaluate, make_t5
-from txgallery_demos.seq2seq.run import (SENTINEL, TASK, TASK_PREFIXES, GenerationSettings, TextToText, check_task, declared_tasks,
-                                         attention_figures, beams_setting, check_settings, fuse_heads, task_input)
+from txgallery.embedded.t5 import T5Recipe, build_tokenizer, evaluate, make_t5
+from txgallery.lib.datasets import rotten_tomatoes_splits
+from txgallery.limits import (
+    MAX_INPUT_CHARS,
+    MAX_SEQ2SEQ_BEAMS,
+    MAX_SEQ2SEQ_NEW_TOKENS,
+    MAX_SEQ2SEQ_SOURCE_TOKENS,
+    InputError,
+)
+from txgallery.models import hub, store
 
 SENTIMENT, FILL = TASK_PREFIXES["sentiment (sst2 sentence:)"], TASK_PREFIXES["fill in the blank (fill:)"]
 
@@ -117,7 +135,7 @@ def test_beam_search_and_long_inputs(tiny):
 
 
 def test_hub_id_while_offline_names_the_embedded_default(monkeypatch):
-    monkeypatch.setattr(store, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: False)
     with pytest.raises(store.ModelLoadError, match="embedded default"):
         TextToText(store.resolve("nonexistent-org/no-such-t5", TASK))
 
@@ -172,12 +190,12 @@ def test_beams_are_a_setting_of_beam_search_only():
 
 def test_the_page_offers_the_embedded_t5_only_its_two_tasks_and_names_a_hub_model_for_the_rest():
     from gradio_client import Client
-
     from support import free_port
+    from txgallery_demos.seq2seq.run import demo
+
     from txgallery import settings
     from txgallery.gallery import build_single, launch
     from txgallery.plugin import DemoEntry
-    from txgallery_demos.seq2seq.run import demo
 
     settings.configure(settings.Settings())
     app = launch(build_single(DemoEntry(name="seq2seq", origin="test", demo=demo)), port=free_port(), block=False,

@@ -6,14 +6,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from txgallery_demos.vit.run import (
+    CNN_REF,
+    GRID_COLOUR,
+    SEED_RECIPE,
+    SHOWN_SIDE,
+    TASK,
+    ImageService,
+    _check_settings,
+    patch_grid_picture,
+    patch_grid_title,
+    position_figure,
+    position_similarity,
+    recipe_table,
+    rollout_picture,
+    top_frame,
+)
+from txgallery_demos.vit.service import VitGeometry
 
-from txgallery import store
+from txgallery.lib.attention_views import figure_picture
+from txgallery.lib.fashion_mnist import FASHION_MNIST_LABELS
+from txgallery.lib.images import fashion_mnist_examples, load_image, sample_photos
 from txgallery.limits import VIT_TOP_K, InputError
-from txgallery.vision import FASHION_MNIST_LABELS, VitGeometry, fashion_mnist_examples, load_image, sample_photos
-from txgallery.attention_views import figure_picture
-from txgallery_demos.vit.run import (CNN_REF, GRID_COLOUR, SEED_RECIPE, SHOWN_SIDE, TASK, ImageService, _check_settings,
-                                     patch_grid_picture, patch_grid_title, position_figure,
-                                     position_similarity, recipe_table, rollout_picture, top_frame)
+from txgallery.models import store
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +130,6 @@ def test_bad_settings_are_refused():
 
 def test_the_page_answers_first_and_draws_its_pictures_from_the_same_forward(monkeypatch, tmp_path):
     from PIL import Image
-
     from txgallery_demos.vit.run import build
 
     forwards = []
@@ -147,8 +161,9 @@ def test_the_page_answers_first_and_draws_its_pictures_from_the_same_forward(mon
 def test_the_examples_show_the_models_own_task_without_the_dataset_installed(tmp_path, monkeypatch):
     """Fashion-MNIST test images ship with the package: the page shows them first even where Debian's dataset is
     absent, and the photos come second, labelled as outside the model's training data."""
-    from txgallery.vision import FASHION_MNIST_ENV
     from txgallery_demos.vit.run import _example_groups
+
+    from txgallery.lib.fashion_mnist import FASHION_MNIST_ENV
 
     monkeypatch.setenv(FASHION_MNIST_ENV, str(tmp_path))  # an empty folder: no dataset
     (own, fashion), (outside, photos) = _example_groups(store.resolve("embedded", TASK))

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 import skimage.data
 from PIL import Image
 from playwright.sync_api import expect
-
 from support import screenshot_path
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 from playwright.sync_api import expect
-
-from txgallery.finetune import METHODS
+from txgallery_demos.finetune.methods import METHODS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

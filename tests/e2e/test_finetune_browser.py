@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from playwright.sync_api import expect
-
 from support import screenshot_path
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -7,7 +7,6 @@ import re
 
 import pytest
 from playwright.sync_api import expect
-
 from support import screenshot_path
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from playwright.sync_api import expect
-
 from support import free_port
+
 from txgallery import presenter, settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -7,9 +7,9 @@ import re
 import pytest
 from PIL import Image
 from playwright.sync_api import expect
-
 from support import screenshot_path
-from txgallery.vision import load_fashion_mnist
+
+from txgallery.lib.fashion_mnist import load_fashion_mnist
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -38,7 +38,7 @@ def default_path() -> Path:
 def fill(wheelhouse: Path, python: str = SYSTEM_PYTHON) -> list[str]:
     """Resolve a freshly built Space's requirements.txt with `python`'s pip and fill `wheelhouse`; returns the
     file names of the resolution (the Space's own wheels excluded: requirements.txt names them by path)."""
-    from txgallery.spaces import build_space
+    from txgallery.serving.spaces import build_space
 
     wheelhouse.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="txgallery-wheelhouse-") as tmp:

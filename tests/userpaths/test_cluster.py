@@ -37,7 +37,6 @@ import httpx
 import psutil
 import pytest
 import yaml
-
 from support import free_port
 from userpath_actions import MAIN_ACTIONS, MainAction
 
@@ -301,8 +300,20 @@ def test_the_ui_replica_builds_pages_that_call_their_service_while_built():
 
     from txgallery.gallery import build_gallery
     from txgallery.plugin import Demo, DemoEntry
-    from txgallery.ray_serve import EchoService, GalleryArgs, GalleryIngress, RayServeBackend, deployment_names
-    from txgallery.serving import LocalBackend, collecting_services, connect, get_backend, set_backend
+    from txgallery.serving.ray_serve import (
+        EchoService,
+        GalleryArgs,
+        GalleryIngress,
+        RayServeBackend,
+        deployment_names,
+    )
+    from txgallery.serving.seam import (
+        LocalBackend,
+        collecting_services,
+        connect,
+        get_backend,
+        set_backend,
+    )
 
     def build() -> gr.Blocks:
         echo = connect(EchoService)

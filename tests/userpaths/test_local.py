@@ -24,7 +24,6 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
-
 from support import CHROMIUM, CHROMIUM_FLAGS, free_port
 from userpath_actions import DEMOS, OUTSIDE_TEMP
 

@@ -25,7 +25,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from space_wheelhouse import SYSTEM_PYTHON, default_path
 from support import CHROMIUM, CHROMIUM_FLAGS, free_port
 from userpath_actions import CALL_TIMEOUT, DEMOS, MAIN_ACTIONS, OUTSIDE_TEMP, MainAction

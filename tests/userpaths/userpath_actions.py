@@ -20,13 +20,13 @@ DEMOS = {"sentiment", "attention", "generation", "seq2seq", "vit", "clip", "fine
 
 
 def _fashion(name: str) -> str:
-    from txgallery.vision import fashion_mnist_examples
+    from txgallery.lib.images import fashion_mnist_examples
 
     return str(fashion_mnist_examples()[name])
 
 
 def _photo(name: str) -> str:
-    from txgallery.vision import sample_photos
+    from txgallery.lib.images import sample_photos
 
     return str(sample_photos()[name])
 

@@ -3,7 +3,7 @@
 import gradio as gr
 
 from txgallery import Demo, ModelSlot
-from txgallery.store import get_store, resolve
+from txgallery.models.store import get_store, resolve
 
 
 def count_tokens(text: str) -> dict:

@@ -27,7 +27,8 @@ from typing import Callable
 
 import torch
 
-from txgallery.embedded import minilm_l6, register_embedded
+from txgallery.embedded.minilm import minilm_l6
+from txgallery.models.registry import register_embedded
 from txgallery.paths import WEIGHTS_DIR
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,14 @@ def build_tokenizer(texts: list[str], vocab_size: int):
 
     Returns the tokenizer and, per new id, the MiniLM id it came from (-1 for the special tokens).
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     minilm = AutoTokenizer.from_pretrained(str(minilm_l6()))
@@ -300,7 +308,7 @@ def train_embedded_t5(out_dir: Path | None = None, recipe: T5Recipe | None = Non
     """
     from tqdm.auto import tqdm
 
-    from txgallery.datasets import rotten_tomatoes_splits
+    from txgallery.lib.datasets import rotten_tomatoes_splits
 
     recipe = recipe or T5Recipe()
     out_dir = Path(out_dir or T5_DIR)

@@ -7,8 +7,8 @@
 and runs its methods on one long-lived thread of its own: the model loads once, calls to it are serialised (a model
 is not safe to use from many threads at once, e.g. attribution needs gradients), and torch keeps one OpenMP pool per
 model instead of one per Gradio worker thread. With OpenMP's default spinning policy, idle pools of other threads
-starve the active one on a small machine, hence also `prefer_passive_openmp()` (measured in BENCHMARKS.md).
-A Ray Serve backend plugs in with `set_backend()` (`txgallery/ray_serve.py`: the same classes, one deployment each).
+starve the active one on a small machine, hence also `txgallery.lib.threads.prefer_passive_openmp()`.
+A Ray Serve backend plugs in with `set_backend()` (`txgallery/serving/ray_serve.py`: the same classes, one deployment each).
 
 Streaming: a service method that is a generator function is streamed. The caller gets an iterator; the generator
 itself runs on the service's thread and hands each item over as it is produced. Closing the caller's iterator
@@ -19,10 +19,8 @@ itself runs on the service's thread and hands each item over as it is produced. 
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
-import sys
 import inspect
+import logging
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -30,19 +28,6 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
 log = logging.getLogger(__name__)
-
-
-def prefer_passive_openmp() -> None:
-    """Ask OpenMP to put idle torch worker threads to sleep instead of spinning (unless the user chose otherwise).
-
-    A server has several threads that may run torch (model threads, loaders); spinning pools of one starve the
-    others of the few cores there are. Measured on 2 cores: a forward on a service thread 17.9 ms with the default
-    policy, 14.9 ms with PASSIVE (BENCHMARKS.md). Only effective before torch is first imported.
-    """
-    if "torch" in sys.modules:
-        log.debug("torch is already imported; OMP_WAIT_POLICY can no longer change")
-        return
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class ServiceUnavailable(RuntimeError):

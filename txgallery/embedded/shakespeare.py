@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from txgallery.embedded import register_embedded
+from txgallery.models.registry import register_embedded
 from txgallery.paths import WEIGHTS_DIR
 
 log = logging.getLogger(__name__)

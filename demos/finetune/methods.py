@@ -22,10 +22,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from txgallery.datasets import LabelledTexts
-from txgallery.store import model_construction
-from txgallery.limits import (MAX_FINETUNE_BATCH, MAX_FINETUNE_LR, MAX_FINETUNE_STEPS, MAX_FINETUNE_TOKENS,
-                              InputError)
+from txgallery.lib.datasets import LabelledTexts
+from txgallery.limits import (
+    MAX_FINETUNE_BATCH,
+    MAX_FINETUNE_LR,
+    MAX_FINETUNE_STEPS,
+    MAX_FINETUNE_TOKENS,
+    InputError,
+)
+from txgallery.models.store import model_construction
 
 METHODS = {
     "frozen": "Frozen encoder + head: only the classification head trains",
@@ -497,10 +502,10 @@ def train(model: torch.nn.Module, tokenizer, data: ClassificationData | TextData
 
 def model_directory(source) -> str:
     """A directory (or hub id) `from_pretrained` can read for a store `ModelSource` (embedded factories give one)."""
-    from txgallery import embedded
+    from txgallery.models import registry
 
     if source.kind == "embedded":
-        made = embedded.get_embedded(source.ref).factory()
+        made = registry.get_embedded(source.ref).factory()
         if isinstance(made, tuple):
             raise InputError(f"The embedded model {source.ref} is built in memory and cannot be fine-tuned again.")
         return str(made)
@@ -744,7 +749,7 @@ def run_on_ray(spec: RunSpec, num_workers: int, context=None) -> TrainedRun:
 
     from transformers import AutoTokenizer
 
-    from txgallery.jobs import run_ray_train
+    from txgallery.serving.jobs import run_ray_train
 
     try:
         outcome = run_ray_train(ray_train_loop, {"spec": spec}, num_workers, context)

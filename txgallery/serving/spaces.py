@@ -22,7 +22,12 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from txgallery.serving import ServiceKey, collecting_services, prefer_passive_openmp, set_backend
+from txgallery.lib.threads import prefer_passive_openmp
+from txgallery.serving.seam import (
+    ServiceKey,
+    collecting_services,
+    set_backend,
+)
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from txgallery.lib.threads import is_tiny_cpu_model
+
 HEAD_FUSIONS = ("mean", "min", "max")
 
 log = logging.getLogger(__name__)
@@ -474,16 +476,13 @@ _graphs_guard = threading.Lock()
 
 def _attention_graph(model, vit, pixel_values):
     """`_timm_attentions_from_qkv` of this model as a traced TorchScript graph, for a tiny ViT on the CPU
-    (`store.is_tiny_cpu_model`); else None.
+    (`txgallery.lib.threads.is_tiny_cpu_model`); else None.
 
-    The embedded ViT's eager forward with its attention maps took 2.7 ms on one CPU thread, nearly all of it Python;
-    the traced graph of the same ops and weights takes 0.8-1.5 ms. (Measured alternatives: `torch.export`'s module
-    1.8 ms; `torch.compile` 0.9 ms after 17 s of compiling in every process.) Traced once per model and input shape,
+    For a model this small the eager forward is nearly all Python (measured against `torch.export` and `torch.compile`
+    in BENCHMARKS.md, "ViT attention graph"). Traced once per model and input shape,
     checked against the eager result, and the graph reads the model's own parameters, not a copy. Where tracing is
     unavailable (TorchScript is deprecated in torch) or disagrees, the eager path runs and the log says why.
     """
-    from txgallery.store import is_tiny_cpu_model
-
     key = (tuple(pixel_values.shape), pixel_values.dtype)
     with _graphs_guard:
         if model not in _graphs:

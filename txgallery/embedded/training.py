@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from txgallery.datasets import LabelledTexts
-from txgallery.store import model_construction
+from txgallery.lib.datasets import LabelledTexts
+from txgallery.models.store import model_construction
 
 
 @dataclass

@@ -10,53 +10,19 @@ Loading is lazy, happens once per process per (source, task, options), is thread
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import os
-import re
-import socket
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
-from urllib.parse import urlparse
+from typing import Any, Sequence
 
-from txgallery import embedded
+from txgallery.models import hub, registry
+from txgallery.models.hub import HUB_ID, ModelLoadError, ModelSource
+from txgallery.models.tasks import TASKS, default_hint
 
 log = logging.getLogger(__name__)
-
-SourceKind = Literal["embedded", "local", "hub"]
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be resolved or loaded; `str()` is a message meant for the user."""
-
-    def __init__(self, message: str, ref: str = "") -> None:
-        super().__init__(message)
-        self.ref = ref
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a model comes from, and why it is the one in use."""
-
-    kind: SourceKind
-    ref: str  # embedded name, absolute directory, or hub id
-    task: str
-    reason: str = "default"
-
-    @property
-    def label(self) -> str:
-        """Human-readable one-liner for badges and logs."""
-        if self.kind == "embedded":
-            return f"{self.ref} (embedded: {embedded.get_embedded(self.ref).summary})"
-        if self.kind == "local":
-            return f"{self.ref} (local directory)"
-        return f"{self.ref} (Hugging Face Hub)"
-
 
 @dataclass
 class LoadedModel:
@@ -67,30 +33,6 @@ class LoadedModel:
     tokenizer: Any
     device: str
     metrics: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Task:
-    """How to load models for one task from a directory or hub id (like the task table of transformers pipelines).
-
-    `loader` ("module:function") replaces the transformers Auto class for models that are not transformers models
-    (timm, open_clip): the function takes `(source, attentions)` and returns `(model, processor)`.
-    """
-
-    auto_class: str  # transformers Auto* class name
-    hub_default: str  # a good hub checkpoint for the task, shown in messages
-    loader: str = ""
-
-
-TASKS: dict[str, Task] = {
-    "text-classification": Task("AutoModelForSequenceClassification", "distilbert-base-uncased-finetuned-sst-2-english"),
-    "feature-extraction": Task("AutoModel", "bert-base-uncased"),
-    "text-generation": Task("AutoModelForCausalLM", "gpt2"),
-    "text2text-generation": Task("AutoModelForSeq2SeqLM", "t5-small"),
-    "image-classification": Task("AutoModelForImageClassification", "google/vit-base-patch16-224",
-                                 loader="txgallery.vision:load_image_classifier"),
-    "zero-shot-image-classification": Task("", "ViT-B-32/laion2b_s34b_b79k", loader="txgallery.clip_models:load_clip"),
-}
 
 
 def pick_device() -> str:
@@ -108,65 +50,28 @@ def resolve(ref: str, task: str, reason: str = "default") -> ModelSource:
     if task not in TASKS:
         raise ModelLoadError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
     ref = (ref or "").strip()
-    default_name = embedded.embedded_default(task)
+    default_name = registry.embedded_default(task)
     if ref in ("", "embedded", "default"):
         if default_name is None:
             raise ModelLoadError(f"there is no embedded model for {task}; configure a local directory or a hub id")
         return ModelSource("embedded", default_name, task, reason)
     name = ref.removeprefix("embedded:")
-    if name in embedded.list_embedded():
-        model = embedded.get_embedded(name)
+    if name in registry.list_embedded():
+        model = registry.get_embedded(name)
         if model.task != task:
             raise ModelLoadError(f"embedded model {name!r} is for {model.task}, not {task}")
         return ModelSource("embedded", name, task, reason)
     if ref.startswith("embedded:"):
         raise ModelLoadError(f"no embedded model {name!r}; embedded {task} models: "
-                             f"{', '.join(embedded.list_embedded(task=task)) or 'none'}")
+                             f"{', '.join(registry.list_embedded(task=task)) or 'none'}")
     path = Path(ref).expanduser()
     if path.is_dir():
         return ModelSource("local", str(path.resolve()), task, reason)
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
-        raise ModelLoadError(f"{ref!r} is not an existing directory. {_default_hint(task)}")
+        raise ModelLoadError(f"{ref!r} is not an existing directory. {default_hint(task)}")
     if not HUB_ID.match(ref):
-        raise ModelLoadError(f"{ref!r} is neither an embedded model, a local directory nor a hub id. {_default_hint(task)}")
+        raise ModelLoadError(f"{ref!r} is neither an embedded model, a local directory nor a hub id. {default_hint(task)}")
     return ModelSource("hub", ref, task, reason)
-
-
-def _default_hint(task: str) -> str:
-    name = embedded.embedded_default(task)
-    embedded_part = f"the embedded default is 'embedded' ({name}), which works offline" if name else "no embedded model"
-    return f"For {task}, {embedded_part}; online, try a hub id such as '{TASKS[task].hub_default}'."
-
-
-def _hub_is_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-_reachability: tuple[float, bool] | None = None
-
-
-def hub_reachable(timeout: float = 3.0, ttl: float = 60.0) -> bool:
-    """Whether the Hugging Face Hub answers a TCP connect (cached for `ttl` s; False in offline mode).
-
-    huggingface_hub retries an unreachable hub for about 50 s per file; one quick connect spares users that wait.
-    """
-    global _reachability
-    if _hub_is_offline():
-        return False
-    now = time.monotonic()
-    if _reachability is None or now - _reachability[0] > ttl:
-        from huggingface_hub import constants
-
-        url = urlparse(constants.ENDPOINT)
-        try:
-            socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-            reachable = True
-        except OSError:
-            reachable = False
-        _reachability = (now, reachable)
-    return _reachability[1]
 
 
 def _explain_load_failure(source: ModelSource, exc: Exception) -> str:
@@ -178,7 +83,7 @@ def _explain_load_failure(source: ModelSource, exc: Exception) -> str:
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     text = f"{type(exc).__name__}: {exc}"
-    first_line, hint, cause = text.splitlines()[0], _default_hint(source.task), exc.__cause__ or exc
+    first_line, hint, cause = text.splitlines()[0], default_hint(source.task), exc.__cause__ or exc
     if source.kind == "local":
         return f"Could not load the local directory {source.ref}: {first_line}. {hint}"
     if source.kind == "embedded":
@@ -199,12 +104,11 @@ def _load_pretrained(source: ModelSource, attentions: bool) -> tuple[Any, Any]:
 
     if source.kind == "local" and (exported := _load_exported(source)) is not None:
         return exported
-    if TASKS[source.task].loader:
-        module, _, function = TASKS[source.task].loader.partition(":")
-        return getattr(importlib.import_module(module), function)(source, attentions)
+    if TASKS[source.task].loader is not None:
+        return TASKS[source.task].loader(source, attentions)
     auto_class = getattr(transformers, TASKS[source.task].auto_class)
     kwargs: dict[str, Any] = {"trust_remote_code": False}
-    offline = source.kind == "hub" and not hub_reachable()
+    offline = source.kind == "hub" and not hub.hub_reachable()
     if offline:
         kwargs["local_files_only"] = True
     try:
@@ -215,7 +119,7 @@ def _load_pretrained(source: ModelSource, attentions: bool) -> tuple[Any, Any]:
         if not offline:
             raise
         raise ModelLoadError(f"Cannot load {source.ref!r}: the Hugging Face Hub is not reachable from this machine "
-                             f"(offline) and the model is not in the local cache. {_default_hint(source.task)}",
+                             f"(offline) and the model is not in the local cache. {default_hint(source.task)}",
                              ref=source.ref) from exc
     return model, tokenizer
 
@@ -224,7 +128,8 @@ def _load_exported(source: ModelSource) -> tuple[Any, Any] | None:
     """A directory written by the efficiency lab (ONNX or PyTorch int8), or None for a regular one."""
     import transformers
 
-    from txgallery import int8_model, onnx_model
+    from txgallery.models import int8 as int8_model
+    from txgallery.models import onnx as onnx_model
 
     if onnx_model.is_onnx_directory(source.ref):
         model = onnx_model.OnnxSequenceClassifier(source.ref)
@@ -238,7 +143,7 @@ def _load_exported(source: ModelSource) -> tuple[Any, Any] | None:
 
 
 def _load_embedded(source: ModelSource, attentions: bool) -> tuple[Any, Any]:
-    factory = embedded.get_embedded(source.ref).factory
+    factory = registry.get_embedded(source.ref).factory
     made = factory(attentions=attentions) if "attentions" in inspect.signature(factory).parameters else factory()
     if isinstance(made, tuple):
         return made
@@ -292,43 +197,12 @@ class ModelStore:
                 raise
             except Exception as exc:
                 raise ModelLoadError(_explain_load_failure(source, exc)) from exc
-            metrics = embedded.get_embedded(source.ref).metrics() if source.kind == "embedded" else {}
+            metrics = registry.get_embedded(source.ref).metrics() if source.kind == "embedded" else {}
             loaded = LoadedModel(source, model, tokenizer, device, metrics)
             with self._guard:
                 self._models[key] = loaded
                 self.load_count += 1
             return loaded
-
-
-# --- how a loaded model runs ------------------------------------------------------------------------------------
-
-TINY_CPU_WEIGHTS = 1_000_000  # below this, a CPU forward is mostly overhead: Python, op dispatch, thread wake-ups
-
-
-def is_tiny_cpu_model(model: Any, device: str) -> bool:
-    """Whether `model` is a torch module on the CPU with fewer than `TINY_CPU_WEIGHTS` weights."""
-    import torch
-
-    return (device == "cpu" and isinstance(model, torch.nn.Module)
-            and sum(p.numel() for p in model.parameters()) < TINY_CPU_WEIGHTS)
-
-
-def settle_threads_for(loaded: LoadedModel) -> bool:
-    """Run this thread's torch ops on one OpenMP thread from now on if `loaded` is a tiny CPU model; True if so.
-
-    Meant for a service's own thread (the serving seam gives each one a long-lived thread). For a model this small
-    each op is microseconds of work, and waking another OpenMP thread for every op costs more: the embedded ViT's
-    forward took 4.3 ms on two threads and 1.9 ms on one (2-core machine, passive OpenMP threads). The limit is
-    OpenMP's own per-thread setting, so other threads keep theirs (`torch.set_num_threads` would also change the
-    process-wide default that new threads start from). Set once, not per call: switching a thread's OpenMP team
-    size back and forth around each forward cost more than it saved.
-    """
-    from threadpoolctl import ThreadpoolController
-
-    if not is_tiny_cpu_model(loaded.model, loaded.device):
-        return False
-    ThreadpoolController().select(user_api="openmp").limit(limits=1)
-    return True
 
 
 _store: ModelStore | None = None
@@ -357,20 +231,20 @@ def resolve_user_ref(ref: str, task: str) -> ModelSource:
     from txgallery import settings
 
     ref = (ref or "").strip()
-    if ref in ("", "embedded", "default") or ref.removeprefix("embedded:") in embedded.list_embedded():
+    if ref in ("", "embedded", "default") or ref.removeprefix("embedded:") in registry.list_embedded():
         return resolve(ref, task, reason="chosen on the page")
     if ref.startswith((".", "/", "~", "\\")) or "\\" in ref or ".." in ref or ref.count("/") > 1 or ":" in ref:
         raise ModelLoadError(f"{ref!r}: a page can only choose embedded models or hub ids; local paths are set by "
                              f"the operator (txgallery serve --model SLUG=PATH).", ref=ref)
     if not HUB_ID.match(ref):
-        raise ModelLoadError(f"{ref!r} is not a hub id (expected 'name' or 'org/name'). {_default_hint(task)}", ref=ref)
+        raise ModelLoadError(f"{ref!r} is not a hub id (expected 'name' or 'org/name'). {default_hint(task)}", ref=ref)
     if not settings.current().hub_id_allowed(ref):
         raise ModelLoadError(f"Loading {ref!r} from the hub is not enabled on this gallery: the operator allows typed "
                              f"hub ids with `txgallery serve --allow-hub PATTERN` (e.g. --allow-hub 'gpt2'). "
-                             f"{_default_hint(task)}", ref=ref)
-    if not hub_reachable():
+                             f"{default_hint(task)}", ref=ref)
+    if not hub.hub_reachable():
         raise ModelLoadError(f"{ref!r} cannot be loaded: the Hugging Face Hub is not reachable from this server "
-                             f"(offline). {_default_hint(task)}", ref=ref)
+                             f"(offline). {default_hint(task)}", ref=ref)
     return resolve(ref, task, reason="typed on the page (allowed by the operator)")
 
 

@@ -23,8 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from txgallery.limits import (MAX_FINETUNE_CONCURRENT, MAX_FINETUNE_MEMORY_MB, MAX_FINETUNE_QUEUED,
-                              MAX_FINETUNE_SECONDS, MAX_FINETUNE_STEPS, InputError)
+from txgallery.limits import (
+    MAX_FINETUNE_CONCURRENT,
+    MAX_FINETUNE_MEMORY_MB,
+    MAX_FINETUNE_QUEUED,
+    MAX_FINETUNE_SECONDS,
+    MAX_FINETUNE_STEPS,
+    InputError,
+)
 
 log = logging.getLogger(__name__)
 

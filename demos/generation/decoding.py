@@ -22,8 +22,14 @@ from typing import Any, Iterator, Literal
 
 import torch
 
-from txgallery.limits import (GENERATION_MAX_NEW_TOKENS, GENERATION_MAX_PROMPT_TOKENS, GENERATION_MAX_BEAMS,
-                              GENERATION_TOP_CANDIDATES, InputError, truncate_text)
+from txgallery.limits import (
+    GENERATION_MAX_BEAMS,
+    GENERATION_MAX_NEW_TOKENS,
+    GENERATION_MAX_PROMPT_TOKENS,
+    GENERATION_TOP_CANDIDATES,
+    InputError,
+    truncate_text,
+)
 
 Strategy = Literal["greedy", "sample", "beam"]
 STRATEGIES: tuple[str, ...] = ("greedy", "sample", "beam")

@@ -1,7 +1,7 @@
 """The whole gallery on Ray Serve: one UI ingress, one deployment per model service, reached through the serving seam.
 
-    serve run txgallery.ray_serve:app                                   # every installed demo, default options
-    serve run txgallery.ray_serve:build_app replicas=2 num_gpus=0.25    # the builder, with arguments
+    serve run txgallery.serving.ray_serve:app                                   # every installed demo, default options
+    serve run txgallery.serving.ray_serve:build_app replicas=2 num_gpus=0.25    # the builder, with arguments
     serve deploy deploy/serve_config.yaml                               # on a cluster (deploy/README.md)
     txgallery ray serve                                                 # a local Ray on 127.0.0.1
 
@@ -38,8 +38,14 @@ from pydantic import BaseModel, field_validator
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError, TaskCancelledError
 
-from txgallery.serving import (LocalBackend, ServiceKey, ServiceUnavailable, collecting_services,
-                               prefer_passive_openmp, set_backend)
+from txgallery.lib.threads import prefer_passive_openmp
+from txgallery.serving.seam import (
+    LocalBackend,
+    ServiceKey,
+    ServiceUnavailable,
+    collecting_services,
+    set_backend,
+)
 
 log = logging.getLogger(__name__)
 
@@ -446,10 +452,9 @@ class GalleryIngress:
 
 def build_app(args: dict | GalleryArgs | None = None):
     """The Serve application: one `ModelService` deployment per service the demos connect to, under one UI ingress."""
+    from txgallery import settings
     from txgallery.gallery import build_gallery
     from txgallery.plugin import discover_demos
-
-    from txgallery import settings
 
     args = GalleryArgs.model_validate(args or {}) if not isinstance(args, GalleryArgs) else args
     previous = settings.current()
@@ -479,7 +484,7 @@ def build_app(args: dict | GalleryArgs | None = None):
 
 
 def __getattr__(name: str):
-    # `serve run txgallery.ray_serve:app` builds with the defaults, only when asked (importing stays cheap)
+    # `serve run txgallery.serving.ray_serve:app` builds with the defaults, only when asked (importing stays cheap)
     if name == "app":
         return build_app()
     raise AttributeError(name)
