@@ -237,13 +237,13 @@ def test_streaming_and_callbacks_through_handles(cluster):
     """The seam's contracts over Ray: generator methods stream (and stop when closed), callbacks reach the caller."""
     from ray import serve
 
+    from txgallery.serving import seam as serving
     from txgallery.serving.ray_serve import (
         EchoService,
         ModelService,
         RayServeBackend,
         ServiceKey,
     )
-    from txgallery.serving import seam as serving
 
     handle = serve.run(ModelService.options(name="Echo", ray_actor_options={"num_cpus": 0.1}).bind(
         "txgallery.serving.ray_serve:EchoService", ()), name="echo", route_prefix=None)

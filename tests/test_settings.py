@@ -6,6 +6,8 @@ import pytest
 
 from txgallery import settings
 from txgallery.models import hub
+from txgallery.models.hub import ModelLoadError
+from txgallery.plugin import PageContext, page_context
 from txgallery.settings import SettingsError, load_settings, parse_model_flags
 
 
@@ -58,64 +60,90 @@ def test_bad_config_files(tmp_path):
         load_settings(config_file=no_models, environ={})
 
 
-def test_typed_hub_ids_need_the_operators_allowlist(monkeypatch):
-    from txgallery.models import store
+def typed(ref: str, task: str, current: settings.Settings):
+    """A model typed into a page of a gallery that runs with `current`."""
+    return PageContext(slug="generation", models={}, settings=current).typed_model(ref, task)
 
-    settings.configure(settings.Settings())
-    try:
-        with pytest.raises(store.ModelLoadError, match="--allow-hub"):
-            store.resolve_user_ref("gpt2", "text-generation")
-        settings.configure(settings.load_settings([], environ={"TXGALLERY_ALLOW_HUB": "gpt2, google/*"}))
-        assert settings.current().hub_id_allowed("google/vit-base-patch16-224")
-        assert not settings.current().hub_id_allowed("evil/gpt2")
-        monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)
-        assert store.resolve_user_ref("gpt2", "text-generation").kind == "hub"
-        monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: False)
-        with pytest.raises(store.ModelLoadError, match="offline"):
-            store.resolve_user_ref("gpt2", "text-generation")
-        # embedded names are always fine
-        assert store.resolve_user_ref("embedded", "text-generation").kind == "embedded"
-    finally:
-        settings.configure(settings.Settings())
+
+def test_typed_hub_ids_need_the_operators_allowlist(monkeypatch):
+    with pytest.raises(ModelLoadError, match="--allow-hub"):
+        typed("gpt2", "text-generation", settings.Settings())
+    allowing = settings.load_settings([], environ={"TXGALLERY_ALLOW_HUB": "gpt2, google/*"})
+    assert allowing.hub_id_allowed("google/vit-base-patch16-224")
+    assert not allowing.hub_id_allowed("evil/gpt2")
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)
+    assert typed("gpt2", "text-generation", allowing).kind == "hub"
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: False)
+    with pytest.raises(ModelLoadError, match="offline"):
+        typed("gpt2", "text-generation", allowing)
+    assert typed("embedded", "text-generation", settings.Settings()).kind == "embedded"  # embedded names always work
 
 
 @pytest.mark.parametrize("ref", ["/etc", "../weights", "~/models", "./x", "C:\\models", "a/b/c", "file:///etc"])
 def test_pages_cannot_point_the_server_at_local_paths(tmp_path, ref):
-    from txgallery.models import store
-
-    settings.configure(settings.load_settings([], environ={"TXGALLERY_ALLOW_HUB": "*"}))
-    try:
-        with pytest.raises(store.ModelLoadError):
-            store.resolve_user_ref(ref, "text-classification")
-        with pytest.raises(store.ModelLoadError, match="local paths"):
-            store.resolve_user_ref(str(tmp_path), "text-classification")  # an existing directory, still refused
-    finally:
-        settings.configure(settings.Settings())
+    allowing_all = settings.load_settings([], environ={"TXGALLERY_ALLOW_HUB": "*"})
+    with pytest.raises(ModelLoadError):
+        typed(ref, "text-classification", allowing_all)
+    with pytest.raises(ModelLoadError, match="local paths"):
+        typed(str(tmp_path), "text-classification", allowing_all)  # an existing directory, still refused
 
 
-def test_allow_hub_from_toml_and_flags(tmp_path):
+def test_bad_references_come_back_as_errors_without_failing_good_ones():
+    from txgallery_demos.sentiment.run import demo
+
+    context = page_context(demo, load_settings(["sentiment=embedded,./nowhere"], environ={}))
+    good, bad = context.models["model"]
+    assert good.kind == "embedded" and "--model" in good.reason
+    assert isinstance(bad, ModelLoadError) and bad.ref == "./nowhere"
+
+
+def test_the_demo_flag_sets_the_first_slot_only(tmp_path):
+    """`--model attention=…` is the encoder; the decoder slot keeps its own default and task."""
+    from txgallery_demos.attention.run import demo
+
+    context = page_context(demo, load_settings(["attention=bert-base-uncased"], environ={}))
+    (encoder,) = context.models["encoder"]
+    (decoder,) = context.models["decoder"]
+    assert (encoder.ref, encoder.task) == ("bert-base-uncased", "feature-extraction")
+    assert decoder.kind == "embedded" and decoder.task == "text-generation" and decoder.ref != "bert-base-uncased"
+    assert context.configured == {"encoder"}
+
+
+@pytest.mark.parametrize("how", ["flag", "env", "toml"])
+def test_each_slot_of_a_two_slot_demo_can_be_configured(how, tmp_path):
+    from txgallery_demos.attention.run import demo
+
     config = tmp_path / "txgallery.toml"
-    config.write_text('[gallery]\nallow_hub = ["distilgpt2"]\n')
-    assert settings.load_settings([], config_file=config, environ={}).allow_hub == ("distilgpt2",)
-    assert settings.load_settings([], config_file=config, environ={}, allow_hub=["x/*"]).allow_hub == ("x/*",)
-    config.write_text('[gallery]\nallow_hub = "gpt2"\n')
-    with pytest.raises(settings.SettingsError, match="allow_hub"):
-        settings.load_settings([], config_file=config, environ={})
+    config.write_text('[demos.attention]\nmodels = ["bert-base-uncased"]\n[demos.attention.decoder]\nmodels = ["gpt2"]\n')
+    chosen = {"flag": lambda: load_settings(["attention=bert-base-uncased", "attention.decoder=gpt2"], environ={}),
+              "env": lambda: load_settings(environ={"TXGALLERY_MODEL_ATTENTION": "bert-base-uncased",
+                                                    "TXGALLERY_MODEL_ATTENTION__DECODER": "gpt2"}),
+              "toml": lambda: load_settings(config_file=config, environ={})}[how]()
+    context = page_context(demo, chosen)
+    assert [s.ref for s in context.models["encoder"]] == ["bert-base-uncased"]
+    assert [(s.ref, s.task) for s in context.models["decoder"]] == [("gpt2", "text-generation")]
+    assert context.configured == {"encoder", "decoder"}
 
 
-def test_a_demos_models_fill_its_first_slot_and_the_others_keep_their_default(tiny_classifier_dir):
-    """`--model attention=DIR` sets the attention explorer's encoders; its decoder slot stays SmolLM2, in the model
-    list the page shows and in what `txgallery serve --preload` and `txgallery list --models` load."""
+def test_the_model_list_names_each_slot_with_its_own_model():
+    """The gallery's "About this model" and `txgallery list --models` list the decoder's model, not the encoder's."""
     from txgallery.cli import check_models
     from txgallery.gallery import models_markdown
     from txgallery.plugin import discover_demos
 
-    settings.configure(settings.load_settings([f"attention={tiny_classifier_dir}"], environ={}))
+    (entry,) = discover_demos(["attention"])
+    settings.configure(load_settings(["attention=bert-base-uncased"], environ={}))
     try:
-        (entry,) = discover_demos(only=["attention"])
-        shown = models_markdown(entry)
-        assert shown.count(f"`{tiny_classifier_dir}`") == 1 and "`smollm2-135m`" in shown
-        lines = [line for _, line in check_models([entry], load=False)]
-        assert len(lines) == 2 and str(tiny_classifier_dir) in lines[0] and "smollm2-135m" in lines[1], lines
+        statuses = check_models([entry], load=False)
+        about = models_markdown(entry)
     finally:
         settings.configure(settings.Settings())
+    assert sum("bert-base-uncased" in line for _, line in statuses) == 1  # the encoder's line only
+    decoder_lines = [line for line in about.splitlines() if "smollm2" in line]
+    assert decoder_lines and not any("bert" in line for line in decoder_lines)
+    assert "--model attention.decoder=embedded,gpt2" in about
+
+
+def test_a_slot_flag_must_name_one_slot():
+    with pytest.raises(SettingsError, match="SLUG.SLOT"):
+        load_settings(["attention.decoder.extra=gpt2"], environ={})

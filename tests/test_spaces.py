@@ -180,7 +180,7 @@ def test_space_app_predicts_through_spaces_gpu(zerogpu, monkeypatch):
         assert isinstance(app, gradio.Blocks)
         backend = serving.get_backend()
         assert isinstance(backend, SpacesBackend)
-        source = store.resolve_choice("sentiment", "text-classification")[0]
+        source = store.resolve("embedded", "text-classification")
         (result,) = serving.connect(SentimentClassifier, source).predict(["A wonderful, moving film."])
         assert result.label == "positive"
         assert ("_call", 60) in zerogpu  # the model call ran inside @spaces.GPU

@@ -7,7 +7,6 @@ import threading
 import pytest
 import torch
 
-from txgallery import settings
 from txgallery.lib import threads
 from txgallery.models import hub, registry, store
 from txgallery.models.store import ModelLoadError, ModelStore, resolve
@@ -116,13 +115,6 @@ def test_device_choice(monkeypatch):
     assert store.pick_device() == ("cuda" if torch.cuda.is_available() else "cpu")
     monkeypatch.setenv("TXGALLERY_DEVICE", "cpu")
     assert store.pick_device() == "cpu"
-
-
-def test_resolve_choice_reports_bad_refs_without_failing_good_ones(monkeypatch):
-    monkeypatch.setattr(settings, "_current", settings.load_settings(["sentiment=embedded,./nowhere"], environ={}))
-    good, bad = store.resolve_choice("sentiment", TASK)
-    assert good.kind == "embedded" and "--model" in good.reason
-    assert isinstance(bad, ModelLoadError) and bad.ref == "./nowhere"
 
 
 @pytest.mark.parametrize("error, message", [("RepositoryNotFoundError", "There is no model 'org/x'"),

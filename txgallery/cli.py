@@ -23,10 +23,11 @@ def _setup(args: argparse.Namespace) -> None:
 def check_models(entries, load: bool) -> list[tuple[bool, str]]:
     """Resolve (and with `load`, load) every model the demos use; returns (ok, status line) per model."""
     from txgallery.models import store
+    from txgallery.plugin import page_context
 
     statuses = []
     for entry in entries:
-        for sources in store.resolve_slots(entry.slug, entry.demo.models) if entry.ok else ():
+        for sources in page_context(entry.demo).models.values() if entry.ok else ():
             for source in sources:
                 try:
                     if isinstance(source, store.ModelLoadError):

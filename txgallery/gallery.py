@@ -18,8 +18,7 @@ from txgallery.limits import (
     MAX_UPLOAD_SIZE,
     QUEUE_SIZE,
 )
-from txgallery.models import store
-from txgallery.plugin import DemoEntry, build_entry, discover_demos
+from txgallery.plugin import DemoEntry, build_entry, discover_demos, page_context
 from txgallery.presenter import presenter_bar
 from txgallery.ui import copy_link_button, lesson_panel, model_badge, tag_line
 
@@ -166,12 +165,12 @@ def landing_html(entries: list[DemoEntry]) -> str:
 def models_markdown(entry: DemoEntry) -> str:
     """Which models the demo runs, where they come from and why — before anything is loaded."""
     lines = []
-    slots = entry.demo.models
-    for index, (slot, sources) in enumerate(zip(slots, store.resolve_slots(entry.demo.slug, slots))):
-        lines += [f"- {model_badge(source)}" for source in sources]
-        if slot.hub_example and index == 0:  # `--model SLUG=…` sets the first slot only
-            lines.append(f"- Online, compare with a hub model: `txgallery serve --model "
-                         f"{entry.demo.slug}=embedded,{slot.hub_example}`")
+    context = page_context(entry.demo)
+    for index, slot in enumerate(entry.demo.models):
+        lines += [f"- {model_badge(source)}" for source in context.models[slot.name]]
+        if slot.hub_example:
+            key = entry.demo.slug if index == 0 else f"{entry.demo.slug}.{slot.name}"
+            lines.append(f"- Online, compare with a hub model: `txgallery serve --model {key}=embedded,{slot.hub_example}`")
     return "\n".join(lines)
 
 

@@ -92,3 +92,8 @@ IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")  # what PIL may de
 
 # --- vit ---
 VIT_TOP_K = 5  # classes shown in the bar plot
+MAX_DISCARD_RATIO = 0.95  # share of the weakest attention weights a rollout may drop (more leaves too little to trace)
+
+# --- efficiency ---
+MAX_DISTIL_STEPS = 600  # training steps of one distillation run (each run trains two students)
+MAX_STUDENT_LAYERS = 4  # layers of a distilled student (the teacher has 6)

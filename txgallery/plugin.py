@@ -8,6 +8,7 @@ A distribution adds a demo with one line in its packaging metadata, as pytest pl
 
 from __future__ import annotations
 
+import inspect
 import logging
 import traceback
 from dataclasses import dataclass, field
@@ -15,6 +16,10 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Callable
 
 import gradio as gr
+
+from txgallery import settings
+from txgallery.models import store
+from txgallery.models.hub import ModelLoadError, ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,7 @@ class ModelSlot:
     task: str
     default: str = "embedded"
     hub_example: str = ""  # a hub id worth trying when online, shown on the demo's page
+    name: str = "model"  # `--model SLUG.NAME=…` configures this slot; the first slot also answers to `--model SLUG=…`
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class Demo:
     slug: str
     title: str
     description: str
-    build: Callable[[], gr.Blocks]
+    build: Callable[[PageContext], gr.Blocks]  # (or a `build()` without arguments, for a demo that needs no models)
     tags: tuple[str, ...] = ()
     topic: str = ""
     lesson: str = ""
@@ -64,6 +70,54 @@ class Demo:
     def __post_init__(self) -> None:
         if not self.slug.replace("_", "").replace("-", "").isalnum() or self.slug != self.slug.lower():
             raise ValueError(f"demo slug {self.slug!r} must be lower-case letters, digits, '-' or '_'")
+        names = [slot.name for slot in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"demo {self.slug!r}: its model slots need distinct names, got {names}")
+
+
+Resolved = list[ModelSource | ModelLoadError]  # a slot's models, first the page's default; bad references as errors
+
+
+@dataclass(frozen=True)
+class PageContext:
+    """What a demo's `build(ctx)` receives: its models per slot, resolved from the operator's settings."""
+
+    slug: str
+    models: dict[str, Resolved]  # slot name -> its models
+    configured: frozenset[str] = frozenset()  # slots whose models the operator chose (the rest run their defaults)
+    settings: settings.Settings = field(default_factory=settings.Settings, repr=False)
+
+    def model(self, slot: str = "model") -> ModelSource | ModelLoadError:
+        """The slot's first model: the one a page uses when it offers no choice."""
+        return self.models[slot][0]
+
+    def typed_model(self, ref: str, task: str) -> ModelSource:
+        """A model a user typed into the page: embedded names, or hub ids the operator allows (`--allow-hub`)."""
+        return store.resolve_user_ref(ref, task, allowed=self.settings.hub_id_allowed)
+
+
+def resolve_slot(slug: str, slot: ModelSlot, first: bool, current: settings.Settings) -> tuple[Resolved, bool]:
+    """The models configured for one slot (or its default), and whether the operator configured them."""
+    choice = current.models_for(slug, slot.name) or (current.models_for(slug) if first else None)
+    refs, reason = (choice.refs, choice.reason) if choice else ((slot.default,), "the demo's default")
+    resolved: Resolved = []
+    for ref in refs:
+        try:
+            resolved.append(store.resolve(ref, slot.task, reason))
+        except ModelLoadError as exc:
+            resolved.append(ModelLoadError(f"{ref!r}: {exc}", ref=ref))
+    return resolved, choice is not None
+
+
+def page_context(demo: Demo, current: settings.Settings | None = None) -> PageContext:
+    """The `PageContext` of `demo` under the process's settings (or `current`)."""
+    current = current or settings.current()
+    models, configured = {}, set()
+    for index, slot in enumerate(demo.models):
+        models[slot.name], chosen = resolve_slot(demo.slug, slot, index == 0, current)
+        if chosen:
+            configured.add(slot.name)
+    return PageContext(slug=demo.slug, models=models, configured=frozenset(configured), settings=current)
 
 
 @dataclass
@@ -127,11 +181,12 @@ def discover_demos(only: list[str] | None = None) -> list[DemoEntry]:
 
 
 def build_entry(entry: DemoEntry) -> gr.Blocks | None:
-    """Call the demo's `build()`; a failure is recorded on the entry and None is returned."""
+    """Call the demo's `build(ctx)`; a failure is recorded on the entry and None is returned."""
     if entry.demo is None:
         return None
     try:
-        blocks = entry.demo.build()
+        build = entry.demo.build
+        blocks = build(page_context(entry.demo)) if inspect.signature(build).parameters else build()
         if not isinstance(blocks, gr.Blocks):
             raise TypeError(f"build() must return gr.Blocks, got {type(blocks).__name__}")
         return blocks

@@ -6,6 +6,10 @@
     [demos.sentiment]
     models = ["embedded", "textattack/bert-base-uncased-SST-2"]
 
+A demo with several model slots (the attention explorer's encoder and decoder) takes `SLUG=…` for its first slot
+and `SLUG.SLOT=…` for any slot: `--model attention.decoder=gpt2`, `TXGALLERY_MODEL_ATTENTION__DECODER=gpt2`, or
+`[demos.attention.decoder] models = ["gpt2"]`.
+
 Hub ids that *users* may type into a page are a separate, operator-set allowlist of glob patterns (off by default):
 
     txgallery serve --allow-hub "gpt2" --allow-hub "google/*"
@@ -60,9 +64,9 @@ class Settings:
 
         return any(fnmatch.fnmatchcase(ref, pattern) for pattern in self.allow_hub)
 
-    def models_for(self, slug: str) -> ModelChoice | None:
-        """The configured models for demo `slug`, or None for its default."""
-        return self.models.get(slug)
+    def models_for(self, slug: str, slot: str | None = None) -> ModelChoice | None:
+        """The configured models for demo `slug` (or its slot `slot` only), or None for its default."""
+        return self.models.get(f"{slug}.{slot}" if slot else slug)
 
 
 def _split_refs(value: str | list[str], where: str) -> tuple[str, ...]:
@@ -74,13 +78,14 @@ def _split_refs(value: str | list[str], where: str) -> tuple[str, ...]:
 
 
 def parse_model_flags(flags: list[str]) -> dict[str, ModelChoice]:
-    """Parse repeated `--model SLUG=REF[,REF...]` flags."""
+    """Parse repeated `--model SLUG[.SLOT]=REF[,REF...]` flags."""
     choices: dict[str, ModelChoice] = {}
     for flag in flags:
-        slug, sep, value = flag.partition("=")
-        if not sep or not slug.strip():
-            raise SettingsError(f"--model {flag!r}: expected SLUG=MODEL[,MODEL...], e.g. --model sentiment=embedded")
-        choices[slug.strip()] = ModelChoice(_split_refs(value, f"--model {flag}"), reason=f"set by --model {flag}")
+        key, sep, value = flag.partition("=")
+        if not sep or not key.strip() or key.count(".") > 1 or key.strip().startswith(".") or key.strip().endswith("."):
+            raise SettingsError(f"--model {flag!r}: expected SLUG=MODEL[,MODEL...] or SLUG.SLOT=MODEL[,MODEL...], "
+                                f"e.g. --model sentiment=embedded or --model attention.decoder=gpt2")
+        choices[key.strip()] = ModelChoice(_split_refs(value, f"--model {flag}"), reason=f"set by --model {flag}")
     return choices
 
 
@@ -95,9 +100,13 @@ def read_config_file(path: Path) -> dict[str, ModelChoice]:
         raise SettingsError(f"{path}: [demos] must be a table of [demos.SLUG] tables")
     choices = {}
     for slug, table in demos.items():
-        if not isinstance(table, dict) or "models" not in table:
+        slots = {name: sub for name, sub in table.items() if isinstance(sub, dict)} if isinstance(table, dict) else {}
+        if not isinstance(table, dict) or ("models" not in table and not slots):
             raise SettingsError(f"{path}: [demos.{slug}] needs `models = [\"...\"]`")
-        choices[slug] = ModelChoice(_split_refs(table["models"], f"{path} [demos.{slug}]"), reason=f"set in {path}")
+        for key, sub in ([(slug, table)] if "models" in table else []) + [(f"{slug}.{n}", t) for n, t in slots.items()]:
+            if "models" not in sub:
+                raise SettingsError(f"{path}: [demos.{key}] needs `models = [\"...\"]`")
+            choices[key] = ModelChoice(_split_refs(sub["models"], f"{path} [demos.{key}]"), reason=f"set in {path}")
     return choices
 
 
@@ -122,7 +131,7 @@ def load_settings(model_flags: list[str] | None = None, config_file: str | Path 
     models = read_config_file(path) if path.is_file() else {}
     for key, value in environ.items():
         if key.startswith(ENV_PREFIX) and value.strip():
-            slug = key[len(ENV_PREFIX):].lower()
+            slug = key[len(ENV_PREFIX):].lower().replace("__", ".")  # TXGALLERY_MODEL_SLUG__SLOT: one slot
             models[slug] = ModelChoice(_split_refs(value, key), reason=f"set by ${key}")
     models.update(parse_model_flags(model_flags or []))
     patterns = read_allow_hub(path) if path.is_file() else ()

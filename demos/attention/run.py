@@ -26,12 +26,13 @@ from txgallery.lib.threads import settle_threads_for
 from txgallery.limits import (
     MAX_ATTENTION_TOKENS_DECODER,
     MAX_ATTENTION_TOKENS_ENCODER,
+    MAX_DISCARD_RATIO,
     MAX_POSITIONS_SHOWN,
     InputError,
     truncate_text,
 )
 from txgallery.models import registry, store
-from txgallery.plugin import ApiCall, Demo, ModelSlot
+from txgallery.plugin import ApiCall, Demo, ModelSlot, PageContext, page_context
 from txgallery.serving.seam import connect
 from txgallery.ui import (
     announce_first_use,
@@ -323,10 +324,7 @@ def load_picture(path) -> Image.Image:
 
 def rollout_maps(result: VitResult, head_fusion: str, discard_ratio: float) -> tuple[np.ndarray, list[np.ndarray]]:
     """The rollout's [CLS]-to-patch map and, per layer, that layer's own [CLS] attention to the patches."""
-    if head_fusion not in att.HEAD_FUSIONS:
-        raise InputError(f"Head fusion must be one of {', '.join(att.HEAD_FUSIONS)}.")
-    if not 0.0 <= float(discard_ratio) < 1.0:
-        raise InputError("The discard ratio must be at least 0 and below 1.")
+    head_fusion, discard_ratio = att.check_rollout_settings(head_fusion, discard_ratio)
     fused = [att.fuse_heads(att.as_heads(a), head_fusion) for a in result.attentions]  # once, for both views
     cls_row = att.rollout_row(fused, head_fusion, float(discard_ratio))  # fusing one head again changes nothing
     per_layer = [att.cls_patch_map(layer, result.grid, result.prefix_tokens) for layer in fused]
@@ -362,15 +360,9 @@ class VitExplorer:
 # --- the UI ---------------------------------------------------------------------------------------------------------
 
 
-def text_models() -> list[tuple[str, store.ModelSource | store.ModelLoadError]]:
-    """(choice label, source or error) for the text models: the configured encoders (or MiniLM), then the decoder."""
-    models = [(source.ref, source) for source in store.resolve_choice(SLUG, ENCODER_TASK)]
-    try:
-        models.append((DECODER_DEFAULT.removeprefix("embedded:"), store.resolve(DECODER_DEFAULT, DECODER_TASK,
-                                                                                 "the demo's default decoder")))
-    except store.ModelLoadError as exc:
-        models.append(("decoder", exc))
-    return models
+def text_models(ctx: PageContext) -> list[tuple[str, store.ModelSource | store.ModelLoadError]]:
+    """(choice label, source or error) for the text models: the encoders (MiniLM by default), then the decoders."""
+    return [(source.ref, source) for source in ctx.models["encoder"] + ctx.models["decoder"]]
 
 
 def vision_model() -> store.ModelSource | store.ModelLoadError:
@@ -395,9 +387,9 @@ def _choices(count: int, what: str) -> list[tuple[str, int]]:
     return [(f"{what} {i}", i) for i in range(count)]
 
 
-def build() -> gr.Blocks:
+def build(ctx: PageContext) -> gr.Blocks:
     """The attention explorer page: text models (head, model, heatmap, step-by-step, positions, statistics) and ViT."""
-    models = dict(text_models())
+    models = dict(text_models(ctx))
     names = list(models)
     with gr.Blocks(title="Attention explorer") as page:
         result_state = gr.State(None)
@@ -455,7 +447,7 @@ def build() -> gr.Blocks:
                     image = image_input(label="Image", elem_id="attention-image")
                     with gr.Column():
                         fusion = gr.Radio(list(att.HEAD_FUSIONS), value="mean", label="Head fusion")
-                        discard = gr.Slider(0.0, 0.95, value=0.0, step=0.05, label="Discard ratio (weakest weights)")
+                        discard = gr.Slider(0.0, MAX_DISCARD_RATIO, value=0.0, step=0.05, label="Discard ratio (weakest weights)")
                         run_vit = gr.Button("Show ViT attention", variant="primary", elem_id="attention-vit-run")
                         examples = fashion_examples()
                         if examples:
@@ -628,12 +620,12 @@ demo = Demo(
     tags=("attention", "encoder", "decoder", "ViT", "RoPE", "interpretability"),
     topic="Self-attention, multi-head attention and positional encoding",
     lesson=LESSON,
-    models=(ModelSlot(task=ENCODER_TASK, default="embedded", hub_example="bert-base-uncased"),
-            ModelSlot(task=DECODER_TASK, default=DECODER_DEFAULT, hub_example="gpt2")),
+    models=(ModelSlot(task=ENCODER_TASK, default="embedded", hub_example="bert-base-uncased", name="encoder"),
+            ModelSlot(task=DECODER_TASK, default=DECODER_DEFAULT, hub_example="gpt2", name="decoder")),
     # the encoder's views and a ViT picture (the views that follow an analysis need the page's session state)
-    traffic=(ApiCall("attention_analyse", lambda: (text_models()[0][0], EXAMPLES[0][0], "", 0, 0, [])),
-             ApiCall("attention_analyse", lambda: (text_models()[0][0], EXAMPLES[1][0], EXAMPLES[1][1], 2, 3, [0, 1])),
-             ApiCall("attention_positions", lambda: (text_models()[0][0], 64)),
+    traffic=(ApiCall("attention_analyse", lambda: (text_models(page_context(demo))[0][0], EXAMPLES[0][0], "", 0, 0, [])),
+             ApiCall("attention_analyse", lambda: (text_models(page_context(demo))[0][0], EXAMPLES[1][0], EXAMPLES[1][1], 2, 3, [0, 1])),
+             ApiCall("attention_positions", lambda: (text_models(page_context(demo))[0][0], 64)),
              ApiCall("attention_vit", lambda: (handle_file(str(next(iter(fashion_mnist_examples().values())))),
                                                "mean", 0.0))),
 )

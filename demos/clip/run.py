@@ -31,7 +31,7 @@ from txgallery.limits import (
     InputError,
 )
 from txgallery.models import clip, registry, store
-from txgallery.plugin import ApiCall, Demo, ModelSlot
+from txgallery.plugin import ApiCall, Demo, ModelSlot, PageContext
 from txgallery.serving.seam import connect
 from txgallery.ui import (
     deep_link,
@@ -315,17 +315,17 @@ def zero_shot(matcher: ClipMatcher, path: str | Path, prompts: list[str]) -> Zer
 # --- the UI ------------------------------------------------------------------------------------------------------
 
 
-def _matcher() -> tuple[store.ModelSource | store.ModelLoadError, ClipMatcher | None]:
+def _matcher(ctx: PageContext) -> tuple[store.ModelSource | store.ModelLoadError, ClipMatcher | None]:
     """The first configured model (or why it cannot run) and its service."""
-    source = store.resolve_choice(SLUG, TASK)[0]
+    source = ctx.model()
     if isinstance(source, store.ModelLoadError):
         return source, None
     return source, connect(ClipMatcher, source)
 
 
-def build() -> gr.Blocks:
+def build(ctx: PageContext) -> gr.Blocks:
     """The CLIP page: zero-shot classification, text ↔ image search, similarity matrix."""
-    source, matcher = _matcher()
+    source, matcher = _matcher(ctx)
     examples = [str(path) for path in sample_photos().values()]
 
     def service() -> ClipMatcher:

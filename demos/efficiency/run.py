@@ -29,7 +29,7 @@ from txgallery.embedded.training import (
     train_classifier,
 )
 from txgallery.lib.datasets import LabelledTexts, rotten_tomatoes_splits
-from txgallery.limits import InputError
+from txgallery.limits import MAX_DISTIL_STEPS, MAX_STUDENT_LAYERS, InputError
 from txgallery.models import store
 from txgallery.models.int8 import quantize_int8, save_int8
 from txgallery.models.onnx import (
@@ -38,15 +38,13 @@ from txgallery.models.onnx import (
     quantize_onnx,
 )
 from txgallery.paths import home
-from txgallery.plugin import Demo, ModelSlot
+from txgallery.plugin import Demo, ModelSlot, PageContext
 from txgallery.ui import deep_link, offer_download, user_errors, zipped
 
 SLUG = "efficiency"
 TASK = "text-classification"
 EVAL_SIZE = 500  # held-out Rotten Tomatoes sentences each variant is scored on (never trained on)
 LATENCY_RUNS = 20  # timed calls per batch size, after warm-up
-MAX_DISTIL_STEPS = 600
-MAX_STUDENT_LAYERS = 4
 
 LESSON = """
 **Making a transformer cheaper to run**, each technique applied to the same real model and measured here, on the
@@ -470,11 +468,11 @@ def one_run_at_a_time(running: threading.Lock) -> Iterator[None]:
         running.release()
 
 
-def build() -> gr.Blocks:
+def build(ctx: PageContext) -> gr.Blocks:
     """The lab page: build-and-measure, and distillation."""
     from txgallery.serving.seam import connect
 
-    (source,) = store.resolve_choice(SLUG, TASK)[:1]
+    source = ctx.model()
     lab = None if isinstance(source, store.ModelLoadError) else connect(EfficiencyLab, source)
     running = threading.Lock()  # the page's lab runs one job at a time; each uses every core
     with gr.Blocks(title="Efficiency lab") as page:  # the gallery's page header already names the model

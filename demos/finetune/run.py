@@ -37,7 +37,7 @@ from txgallery.limits import (
     truncate_text,
 )
 from txgallery.models import store
-from txgallery.plugin import Demo, ModelSlot
+from txgallery.plugin import Demo, ModelSlot, PageContext
 from txgallery.serving.jobs import CANCELLING, JobRunner, JobStatus, ray_is_running
 from txgallery.serving.seam import connect
 from txgallery.ui import (
@@ -429,18 +429,14 @@ class Session:
     current_job: str = ""
 
 
-def _sources() -> tuple[store.ModelSource | store.ModelLoadError, store.ModelSource | None]:
-    encoder = store.resolve_choice(SLUG, ENCODER_TASK)[0]
-    try:
-        decoder = store.resolve(DECODER_DEFAULT, DECODER_TASK, reason="the style-tuning default")
-    except store.ModelLoadError:
-        decoder = None
-    return encoder, decoder
+def _sources(ctx: PageContext) -> tuple[store.ModelSource | store.ModelLoadError, store.ModelSource | None]:
+    decoder = ctx.model("decoder")
+    return ctx.model("encoder"), None if isinstance(decoder, store.ModelLoadError) else decoder
 
 
-def build() -> gr.Blocks:
+def build(ctx: PageContext) -> gr.Blocks:
     """The playground page: train (live curves, Cancel), compare every run, try base vs tuned, download, export."""
-    encoder, decoder = _sources()
+    encoder, decoder = _sources(ctx)
     playground = None if isinstance(encoder, store.ModelLoadError) else connect(FinetunePlayground, encoder, decoder)
     methods = [(f"{name}: {text.split(':')[1].strip()}", name) for name, text in finetune.METHODS.items()]
 
@@ -623,8 +619,8 @@ demo = Demo(
     tags=("fine-tuning", "LoRA", "adapters", "IA3", "peft", "Ray Train"),
     topic="Fine-tuning & transfer learning; efficient fine-tuning",
     lesson=LESSON,
-    models=(ModelSlot(task=ENCODER_TASK, default="embedded"),
-            ModelSlot(task=DECODER_TASK, default=DECODER_DEFAULT)),
+    models=(ModelSlot(task=ENCODER_TASK, default="embedded", name="encoder"),
+            ModelSlot(task=DECODER_TASK, default=DECODER_DEFAULT, name="decoder")),
 )
 
 

@@ -24,7 +24,6 @@ from txgallery_demos.generation.decoding import (
     stream_generation,
 )
 
-from txgallery import settings as gallery_settings
 from txgallery.limits import (
     GENERATION_MAX_BEAMS,
     GENERATION_MAX_NEW_TOKENS,
@@ -32,7 +31,7 @@ from txgallery.limits import (
     InputError,
 )
 from txgallery.models import store
-from txgallery.plugin import ApiCall, Demo, ModelSlot
+from txgallery.plugin import ApiCall, Demo, ModelSlot, PageContext, page_context
 from txgallery.serving.seam import connect
 from txgallery.ui import (
     deep_link,
@@ -279,19 +278,19 @@ def step_figure(step: Step):
 # --- the UI ---------------------------------------------------------------------------------------------------------
 
 
-def _generators() -> list[tuple[str, store.ModelSource | store.ModelLoadError, object]]:
+def _generators(ctx: PageContext) -> list[tuple[str, store.ModelSource | store.ModelLoadError, object]]:
     """(name, source or error, service or None) for every model on offer: the configured ones, else both embedded."""
-    sources = store.resolve_choice(SLUG, TASK)
-    if gallery_settings.current().models_for(SLUG) is None:
+    sources = list(ctx.models["model"])
+    if "model" not in ctx.configured:
         sources.append(store.resolve(SHAKESPEARE, TASK, "the demo's second embedded model (pre-trained by txgallery)"))
     return [(source.ref, source, None) if isinstance(source, store.ModelLoadError)
             else (source.ref, source, connect(TextGenerator, source)) for source in sources]
 
 
-def generator_for(name: str, configured: dict[str, tuple]) -> object:
+def generator_for(name: str, configured: dict[str, tuple], ctx: PageContext) -> object:
     """The service for a model picked from the list, or typed on the page (embedded names; hub ids the operator allows).
 
-    A typed model is resolved with `store.resolve_user_ref`, so a page can never name a local path, and loads on first
+    A typed model is resolved with `ctx.typed_model`, so a page can never name a local path, and loads on first
     use; whatever it is, a model that cannot continue text left to right is refused with a message.
     """
     if name in configured:
@@ -299,17 +298,17 @@ def generator_for(name: str, configured: dict[str, tuple]) -> object:
         if service is None:  # `_generators` leaves the service out only for a model that failed to resolve
             raise source
         return service
-    return connect(TextGenerator, store.resolve_user_ref(name, TASK))
+    return connect(TextGenerator, ctx.typed_model(name, TASK))
 
 
-def build() -> gr.Blocks:
+def build(ctx: PageContext) -> gr.Blocks:
     """The generation page: streaming generation with every control, per-step view, side by side."""
-    generators = _generators()
+    generators = _generators(ctx)
     names = [name for name, _, _ in generators]
     by_name = {name: (source, service) for name, source, service in generators}
 
     def service_for(name: str):
-        return generator_for((name or "").strip(), by_name)
+        return generator_for((name or "").strip(), by_name, ctx)
 
     def controls(prefix: str, strategy: str = "greedy"):
         with gr.Row():
@@ -487,9 +486,9 @@ demo = Demo(
     lesson=LESSON,
     models=(ModelSlot(task=TASK, default="embedded", hub_example="gpt2"),),
     # short completions from each model on offer: greedy, and sampling with every filter on
-    traffic=(ApiCall("generation_generate", lambda: (_generators()[-1][0], EXAMPLES[1], False, 16, 0,
+    traffic=(ApiCall("generation_generate", lambda: (_generators(page_context(demo))[-1][0], EXAMPLES[1], False, 16, 0,
                                                      "greedy", 0.8, 50, 0.95, 1.0, 4)),
-             ApiCall("generation_generate", lambda: (_generators()[0][0], EXAMPLES[0], False, 8, 1,
+             ApiCall("generation_generate", lambda: (_generators(page_context(demo))[0][0], EXAMPLES[0], False, 8, 1,
                                                      "sampling", 0.8, 50, 0.9, 1.1, 4))),
 )
 

@@ -26,7 +26,7 @@ from txgallery.limits import (
     truncate_text,
 )
 from txgallery.models import store
-from txgallery.plugin import ApiCall, Demo, ModelSlot
+from txgallery.plugin import ApiCall, Demo, ModelSlot, PageContext
 from txgallery.serving.seam import connect
 from txgallery.ui import (
     deep_link,
@@ -256,10 +256,10 @@ def classify_batch(classifiers: dict[str, "SentimentClassifier"], texts: list[st
 # --- the UI ---------------------------------------------------------------------------------------------------------
 
 
-def _classifiers() -> list[tuple[str, store.ModelSource | store.ModelLoadError, object]]:
+def _classifiers(ctx: PageContext) -> list[tuple[str, store.ModelSource | store.ModelLoadError, object]]:
     """(name, source or error, service or None) for every configured model, in order."""
     named = []
-    for source in store.resolve_choice(SLUG, TASK):
+    for source in ctx.models["model"]:
         if isinstance(source, store.ModelLoadError):
             named.append((source.ref, source, None))
         else:
@@ -267,9 +267,9 @@ def _classifiers() -> list[tuple[str, store.ModelSource | store.ModelLoadError, 
     return named
 
 
-def build() -> gr.Blocks:
+def build(ctx: PageContext) -> gr.Blocks:
     """The sentiment page: single text with attributions, batch mode, models side by side."""
-    classifiers = _classifiers()
+    classifiers = _classifiers(ctx)
     with gr.Blocks(title="Sentiment") as page:
         with gr.Tab("Single text"):
             text = gr.Textbox(label="Text", lines=4, placeholder="Type or paste a review…", max_length=None)

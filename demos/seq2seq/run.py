@@ -24,7 +24,7 @@ from txgallery.limits import (
     truncate_text,
 )
 from txgallery.models import store
-from txgallery.plugin import ApiCall, Demo, ModelSlot
+from txgallery.plugin import ApiCall, Demo, ModelSlot, PageContext, page_context
 from txgallery.serving.seam import connect
 from txgallery.ui import deep_link, examples_that_run, model_badge, user_errors
 
@@ -227,10 +227,10 @@ class TextToText:
 # --- the UI ---------------------------------------------------------------------------------------------------------
 
 
-def _services() -> dict[str, tuple[store.ModelSource | store.ModelLoadError, object]]:
+def _services(ctx: PageContext) -> dict[str, tuple[store.ModelSource | store.ModelLoadError, object]]:
     """Every configured model by name: (source or error, service or None)."""
     named = {}
-    for source in store.resolve_choice(SLUG, TASK):
+    for source in ctx.models["model"]:
         if isinstance(source, store.ModelLoadError):
             named[source.ref] = (source, None)
         else:
@@ -269,9 +269,9 @@ def beams_setting(how: str) -> dict:
     return {"interactive": beam, "info": "used in beam search" if beam else "not used in greedy decoding (one beam)"}
 
 
-def build() -> gr.Blocks:
+def build(ctx: PageContext) -> gr.Blocks:
     """The text-to-text page: input and task prefix, decoding controls, output, cross- and encoder attention."""
-    services = _services()
+    services = _services(ctx)
     names = list(services)
     tasks = {name: declared_tasks(model_config(source)) for name, (source, _) in services.items()}
     with gr.Blocks(title="Encoder–decoder text-to-text") as page:
@@ -354,9 +354,9 @@ demo = Demo(
     lesson=LESSON,
     models=(ModelSlot(task=TASK, default="embedded", hub_example="t5-small"),),
     traffic=(ApiCall("seq2seq_generate", lambda: ("A gripping, beautifully acted film.", list(TASK_PREFIXES)[0],
-                                                  list(_services())[0], "greedy", 4, 8)),
+                                                  list(_services(page_context(demo)))[0], "greedy", 4, 8)),
              ApiCall("seq2seq_generate", lambda: ("The plot is a mess and the jokes fall flat.", list(TASK_PREFIXES)[0],
-                                                  list(_services())[0], "beam search", 3, 8))),
+                                                  list(_services(page_context(demo)))[0], "beam search", 3, 8))),
 )
 
 

@@ -19,7 +19,12 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 from txgallery_demos.vit.service import ImageClassifier, VitGeometry
 
-from txgallery.lib.attention import HEAD_FUSIONS, cls_patch_map, rollout_row
+from txgallery.lib.attention import (
+    HEAD_FUSIONS,
+    check_rollout_settings,
+    cls_patch_map,
+    rollout_row,
+)
 from txgallery.lib.attention_views import (
     OVERLAY_FORMAT,
     enlarged_picture,
@@ -29,9 +34,9 @@ from txgallery.lib.attention_views import (
 from txgallery.lib.fashion_mnist import FASHION_MNIST_LABELS
 from txgallery.lib.images import fashion_mnist_examples, load_image, sample_photos
 from txgallery.lib.threads import settle_threads_for
-from txgallery.limits import VIT_TOP_K, InputError
+from txgallery.limits import MAX_DISCARD_RATIO, VIT_TOP_K, InputError
 from txgallery.models import store
-from txgallery.plugin import ApiCall, Demo, ModelSlot
+from txgallery.plugin import ApiCall, Demo, ModelSlot, PageContext
 from txgallery.serving.seam import ServiceUnavailable, connect
 from txgallery.ui import (
     bar_plot_value,
@@ -256,24 +261,9 @@ def _example_groups(source) -> list[tuple[str, list[str]]]:
     return [("Natural photos", photos), ("Fashion-MNIST test images (small grey clothing pictures)", fashion)]
 
 
-MAX_DISCARD_RATIO = 0.95  # dropping more leaves too few attention weights to trace
-
-
-def _check_settings(head_fusion: str, discard_ratio: float) -> tuple[str, float]:
-    if not isinstance(head_fusion, str) or head_fusion not in HEAD_FUSIONS:
-        raise InputError(f"Head fusion must be one of {', '.join(HEAD_FUSIONS)}.")
-    try:
-        discard_ratio = float(discard_ratio or 0.0)
-    except (TypeError, ValueError):
-        raise InputError("The discard ratio must be a number.") from None
-    if not 0.0 <= discard_ratio <= MAX_DISCARD_RATIO:
-        raise InputError(f"The discard ratio must be between 0 and {MAX_DISCARD_RATIO}.")
-    return head_fusion, discard_ratio
-
-
-def build() -> gr.Blocks:
+def build(ctx: PageContext) -> gr.Blocks:
     """The ViT page: classify with patches and rollout, [CLS] and positions, and a ViT beside a CNN."""
-    models = _services(store.resolve_choice(SLUG, TASK))
+    models = _services(ctx.models["model"])
     _, main_source, main = models[0]
     compared = models + _services([store.resolve(CNN_REF, TASK, "the CNN to compare with")])
     example_groups = _example_groups(main_source)
@@ -360,7 +350,7 @@ def build() -> gr.Blocks:
 
         @user_errors
         def classify(image: dict | str | None, head_fusion: str, discard_ratio: float):
-            head_fusion, discard_ratio = _check_settings(head_fusion, discard_ratio)
+            head_fusion, discard_ratio = check_rollout_settings(head_fusion, discard_ratio)
             result = classified(upload_path(image), head_fusion, discard_ratio)
             name, probability = result.top[0]
             top5_value = bar_plot_value(top_rows(result.top), bar["x"], bar["y"])
@@ -368,7 +358,7 @@ def build() -> gr.Blocks:
 
         @user_errors
         def explain(image: dict | str | None, head_fusion: str, discard_ratio: float):
-            head_fusion, discard_ratio = _check_settings(head_fusion, discard_ratio)
+            head_fusion, discard_ratio = check_rollout_settings(head_fusion, discard_ratio)
             # the classification's result, when it ran just now
             result = classified(upload_path(image), head_fusion, discard_ratio)
             if result.geometry is None:

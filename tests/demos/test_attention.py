@@ -13,6 +13,7 @@ from txgallery_demos.attention.run import (
     VitResult,
     check_index,
     clean_text,
+    demo,
     export_figure,
     export_tensors,
     head_view,
@@ -29,6 +30,7 @@ from txgallery.limits import (
     InputError,
 )
 from txgallery.models import store
+from txgallery.plugin import page_context
 
 SENTENCE = "The animal didn't cross the street because it was too tired."
 
@@ -223,7 +225,7 @@ def test_the_page_declares_its_vit_service_at_build_time():
     from txgallery.serving.seam import collecting_services
 
     with collecting_services() as keys:
-        build()
+        build(page_context(demo))
     assert VitExplorer in {key.cls for key in keys}
 
 

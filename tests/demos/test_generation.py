@@ -20,6 +20,7 @@ from txgallery_demos.generation.run import (
     TASK,
     TextGenerator,
     build,
+    demo,
     generator_for,
     highlighted,
     knob_settings,
@@ -34,6 +35,7 @@ from txgallery_demos.generation.run import (
 from txgallery.embedded.shakespeare import load_plays, train_tokenizer
 from txgallery.limits import InputError
 from txgallery.models import store
+from txgallery.plugin import page_context
 from txgallery.serving.seam import connect
 
 
@@ -119,22 +121,24 @@ def test_non_causal_models_get_a_clear_message(tiny_classifier_dir, tiny_gpt2_di
 
 
 def test_a_model_typed_on_the_page_goes_through_the_operators_allowlist(source):
-    from txgallery import settings
+    from txgallery_demos.generation.run import demo
 
+    from txgallery import settings
+    from txgallery.plugin import page_context
+
+    ctx = page_context(demo, settings.Settings())
     configured = {"listed": (source, connect(TextGenerator, source))}
-    assert generator_for("listed", configured).describe()  # a listed model is served as configured
+    assert generator_for("listed", configured, ctx).describe()  # a listed model is served as configured
     with pytest.raises(store.ModelLoadError, match="not enabled on this gallery.*--allow-hub"):
-        generator_for("gpt2", configured)  # default: no typed hub ids
+        generator_for("gpt2", configured, ctx)  # default: no typed hub ids
     with pytest.raises(store.ModelLoadError, match="local paths are set by the operator"):
-        generator_for(str(source.ref), configured)  # a real model directory, still refused from a page
+        generator_for(str(source.ref), configured, ctx)  # a real model directory, still refused from a page
     with pytest.raises(store.ModelLoadError, match="for text-classification, not text-generation"):
-        generator_for("embedded:minilm-rt-sentiment", configured)  # an encoder typed into the decoder page
-    settings.configure(settings.load_settings([], environ={}, allow_hub=["gpt2"]))
-    try:  # allowed now, but this machine has no hub: the message says so instead of hanging
-        with pytest.raises(store.ModelLoadError, match="not reachable"):
-            generator_for("gpt2", configured)
-    finally:
-        settings.configure(settings.Settings())
+        generator_for("embedded:minilm-rt-sentiment", configured, ctx)  # an encoder typed into the decoder page
+    allowing = page_context(demo, settings.load_settings([], environ={}, allow_hub=["gpt2"]))
+    with pytest.raises(store.ModelLoadError, match="not reachable"):  # allowed, but no hub here: said, not hung
+        generator_for("gpt2", configured, allowing)
+
 
 def test_page_controls_become_checked_settings():
     settings, notices = read_settings("sampling", 12.0, 0.7, 40.0, 0.9, 1.1, 4.0, 3.0, False)
@@ -192,7 +196,7 @@ def test_the_legend_shows_the_colour_the_tokens_are_painted_in():
 
 def test_build_loads_no_model():
     before = store.get_store().load_count
-    page = build()
+    page = build(page_context(demo))
     assert page is not None and store.get_store().load_count == before
 
 

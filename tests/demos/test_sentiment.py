@@ -185,10 +185,11 @@ def test_explain_with_one_configured_model_returns_that_models_words():
     from txgallery_demos.sentiment.run import demo
 
     from txgallery import settings
+    from txgallery.plugin import page_context
 
     settings.configure(settings.load_settings(["sentiment=embedded"], environ={}))
     try:
-        page = demo.build()
+        page = demo.build(page_context(demo))
     finally:
         settings.configure(settings.Settings())
     explain = next(fn for fn in page.fns.values() if fn.api_name == "sentiment_explain")
@@ -235,10 +236,11 @@ def test_the_page_shows_a_key_only_for_a_model_that_explained():
     from txgallery_demos.sentiment.run import demo
 
     from txgallery import settings
+    from txgallery.plugin import page_context
 
     settings.configure(settings.load_settings(["sentiment=embedded"], environ={}))
     try:
-        page = demo.build()
+        page = demo.build(page_context(demo))
     finally:
         settings.configure(settings.Settings())
     show_keys = next(fn for fn in page.fns.values() if fn.name == "show_keys")

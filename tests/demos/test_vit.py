@@ -13,7 +13,7 @@ from txgallery_demos.vit.run import (
     SHOWN_SIDE,
     TASK,
     ImageService,
-    _check_settings,
+    demo,
     patch_grid_picture,
     patch_grid_title,
     position_figure,
@@ -24,11 +24,13 @@ from txgallery_demos.vit.run import (
 )
 from txgallery_demos.vit.service import VitGeometry
 
+from txgallery.lib.attention import check_rollout_settings
 from txgallery.lib.attention_views import figure_picture
 from txgallery.lib.fashion_mnist import FASHION_MNIST_LABELS
 from txgallery.lib.images import fashion_mnist_examples, load_image, sample_photos
 from txgallery.limits import VIT_TOP_K, InputError
 from txgallery.models import store
+from txgallery.plugin import page_context
 
 
 @pytest.fixture(scope="module")
@@ -117,15 +119,15 @@ def test_vit_and_cnn_on_the_same_photo(vit, cnn):
 
 def test_bad_settings_are_refused():
     with pytest.raises(InputError, match="Head fusion"):
-        _check_settings("median", 0.0)
+        check_rollout_settings("median", 0.0)
     with pytest.raises(InputError, match="discard ratio"):
-        _check_settings("mean", 1.0)
+        check_rollout_settings("mean", 1.0)
     with pytest.raises(InputError, match="between 0 and 0.95"):  # the slider's end, for an API call that skips it
-        _check_settings("mean", 0.96)
+        check_rollout_settings("mean", 0.96)
     with pytest.raises(InputError, match="a number"):
-        _check_settings("mean", "half")
+        check_rollout_settings("mean", "half")
     with pytest.raises(InputError, match="Head fusion"):
-        _check_settings(["mean"], 0.0)
+        check_rollout_settings(["mean"], 0.0)
 
 
 def test_the_page_answers_first_and_draws_its_pictures_from_the_same_forward(monkeypatch, tmp_path):
@@ -140,7 +142,7 @@ def test_the_page_answers_first_and_draws_its_pictures_from_the_same_forward(mon
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(ImageService, "classify", counted)
-    page = build()
+    page = build(page_context(demo))
     handler = {fn.api_name: fn.fn for fn in page.fns.values()}
     path = tmp_path / "sneaker.png"
     Image.open(fashion_mnist_examples()["Sneaker"]).save(path)

@@ -16,10 +16,24 @@ from typing import Any, Sequence
 import numpy as np
 
 from txgallery.lib.threads import is_tiny_cpu_model
+from txgallery.limits import MAX_DISCARD_RATIO, InputError
 
 HEAD_FUSIONS = ("mean", "min", "max")
 
 log = logging.getLogger(__name__)
+
+
+def check_rollout_settings(head_fusion: str, discard_ratio: float) -> tuple[str, float]:
+    """A rollout's head fusion and discard ratio, checked (`InputError` says what is allowed)."""
+    if not isinstance(head_fusion, str) or head_fusion not in HEAD_FUSIONS:
+        raise InputError(f"Head fusion must be one of {', '.join(HEAD_FUSIONS)}.")
+    try:
+        discard_ratio = float(discard_ratio or 0.0)
+    except (TypeError, ValueError):
+        raise InputError("The discard ratio must be a number.") from None
+    if not 0.0 <= discard_ratio <= MAX_DISCARD_RATIO:
+        raise InputError(f"The discard ratio must be between 0 and {MAX_DISCARD_RATIO}.")
+    return head_fusion, discard_ratio
 
 
 # --- attention maps -------------------------------------------------------------------------------------------------

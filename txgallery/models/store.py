@@ -16,7 +16,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable
 
 from txgallery.models import hub, registry
 from txgallery.models.hub import HUB_ID, ModelLoadError, ModelSource
@@ -223,13 +223,12 @@ def model_construction() -> threading.RLock:
     return get_store().construction()
 
 
-def resolve_user_ref(ref: str, task: str) -> ModelSource:
+def resolve_user_ref(ref: str, task: str, allowed: Callable[[str], bool] = lambda ref: False) -> ModelSource:
     """Resolve a model reference a *user* typed into a page: embedded names, or hub ids the operator allows.
 
     Pages never point the server at its own files: local directories are for the operator (`--model`, config).
+    `allowed` is the operator's allowlist of hub ids (none by default).
     """
-    from txgallery import settings
-
     ref = (ref or "").strip()
     if ref in ("", "embedded", "default") or ref.removeprefix("embedded:") in registry.list_embedded():
         return resolve(ref, task, reason="chosen on the page")
@@ -238,7 +237,7 @@ def resolve_user_ref(ref: str, task: str) -> ModelSource:
                              f"the operator (txgallery serve --model SLUG=PATH).", ref=ref)
     if not HUB_ID.match(ref):
         raise ModelLoadError(f"{ref!r} is not a hub id (expected 'name' or 'org/name'). {default_hint(task)}", ref=ref)
-    if not settings.current().hub_id_allowed(ref):
+    if not allowed(ref):
         raise ModelLoadError(f"Loading {ref!r} from the hub is not enabled on this gallery: the operator allows typed "
                              f"hub ids with `txgallery serve --allow-hub PATTERN` (e.g. --allow-hub 'gpt2'). "
                              f"{default_hint(task)}", ref=ref)
@@ -246,30 +245,3 @@ def resolve_user_ref(ref: str, task: str) -> ModelSource:
         raise ModelLoadError(f"{ref!r} cannot be loaded: the Hugging Face Hub is not reachable from this server "
                              f"(offline). {default_hint(task)}", ref=ref)
     return resolve(ref, task, reason="typed on the page (allowed by the operator)")
-
-
-def resolve_choice(slug: str, task: str, default: str = "embedded") -> list[ModelSource | ModelLoadError]:
-    """Resolve the models configured for demo `slug` (or its default); bad references come back as errors."""
-    from txgallery import settings
-
-    choice = settings.current().models_for(slug)
-    refs, reason = (choice.refs, choice.reason) if choice else ((default,), "the demo's default")
-    resolved: list[ModelSource | ModelLoadError] = []
-    for ref in refs:
-        try:
-            resolved.append(resolve(ref, task, reason))
-        except ModelLoadError as exc:
-            resolved.append(ModelLoadError(f"{ref!r}: {exc}", ref=ref))
-    return resolved
-
-
-def resolve_slots(slug: str, slots: Sequence[Any]) -> list[list[ModelSource | ModelLoadError]]:
-    """The models of each of a demo's slots (`ModelSlot`s): the configured ones (`--model SLUG=…`, the environment
-    or the TOML file) fill its first slot, the models its page offers; every other slot runs its default."""
-    resolved = [resolve_choice(slug, slots[0].task, slots[0].default)] if slots else []
-    for slot in slots[1:]:
-        try:
-            resolved.append([resolve(slot.default, slot.task, "the demo's default")])
-        except ModelLoadError as exc:
-            resolved.append([ModelLoadError(f"{slot.default!r}: {exc}", ref=slot.default)])
-    return resolved
