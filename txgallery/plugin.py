@@ -13,13 +13,14 @@ import logging
 import traceback
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Callable
+from typing import Any, Callable
 
 import gradio as gr
 
 from txgallery import settings
 from txgallery.models import store
 from txgallery.models.hub import ModelLoadError, ModelSource
+from txgallery.serving.seam import connect
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,11 @@ class PageContext:
     def model(self, slot: str = "model") -> ModelSource | ModelLoadError:
         """The slot's first model: the one a page uses when it offers no choice."""
         return self.models[slot][0]
+
+    def services(self, cls: type, slot: str = "model") -> list[tuple[str, ModelSource | ModelLoadError, Any]]:
+        """(name, source or error, service or None) for each of the slot's models, connected through the seam."""
+        return [(source.ref, source, None if isinstance(source, ModelLoadError) else connect(cls, source))
+                for source in self.models[slot]]
 
     def typed_model(self, ref: str, task: str) -> ModelSource:
         """A model a user typed into the page: embedded names, or hub ids the operator allows (`--allow-hub`)."""
