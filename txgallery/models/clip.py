@@ -135,8 +135,7 @@ def load_clip(source: ModelSource, attentions: bool = False) -> tuple[torch.nn.M
         return _create(f"local-dir:{source.ref}")
     model_name, pretrained = open_clip_reference(source.ref)
     if not hub.hub_reachable():
-        raise ModelLoadError(f"Cannot load {source.ref!r}: the model hub is not reachable from this machine "
-                                   f"(offline). The embedded stand-in ('embedded') works offline.", ref=source.ref)
+        raise hub.unreachable(source.ref, "The embedded stand-in ('embedded') works offline.", cached=False)
     return _create(model_name, pretrained)
 
 

@@ -71,3 +71,10 @@ def hub_reachable(timeout: float = 3.0, ttl: float = 60.0) -> bool:
             reachable = False
         _reachability = (now, reachable)
     return _reachability[1]
+
+
+def unreachable(ref: str, hint: str, cached: bool = True) -> ModelLoadError:
+    """The error for a hub model this machine cannot fetch (`cached`: nor found in the local cache); `hint` says what works."""
+    cache = " and the model is not in the local cache" if cached else ""
+    return ModelLoadError(f"Cannot load {ref!r}: the Hugging Face Hub is not reachable from this machine (offline){cache}. "
+                          f"{hint}", ref=ref)

@@ -13,7 +13,6 @@ import numpy as np
 from PIL import Image
 
 from txgallery.models import hub
-from txgallery.models.hub import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +181,6 @@ def load_image_classifier(source, attentions: bool = False) -> tuple[Any, ImageP
     except OSError as exc:  # huggingface_hub's offline "not in the cache" errors are OSErrors too
         if not offline:
             raise
-        raise ModelLoadError(
-            f"Cannot load {source.ref!r}: the Hugging Face Hub is not reachable from this machine (offline) and the "
-            f"model is not in the local cache. The embedded default is 'embedded' (vit-fashion-mnist), which works "
-            f"offline; online, try 'google/vit-base-patch16-224' or 'timm/vit_base_patch16_224.augreg2_in21k_ft_in1k'.",
-            ref=source.ref) from exc
+        raise hub.unreachable(source.ref, "The embedded default is 'embedded' (vit-fashion-mnist), which works "
+                              "offline; online, try 'google/vit-base-patch16-224' or "
+                              "'timm/vit_base_patch16_224.augreg2_in21k_ft_in1k'.") from exc

@@ -118,9 +118,7 @@ def _load_pretrained(source: ModelSource, attentions: bool) -> tuple[Any, Any]:
     except OSError as exc:
         if not offline:
             raise
-        raise ModelLoadError(f"Cannot load {source.ref!r}: the Hugging Face Hub is not reachable from this machine "
-                             f"(offline) and the model is not in the local cache. {default_hint(source.task)}",
-                             ref=source.ref) from exc
+        raise hub.unreachable(source.ref, default_hint(source.task)) from exc
     return model, tokenizer
 
 
@@ -242,6 +240,5 @@ def resolve_user_ref(ref: str, task: str, allowed: Callable[[str], bool] = lambd
                              f"hub ids with `txgallery serve --allow-hub PATTERN` (e.g. --allow-hub 'gpt2'). "
                              f"{default_hint(task)}", ref=ref)
     if not hub.hub_reachable():
-        raise ModelLoadError(f"{ref!r} cannot be loaded: the Hugging Face Hub is not reachable from this server "
-                             f"(offline). {default_hint(task)}", ref=ref)
+        raise hub.unreachable(ref, default_hint(task), cached=False)
     return resolve(ref, task, reason="typed on the page (allowed by the operator)")
