@@ -110,8 +110,9 @@ def image_input(**kwargs) -> gr.Image:
 
 # --- values for a hot event that skips Gradio's processing ----------------------------------------------------------
 # Gradio runs each input's `preprocess` and each output's `postprocess` on a worker thread of its own, one hop per
-# component. For a model that answers in a few milliseconds those hops cost as much as the forward, so such an event
-# is declared with `preprocess=False, postprocess=False` and takes and returns what Gradio would have passed on.
+# component. For a model that answers in a few milliseconds those hops cost as much as the forward (BENCHMARKS.md,
+# "ViT"), so such an event is declared with `preprocess=False, postprocess=False` and takes and returns what Gradio
+# would have passed on.
 
 def upload_path(value: str | dict | None) -> str | None:
     """The file path of an image or file input's value: the path itself, or the FileData dict Gradio passes to an
@@ -132,7 +133,7 @@ def shown_value(component: gr.components.Component, value: Any) -> Any:
 
 def bar_plot_value(rows: Iterable[tuple[str, float]], x: str, y: str) -> dict:
     """What a `gr.BarPlot(x=x, y=y)` shows for (label, number) rows, as its own postprocessing serialises a table of
-    them (which costs 2 ms of pandas): the value for an event run with `postprocess=False`."""
+    them, without its pandas table (BENCHMARKS.md, "ViT"): the value for an event run with `postprocess=False`."""
     from gradio.components.native_plot import PlotData
 
     return PlotData(columns=[x, y], data=[[label, number] for label, number in rows],

@@ -492,10 +492,10 @@ def _attention_graph(model, vit, pixel_values):
     """`_timm_attentions_from_qkv` of this model as a traced TorchScript graph, for a tiny ViT on the CPU
     (`txgallery.lib.threads.is_tiny_cpu_model`); else None.
 
-    For a model this small the eager forward is nearly all Python (measured against `torch.export` and `torch.compile`
-    in BENCHMARKS.md, "ViT attention graph"). Traced once per model and input shape,
-    checked against the eager result, and the graph reads the model's own parameters, not a copy. Where tracing is
-    unavailable (TorchScript is deprecated in torch) or disagrees, the eager path runs and the log says why.
+    For a model this small the eager forward is nearly all Python, which the graph skips (BENCHMARKS.md, "ViT attention
+    graph", with the alternatives measured). Traced once per model and input shape, checked against the eager result,
+    and the graph reads the model's own parameters, not a copy. Where tracing is unavailable (TorchScript is deprecated
+    in torch) or disagrees, the eager path runs and the log says why.
     """
     key = (tuple(pixel_values.shape), pixel_values.dtype)
     with _graphs_guard:

@@ -333,8 +333,7 @@ def figure_picture(figure: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-# How Gradio should encode pictures drawn over a photo (patch grids, rollouts): for a 336 × 336 photo PNG took 23-25 ms
-# each, per request, and JPEG 1 ms, with no visible difference at that size.
+# Gradio's format for pictures drawn over a photo: JPEG, far cheaper than PNG per request (BENCHMARKS.md, "ViT")
 OVERLAY_FORMAT = "jpeg"
 
 
@@ -349,7 +348,7 @@ def enlarged_picture(picture: np.ndarray, side: int = 336) -> Any:
 def patch_map_overlay(picture: np.ndarray, patch_map: np.ndarray, side: int = 336, alpha: float = 0.55) -> np.ndarray:
     """A per-patch map (rollout, one layer's [CLS] attention) in inferno colours, min to max, blended over the picture.
 
-    Drawn with PIL, a few milliseconds: Gradio would re-render a matplotlib figure on every request (~0.2 s each).
+    Drawn with PIL: Gradio would re-render a matplotlib figure on every request (BENCHMARKS.md, "ViT").
     """
     from matplotlib import colormaps
     from PIL import Image

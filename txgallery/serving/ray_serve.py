@@ -15,8 +15,9 @@ How it fits together:
 - inside a model replica the instance runs on a `LocalBackend` (one model thread, as in `txgallery serve`).
   Batchable methods (a `batched_methods` attribute on the service class, or `user_config`) take a list
   and return a list of the same length; concurrent calls are concatenated by `@serve.batch` into one forward pass
-  and split again. Generator methods stream through `handle.options(stream=True)`; callables passed as arguments
-  (progress callbacks) are relayed back as events of a stream and run where the caller is (the UI replica).
+  and split again (what that gains: BENCHMARKS.md, "Serving"). Generator methods stream through
+  `handle.options(stream=True)`; callables passed as arguments (progress callbacks) are relayed back as events of a
+  stream and run where the caller is (the UI replica).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@
 and runs its methods on one long-lived thread of its own: the model loads once, calls to it are serialised (a model
 is not safe to use from many threads at once, e.g. attribution needs gradients), and torch keeps one OpenMP pool per
 model instead of one per Gradio worker thread. With OpenMP's default spinning policy, idle pools of other threads
-starve the active one on a small machine, hence also `txgallery.lib.threads.prefer_passive_openmp()`.
+starve the active one on a small machine, hence also `txgallery.lib.threads.prefer_passive_openmp()` (BENCHMARKS.md,
+"Threads").
 A Ray Serve backend plugs in with `set_backend()` (`txgallery/serving/ray_serve.py`: the same classes, one deployment each).
 
 Streaming: a service method that is a generator function is streamed. The caller gets an iterator; the generator
