@@ -238,9 +238,9 @@ def build_single(entry: DemoEntry) -> gr.Blocks:
     return app
 
 
-# Gradio recomputes its monitoring summary (pandas, over up to 10,000 past events) after every event by default: 6 ms
-# of CPU per event at 100 past events, 14 ms at 10,000, competing with the next requests on a small machine. The
-# summary only feeds Gradio's monitoring page, which can be that many events behind.
+# Gradio recomputes its monitoring summary (pandas, over up to 10,000 past events) after every event by default, which
+# competes with the next requests on a small machine (BENCHMARKS.md, "ViT"); the summary only feeds Gradio's
+# monitoring page, which can be that many events behind.
 ANALYTICS_EVERY = 100
 
 
