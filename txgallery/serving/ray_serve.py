@@ -84,6 +84,8 @@ class GalleryArgs(BaseModel):
         return [part for part in value.split(";") if part] if isinstance(value, str) else value
 
 
+# Deployments get their service class as a `module:QualName` path, not as the class: unpickling a class imports its
+# module (and torch) before the replica's `__init__` can set the OpenMP policy that torch reads once, at import.
 def class_path(cls: type) -> str:
     """`module:QualName` of a class, importable in another process."""
     return f"{cls.__module__}:{cls.__qualname__}"
