@@ -42,7 +42,6 @@ from PIL import Image  # noqa: E402
 from served import distinct_copies, http_call, start_server, stop_server, upload  # noqa: E402
 from timing import interleaved  # noqa: E402
 from txgallery_demos.vit.run import TASK, ImageService  # noqa: E402
-from txgallery_demos.vit.service import ImageClassifier  # noqa: E402
 
 from txgallery.lib.attention import rollout_row, vit_attentions  # noqa: E402
 from txgallery.lib.images import (  # noqa: E402
@@ -52,6 +51,7 @@ from txgallery.lib.images import (  # noqa: E402
     sample_photos,
 )
 from txgallery.lib.threads import settle_threads_for  # noqa: E402
+from txgallery.lib.vit import ImageClassifier  # noqa: E402
 from txgallery.models import store  # noqa: E402
 from txgallery.serving.seam import connect  # noqa: E402
 

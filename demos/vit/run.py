@@ -1,8 +1,8 @@
 """Vision Transformer: an image becomes a sequence of patch tokens, and a plain transformer encoder classifies it.
 
-Reads top to bottom: the lesson, the pictures and numbers as plain functions and one service class (testable
-without Gradio), then `build()` that wires the UI. Run alone: `txgallery serve --demo vit` or
-`python -m txgallery_demos.vit`.
+Reads top to bottom: the lesson, the pictures and numbers as plain functions (testable without Gradio), the page's
+panels, the events, then `build(ctx)`, which wires them; the model service is in `service.py`. Run alone:
+`python demos/vit/run.py` or `txgallery serve --demo vit`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,9 @@ import pandas as pd
 from gradio_client import handle_file
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
-from txgallery_demos.vit.service import ImageClassifier, VitGeometry
+from txgallery_demos.vit.service import ImageService, VitGeometry, VitResult
 
-from txgallery.lib.attention import (
-    HEAD_FUSIONS,
-    check_rollout_settings,
-    cls_patch_map,
-    rollout_row,
-)
+from txgallery.lib.attention import HEAD_FUSIONS, check_rollout_settings
 from txgallery.lib.attention_views import (
     OVERLAY_FORMAT,
     enlarged_picture,
@@ -33,11 +28,10 @@ from txgallery.lib.attention_views import (
 )
 from txgallery.lib.fashion_mnist import FASHION_MNIST_LABELS
 from txgallery.lib.images import fashion_mnist_examples, load_image, sample_photos
-from txgallery.lib.threads import settle_threads_for
 from txgallery.limits import MAX_DISCARD_RATIO, VIT_TOP_K, InputError
-from txgallery.models import store
+from txgallery.models.hub import ModelLoadError, ModelSource
 from txgallery.plugin import ApiCall, Demo, ModelSlot, PageContext
-from txgallery.serving.seam import ServiceUnavailable, connect
+from txgallery.serving.seam import ServiceUnavailable
 from txgallery.ui import (
     bar_plot_value,
     deep_link,
@@ -76,6 +70,10 @@ the [CLS] token's final state draws on each patch; *discard ratio* drops the wea
 
 SEED_RECIPE = VitGeometry(image_size=224, patch_size=16, grid=(14, 14), channels=3, embed_dim=768, depth=12, heads=12,
                           prefix_tokens=1)  # ViT-B/16, the numbers of the seed's tutorial
+SHOWN_SIDE = 336  # pixels of the pictures drawn per request, with PIL rather than a figure (why: BENCHMARKS.md, ViT)
+GRID_COLOUR = (255, 214, 0)
+BAR = dict(x="class", y="probability", y_lim=[0, 1], sort="-y", height=260)  # every top-classes bar plot
+Services = list[tuple[str, "ModelSource | ModelLoadError", "ImageService | None"]]  # what ctx.services gives
 
 
 # --- pictures and numbers (pure functions) --------------------------------------------------------------------------
@@ -103,10 +101,6 @@ def recipe_table(geometry: VitGeometry) -> pd.DataFrame:
                          "ViT-B/16 (the seed's numbers)": [fmt.format(*seed) for _, fmt in rows]})
 
 
-SHOWN_SIDE = 336  # pixels of the pictures the page draws per request (drawn with PIL: a few ms, not a figure's ~0.2 s)
-GRID_COLOUR = (255, 214, 0)
-
-
 def patch_grid_title(geometry: VitGeometry) -> str:
     """What the patch grid shows, in the seed's words."""
     return (f"{geometry.num_patches} patches of {geometry.patch_size}×{geometry.patch_size} → "
@@ -119,7 +113,7 @@ def patch_grid_picture(picture: np.ndarray, geometry: VitGeometry) -> np.ndarray
     return np.asarray(Image.alpha_composite(image, _patch_grid_lines(geometry.grid, image.size)).convert("RGB"))
 
 
-@functools.lru_cache(maxsize=8)  # the same for every picture of a model: drawn once (the numbers took 2 ms a request)
+@functools.lru_cache(maxsize=8)  # the same for every picture of a model: drawn once (why: BENCHMARKS.md, ViT)
 def _patch_grid_lines(grid: tuple[int, int], size: tuple[int, int]) -> Image.Image:
     """The grid lines and patch numbers alone, on a transparent (RGBA) layer of `size`."""
     layer = Image.new("RGBA", size, (0, 0, 0, 0))
@@ -175,82 +169,7 @@ def top_frame(top: list[tuple[str, float]]) -> pd.DataFrame:
     return pd.DataFrame(top_rows(top), columns=["class", "probability"])
 
 
-def held_out_note(metrics: dict) -> str:
-    """The badge's accuracy part for a model with shipped metrics."""
-    if "test_accuracy" not in metrics:
-        return ""
-    return f" · **held-out accuracy:** {metrics['test_accuracy']:.3f} on {metrics['test_size']:,} Fashion-MNIST test images"
-
-
-# --- the model service ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VitResult:
-    """One image through one classifier: top classes, the picture it saw and, for a ViT, the rollout per patch."""
-
-    top: list[tuple[str, float]]
-    seen: np.ndarray  # the picture after resizing/cropping, as the model saw it (uint8)
-    geometry: VitGeometry | None
-    rollout: np.ndarray | None  # (rows, cols), sums to 1
-
-
-class ImageService:
-    """An image classifier from the model store (ViT or CNN), answering with plain data."""
-
-    batched_methods = ("predict",)  # on Ray Serve, concurrent calls share one forward pass
-
-    def __init__(self, source: store.ModelSource) -> None:
-        self.source = source
-        self.loaded = store.get_store().load(source, attentions=True)
-        self.classifier = ImageClassifier(self.loaded.model, self.loaded.tokenizer, self.loaded.device)
-        settle_threads_for(self.loaded.model, self.loaded.device)  # the embedded ViT: one OpenMP thread on this service's thread
-
-    def describe(self) -> str:
-        """The model badge: which model, where from, why, and its held-out accuracy when it has one."""
-        kind = "ViT" if self.classifier.is_vit else "CNN"
-        return (model_badge(self.source) + f" · **{kind}**, {self.classifier.parameters / 1e6:.2f}M weights"
-                + held_out_note(self.loaded.metrics))
-
-    def predict(self, pictures: list[np.ndarray]) -> np.ndarray:
-        """Class probabilities (N, classes) for RGB pictures (uint8 arrays)."""
-        return self.classifier.predict([Image.fromarray(p) for p in pictures])
-
-    def classify(self, picture: np.ndarray, head_fusion: str = "mean", discard_ratio: float = 0.0) -> VitResult:
-        """Top classes of one RGB picture and, for a ViT, its attention rollout over the patches."""
-        fitted = self.classifier.processor.fit(Image.fromarray(picture))  # resized once: shown and classified
-        seen = np.asarray(fitted)
-        geometry = self.classifier.geometry()
-        if geometry is None:
-            return VitResult(top=self.classifier.top_k(self.classifier.predict([fitted], fitted=True)[0], VIT_TOP_K),
-                             seen=seen, geometry=None, rollout=None)
-        # one forward gives the logits and every layer's attention, heads already fused on the model's device
-        attention = self.classifier.attentions(fitted, fitted=True, head_fusion=head_fusion)
-        logits = attention.logits.astype(np.float64)
-        probabilities = np.exp(logits - logits.max())
-        cls_row = rollout_row(attention.attentions, head_fusion, discard_ratio)  # only [CLS]'s row is drawn
-        return VitResult(top=self.classifier.top_k(probabilities / probabilities.sum(), VIT_TOP_K), seen=seen,
-                         geometry=geometry, rollout=cls_patch_map(cls_row, attention.grid, attention.prefix_tokens))
-
-    def geometry(self) -> VitGeometry | None:
-        """The model's patch and token numbers; None for a CNN."""
-        return self.classifier.geometry()
-
-    def position_embeddings(self) -> np.ndarray | None:
-        """The learned position embedding of each patch, (patches, embed_dim); None for a CNN."""
-        return self.classifier.position_embeddings()
-
-
-# --- the UI ---------------------------------------------------------------------------------------------------------
-
-
-def _services(refs: list[store.ModelSource | store.ModelLoadError]) -> list[tuple[str, object, object]]:
-    """(name, source or error, service or None) per model reference."""
-    return [(s.ref, s, None) if isinstance(s, store.ModelLoadError) else (s.ref, s, connect(ImageService, s))
-            for s in refs]
-
-
-def _example_groups(source) -> list[tuple[str, list[str]]]:
+def example_groups(source: ModelSource | ModelLoadError) -> list[tuple[str, list[str]]]:
     """(label, files) per group of examples: the embedded ViT's own task first, then photos outside it."""
     fashion = [str(p) for p in fashion_mnist_examples().values()]
     photos = [str(p) for p in sample_photos().values()]
@@ -261,155 +180,221 @@ def _example_groups(source) -> list[tuple[str, list[str]]]:
     return [("Natural photos", photos), ("Fashion-MNIST test images (small grey clothing pictures)", fashion)]
 
 
-def build(ctx: PageContext) -> gr.Blocks:
-    """The ViT page: classify with patches and rollout, [CLS] and positions, and a ViT beside a CNN."""
-    models = _services(ctx.models["model"])
-    _, main_source, main = models[0]
-    compared = models + _services([store.resolve(CNN_REF, TASK, "the CNN to compare with")])
-    example_groups = _example_groups(main_source)
-    bar = dict(x="class", y="probability", y_lim=[0, 1], sort="-y", height=260)
+def pictures_caption(geometry: VitGeometry, head_fusion: str, discard_ratio: float) -> str:
+    """What the patch grid and the rollout under it show, in one line."""
+    return (f"**The patch grid:** {patch_grid_title(geometry)}. **Attention rollout of [CLS]:** "
+            f"{head_fusion} over heads, discard ratio {discard_ratio:.0%}.")
 
-    # The page's model never changes, so neither do its badge and numbers: they are filled when the page loads, not
-    # returned with every picture (each output of an event costs Gradio a postprocessing pass and thread hops).
-    @functools.lru_cache(maxsize=1)  # a failure is not cached: the next page load tries again
-    def page_badge() -> str:
-        """Which model runs, where from, why and how good; or why it cannot run."""
-        return loaded_badge(main, main_source)
 
-    @functools.lru_cache(maxsize=1)
-    def page_recipe() -> pd.DataFrame | None:
-        """The page's ViT numbers beside the seed's; nothing for a CNN or a model that cannot load (its badge says
-        why)."""
-        try:
-            geometry = main.geometry() if main is not None else None
-        except (store.ModelLoadError, ServiceUnavailable):
-            return None
-        return recipe_table(geometry) if geometry is not None else None
+def position_picture(embeddings: np.ndarray | None) -> np.ndarray:
+    """The position-embedding similarity of a square patch grid, as a picture (`InputError` for a CNN)."""
+    if embeddings is None:
+        raise InputError("This model is a CNN: it has no position embeddings.")
+    side = int(round(len(embeddings) ** 0.5))
+    return figure_picture(position_figure(position_similarity(embeddings, (side, len(embeddings) // side))))
 
-    # One picture with one setting is classified once: the answer goes out first, and the pictures drawn from the
-    # same result follow in a chained event. A Gradio upload's path names its content, so the path is a fair key.
+
+# --- the panels -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClassifyPanel:
+    """The first tab: a picture and the rollout's settings in; the answer, its pictures and the model's numbers out."""
+
+    image: gr.Image
+    run: gr.Button
+    fusion: gr.Radio
+    discard: gr.Slider
+    badge: gr.Markdown
+    top_class: gr.Markdown
+    top5: gr.BarPlot
+    grid_plot: gr.Image
+    rollout_plot: gr.Image
+    captions: gr.Markdown
+    recipe: gr.Dataframe
+    show_positions: gr.Button
+    positions: gr.Image
+
+
+def classify_panel(source: ModelSource | ModelLoadError, groups: list[tuple[str, list[str]]]) -> ClassifyPanel:
+    """The picture, its examples and the rollout's settings beside the answer; the patch grid and rollout below."""
+    with gr.Row():
+        with gr.Column():
+            # image_mode=None: Gradio hands over the uploaded file untouched; load_image converts any mode
+            image = image_input(label="Image (upload, webcam or paste)", sources=["upload", "webcam", "clipboard"],
+                                height=300, elem_id="vit-image")
+            run = gr.Button("Classify", variant="primary", elem_id="vit-run")
+            for label, files in groups:
+                examples_that_run(files, image, run, label=label, examples_per_page=len(files))
+            with gr.Row():  # the rollout's settings, after the picture, the button and the examples
+                fusion = gr.Radio(list(HEAD_FUSIONS), value="mean", label="Head fusion")
+                discard = gr.Slider(0.0, MAX_DISCARD_RATIO, value=0.0, step=0.05, label="Discard ratio")
+        with gr.Column():
+            badge = gr.Markdown(model_badge(source), label="About the model")  # the loaded model's figures follow
+            top_class = gr.Markdown(label="Top class", elem_id="vit-top-class")
+            top5 = gr.BarPlot(label=f"Top {VIT_TOP_K} classes", elem_id="vit-top5", **BAR)
+    with gr.Row():
+        grid_plot = gr.Image(label="The patch grid", type="numpy", format=OVERLAY_FORMAT, interactive=False,
+                             elem_id="vit-patch-grid")
+        rollout_plot = gr.Image(label="Attention rollout of [CLS]", type="numpy", format=OVERLAY_FORMAT,
+                                interactive=False, elem_id="vit-rollout")
+    # a caption, not new labels: relabelling a component costs more (BENCHMARKS.md, ViT)
+    captions = gr.Markdown(label="About the pictures", elem_id="vit-captions")
+    recipe = gr.Dataframe(label="The recipe, in numbers", interactive=False)
+    with gr.Accordion("The [CLS] token and position embeddings", open=False):
+        gr.Markdown(
+            "The **[CLS] token** is a learned vector placed before the patch tokens. It is no patch: it starts the "
+            "same for every image and, layer by layer, gathers what the classifier needs by attending to the "
+            "patches; the head reads only its final state. **Position embeddings** are learned vectors added to the "
+            "tokens so that the encoder, which treats its input as a set, knows where each patch was. After "
+            "training, neighbouring positions end up with similar embeddings: each small map below shows one "
+            "position's similarity to all the others.")
+        show_positions = gr.Button("Show the position embeddings")
+        positions = gr.Image(label="Position-embedding similarity", type="numpy", format="png", interactive=False)
+    return ClassifyPanel(image, run, fusion, discard, badge, top_class, top5, grid_plot, rollout_plot, captions,
+                         recipe, show_positions, positions)
+
+
+@dataclass
+class ComparePanel:
+    """The second tab: one photo in; a badge and the top classes of each model out."""
+
+    photo: gr.Image
+    run: gr.Button
+    badges: list[gr.Markdown]
+    plots: list[gr.BarPlot]
+
+
+def compare_panel(compared: Services) -> ComparePanel:
+    """A photo and one column per model: the configured ViTs, then the CNN."""
+    gr.Markdown("The same photo through every configured ViT and the ImageNet CNN EfficientNet-Lite0. The embedded "
+                f"ViT only knows Fashion-MNIST's 10 clothing classes; add `--model vit=embedded,{HUB_VIT}` when online "
+                "for an ImageNet ViT.")
+    with gr.Row():
+        photo = image_input(label="Photo", sources=["upload", "webcam", "clipboard"], height=260,
+                            elem_id="vit-compare-image")
+        run = gr.Button("Compare", variant="primary", elem_id="vit-compare-run")
+    examples_that_run([str(p) for p in sample_photos().values()], photo, run, label="Natural photos")
+    badges, plots = [], []
+    with gr.Row():
+        for i, (name, source, _) in enumerate(compared):
+            with gr.Column():
+                badges.append(gr.Markdown(model_badge(source), label=f"Model — {name}"))
+                plots.append(gr.BarPlot(label=name, elem_id=f"vit-compare-{i}", **BAR))
+    return ComparePanel(photo, run, badges, plots)
+
+
+# --- the events -----------------------------------------------------------------------------------------------------
+
+
+def answer_then_draw(panel: ClassifyPanel, source: ModelSource | ModelLoadError, service: ImageService | None) -> None:
+    """Classify on upload or click and answer first; the patch grid and the rollout follow, from the same result."""
+
+    # one picture with one setting is classified once; a Gradio upload's path names its content, so it is a fair key
     @functools.lru_cache(maxsize=32)
     def classified(path: str, head_fusion: str, discard_ratio: float) -> VitResult:
-        if main is None:
-            raise main_source
-        return main.classify(np.asarray(load_image(path)), head_fusion, discard_ratio)
+        if service is None:
+            raise source
+        return service.classify(np.asarray(load_image(path)), head_fusion, discard_ratio)
 
+    @user_errors
+    def classify(image: dict | str | None, head_fusion: str, discard_ratio: float):
+        head_fusion, discard_ratio = check_rollout_settings(head_fusion, discard_ratio)
+        result = classified(upload_path(image), head_fusion, discard_ratio)
+        name, probability = result.top[0]
+        return f"### {name} · {probability:.1%}", bar_plot_value(top_rows(result.top), BAR["x"], BAR["y"])
+
+    @user_errors
+    def explain(image: dict | str | None, head_fusion: str, discard_ratio: float):
+        head_fusion, discard_ratio = check_rollout_settings(head_fusion, discard_ratio)
+        result = classified(upload_path(image), head_fusion, discard_ratio)  # the classification's, when it just ran
+        if result.geometry is None:
+            return None, None, ""
+        return (shown_value(panel.grid_plot, patch_grid_picture(result.seen, result.geometry)),
+                shown_value(panel.rollout_plot, rollout_picture(result.seen, result.rollout)),
+                pictures_caption(result.geometry, head_fusion, discard_ratio))
+
+    # both events skip Gradio's per-component processing: they take the upload's FileData and return what the browser
+    # is sent (`shown_value`, `bar_plot_value`); why, in BENCHMARKS.md, "ViT: gallery path vs raw forward"
+    settings = [panel.image, panel.fusion, panel.discard]
+    gr.on([panel.run.click, panel.image.upload], classify, inputs=settings, outputs=[panel.top_class, panel.top5],
+          api_name="vit_classify", concurrency_id=SLUG, preprocess=False, postprocess=False).success(
+        explain, inputs=settings, outputs=[panel.grid_plot, panel.rollout_plot, panel.captions],
+        api_name="vit_explain", concurrency_id=SLUG, show_progress="minimal", preprocess=False, postprocess=False)
+
+
+def answer_positions(panel: ClassifyPanel, source: ModelSource | ModelLoadError, service: ImageService | None) -> None:
+    """Draw the position-embedding similarity on request, once per page: the page's model never changes."""
+
+    @functools.lru_cache(maxsize=1)  # a refusal (a CNN, a model that cannot load) is an exception: not kept
+    def drawn() -> np.ndarray:
+        if service is None:
+            raise source
+        return position_picture(service.position_embeddings())
+
+    panel.show_positions.click(user_errors(drawn), outputs=panel.positions, api_name="vit_positions",
+                               concurrency_id=SLUG)
+
+
+def fill_on_load(page: gr.Blocks, panel: ClassifyPanel, source: ModelSource | ModelLoadError,
+                 service: ImageService | None) -> None:
+    """The loaded model's badge and ViT numbers, filled on the first visit rather than returned with every picture,
+    and not while the gallery starts: the page is up before any model has loaded."""
+
+    @functools.lru_cache(maxsize=1)  # the page's model never changes
+    def shown() -> tuple[str, pd.DataFrame | None]:
+        try:  # a model that cannot load has no numbers: its badge says why
+            geometry = service.geometry() if service is not None else None
+        except (ModelLoadError, ServiceUnavailable):
+            geometry = None
+        return loaded_badge(service, source), recipe_table(geometry) if geometry is not None else None
+
+    page.load(shown, None, [panel.badge, panel.recipe], api_name=False, show_progress="hidden")
+
+
+def answer_comparison(panel: ComparePanel, compared: Services) -> None:
+    """Classify the photo with every model, each column with its badge."""
+
+    @user_errors
+    def compare(image):
+        picture = np.asarray(load_image(image))
+        badges, plots = [], []
+        for _, source, service in compared:
+            try:
+                if service is None:
+                    raise source
+                plots.append(top_frame(service.classify(picture).top))
+                badges.append(service.describe())
+            except ModelLoadError as exc:
+                badges.append(model_badge(exc))
+                plots.append(None)
+        return [*badges, *plots]
+
+    gr.on([panel.run.click, panel.photo.upload], compare, inputs=panel.photo, outputs=[*panel.badges, *panel.plots],
+          api_name="vit_compare", concurrency_id=SLUG)
+
+
+# --- the page -------------------------------------------------------------------------------------------------------
+
+
+def build(ctx: PageContext) -> gr.Blocks:
+    """The ViT page: classify with patches and rollout, [CLS] and positions, and the ViTs beside a CNN."""
+    models = ctx.services(ImageService)
+    _, source, service = models[0]
+    compared = models + ctx.services(ImageService, slot="cnn")
+    groups = example_groups(source)
     with gr.Blocks(title="Vision Transformer") as page:
         with gr.Tab("Patches and attention"):
-            with gr.Row():
-                with gr.Column():
-                    # image_mode=None: Gradio hands over the uploaded file untouched; load_image converts any mode
-                    image = image_input(label="Image (upload, webcam or paste)",
-                                     sources=["upload", "webcam", "clipboard"], height=300, elem_id="vit-image")
-                    run = gr.Button("Classify", variant="primary", elem_id="vit-run")
-                    for label, files in example_groups:
-                        examples_that_run(files, image, run, label=label, examples_per_page=len(files))
-                    with gr.Row():  # the rollout's settings, after the picture, the button and the examples
-                        fusion = gr.Radio(list(HEAD_FUSIONS), value="mean", label="Head fusion")
-                        discard = gr.Slider(0.0, MAX_DISCARD_RATIO, value=0.0, step=0.05, label="Discard ratio")
-                with gr.Column():
-                    # the loaded model's figures follow
-                    badge = gr.Markdown(model_badge(main_source), label="About the model")
-                    top_class = gr.Markdown(label="Top class", elem_id="vit-top-class")
-                    top5 = gr.BarPlot(label=f"Top {VIT_TOP_K} classes", elem_id="vit-top5", **bar)
-            with gr.Row():
-                grid_plot = gr.Image(label="The patch grid", type="numpy", format=OVERLAY_FORMAT, interactive=False,
-                                     elem_id="vit-patch-grid")
-                rollout_plot = gr.Image(label="Attention rollout of [CLS]", type="numpy", format=OVERLAY_FORMAT,
-                                        interactive=False, elem_id="vit-rollout")
-            # text, not new labels: a component update costs ~10 ms
-            captions = gr.Markdown(label="About the pictures", elem_id="vit-captions")
-            # the page's model never changes, so neither do its numbers: filled when the page loads, not per picture
-            recipe = gr.Dataframe(label="The recipe, in numbers", interactive=False)
-            with gr.Accordion("The [CLS] token and position embeddings", open=False):
-                gr.Markdown(
-                    "The **[CLS] token** is a learned vector placed before the patch tokens. It is no patch: it "
-                    "starts the same for every image and, layer by layer, gathers what the classifier needs by "
-                    "attending to the patches; the head reads only its final state. **Position embeddings** are "
-                    "learned vectors added to the tokens so that the encoder, which treats its input as a set, "
-                    "knows where each patch was. After training, neighbouring positions end up with similar "
-                    "embeddings: each small map below shows one position's similarity to all the others.")
-                positions = gr.Button("Show the position embeddings")
-                position_plot = gr.Image(label="Position-embedding similarity", type="numpy", format="png",
-                                         interactive=False)
+            classify = classify_panel(source, groups)
         with gr.Tab("ViT vs CNN"):
-            gr.Markdown("The same photo through every configured ViT and the ImageNet CNN EfficientNet-Lite0. The "
-                        "embedded ViT only knows Fashion-MNIST's 10 clothing classes; add "
-                        f"`--model vit=embedded,{HUB_VIT}` when online for an ImageNet ViT.")
-            with gr.Row():
-                photo = image_input(label="Photo",
-                                 sources=["upload", "webcam", "clipboard"], height=260, elem_id="vit-compare-image")
-                compare = gr.Button("Compare", variant="primary", elem_id="vit-compare-run")
-            examples_that_run([str(p) for p in sample_photos().values()], photo, compare, label="Natural photos")
-            badges, plots = [], []
-            with gr.Row():
-                for i, (name, source, _) in enumerate(compared):
-                    with gr.Column():
-                        badges.append(gr.Markdown(model_badge(source), label=f"Model — {name}"))
-                        plots.append(gr.BarPlot(label=name, elem_id=f"vit-compare-{i}", **bar))
-
-        @user_errors
-        def classify(image: dict | str | None, head_fusion: str, discard_ratio: float):
-            head_fusion, discard_ratio = check_rollout_settings(head_fusion, discard_ratio)
-            result = classified(upload_path(image), head_fusion, discard_ratio)
-            name, probability = result.top[0]
-            top5_value = bar_plot_value(top_rows(result.top), bar["x"], bar["y"])
-            return f"### {name} · {probability:.1%}", top5_value
-
-        @user_errors
-        def explain(image: dict | str | None, head_fusion: str, discard_ratio: float):
-            head_fusion, discard_ratio = check_rollout_settings(head_fusion, discard_ratio)
-            # the classification's result, when it ran just now
-            result = classified(upload_path(image), head_fusion, discard_ratio)
-            if result.geometry is None:
-                return None, None, ""
-            captions_text = (f"**The patch grid:** {patch_grid_title(result.geometry)}. **Attention rollout of [CLS]:** "
-                             f"{head_fusion} over heads, discard ratio {discard_ratio:.0%}.")
-            return (shown_value(grid_plot, patch_grid_picture(result.seen, result.geometry)),
-                    shown_value(rollout_plot, rollout_picture(result.seen, result.rollout)), captions_text)
-
-        @functools.lru_cache(maxsize=1)  # the page's model never changes: drawn once (a refusal is not cached)
-        def position_picture() -> np.ndarray:
-            embeddings = main.position_embeddings()
-            if embeddings is None:
-                raise InputError("This model is a CNN: it has no position embeddings.")
-            side = int(round(len(embeddings) ** 0.5))
-            return figure_picture(position_figure(position_similarity(embeddings, (side, len(embeddings) // side))))
-
-        @user_errors
-        def show_positions():
-            if main is None:
-                raise main_source
-            return position_picture()
-
-        @user_errors
-        def compare_models(image):
-            picture = np.asarray(load_image(image))
-            outputs_badges, outputs_plots = [], []
-            for _, source, service in compared:
-                try:
-                    if service is None:
-                        raise source
-                    outputs_plots.append(top_frame(service.classify(picture).top))
-                    outputs_badges.append(service.describe())
-                except store.ModelLoadError as exc:
-                    outputs_badges.append(model_badge(exc))
-                    outputs_plots.append(None)
-            return [*outputs_badges, *outputs_plots]
-
-        # Both events skip Gradio's per-component processing (a worker-thread hop per input and output, together as
-        # long as the embedded ViT's forward): they take the upload's FileData and return what the browser is sent.
-        gr.on([run.click, image.upload], classify, inputs=[image, fusion, discard], outputs=[top_class, top5],
-              api_name="vit_classify", concurrency_id="vit", preprocess=False, postprocess=False).success(
-            explain, inputs=[image, fusion, discard], outputs=[grid_plot, rollout_plot, captions],
-            api_name="vit_explain", concurrency_id="vit", show_progress="minimal", preprocess=False, postprocess=False)
-        positions.click(show_positions, outputs=position_plot, api_name="vit_positions", concurrency_id="vit")
-        gr.on([compare.click, photo.upload], compare_models, inputs=photo, outputs=[*badges, *plots],
-              api_name="vit_compare", concurrency_id="vit")
-        # on the first visit, not while the gallery starts: the page is up before any model has loaded
-        page.load(lambda: (page_badge(), page_recipe()), None, [badge, recipe], api_name=False, show_progress="hidden")
-        named = {Path(file).stem: file for _, files in example_groups for file in files}
-        deep_link(page, {"image": image, "fusion": fusion, "discard": discard}, run=run, examples={"image": named})
+            compare = compare_panel(compared)
+        answer_then_draw(classify, source, service)
+        answer_positions(classify, source, service)
+        answer_comparison(compare, compared)
+        fill_on_load(page, classify, source, service)
+        named = {Path(file).stem: file for _, files in groups for file in files}
+        deep_link(page, {"image": classify.image, "fusion": classify.fusion, "discard": classify.discard},
+                  run=classify.run, examples={"image": named})
     return page
 
 
@@ -422,7 +407,8 @@ demo = Demo(
     tags=("vision", "ViT", "patches", "attention rollout", "CNN"),
     topic="Vision Transformers: images as sequences of patches",
     lesson=LESSON,
-    models=(ModelSlot(task=TASK, default="embedded", hub_example=HUB_VIT),),
+    models=(ModelSlot(task=TASK, default="embedded", hub_example=HUB_VIT),
+            ModelSlot(task=TASK, default=CNN_REF, name="cnn")),  # the CNN the second tab compares with
     traffic=(ApiCall("vit_classify", lambda: (handle_file(str(next(iter(fashion_mnist_examples().values())))),
                                               "mean", 0.0)),
              ApiCall("vit_classify", lambda: (handle_file(str(sample_photos()["coffee"])), "max", 0.5)),

@@ -1,122 +1,65 @@
-"""The ViT page's service: one interface for every image classifier (embedded ViT, transformers ViT, timm ViT, CNN)."""
+"""The ViT page's service: any image classifier from the store (a ViT or a CNN), answering with plain data."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from txgallery import limits
-from txgallery.models.image_classifiers import ImageProcessor
-
-log = logging.getLogger(__name__)
-
-
-# --- one interface for every image classifier -----------------------------------------------------------------------
+from txgallery.lib.attention import cls_patch_map, rollout_row
+from txgallery.lib.vit import ImageClassifier, VitGeometry, held_out_note, softmax
+from txgallery.limits import VIT_TOP_K
+from txgallery.models import store
+from txgallery.ui import model_badge
 
 
 @dataclass(frozen=True)
-class VitGeometry:
-    """The numbers of the ViT recipe for one model: image → patches → tokens → encoder."""
+class VitResult:
+    """One image through one classifier: top classes, the picture it saw and, for a ViT, the rollout per patch."""
 
-    image_size: int
-    patch_size: int
-    grid: tuple[int, int]  # patches per column and per row
-    channels: int
-    embed_dim: int
-    depth: int
-    heads: int
-    prefix_tokens: int  # [CLS] (and any register tokens) before the patch tokens
-
-    @property
-    def num_patches(self) -> int:
-        """Patch tokens the image becomes."""
-        return self.grid[0] * self.grid[1]
-
-    @property
-    def patch_values(self) -> int:
-        """Numbers in one flattened patch (what the linear projection reads)."""
-        return self.patch_size * self.patch_size * self.channels
+    top: list[tuple[str, float]]
+    seen: np.ndarray  # the picture after resizing/cropping, as the model saw it (uint8)
+    geometry: VitGeometry | None
+    rollout: np.ndarray | None  # (rows, cols), sums to 1
 
 
-class ImageClassifier:
-    """A loaded image classifier behind one small interface, whichever kind it is (own ViT, timm, transformers, CNN)."""
+class ImageService:
+    """An image classifier from the model store (ViT or CNN): its top classes, rollout and ViT numbers."""
 
-    def __init__(self, model: Any, processor: ImageProcessor, device: str = "cpu") -> None:
-        from txgallery.lib.attention import find_timm_vit
+    batched_methods = ("predict",)  # on Ray Serve, concurrent calls share one forward pass
 
-        self.model, self.processor, self.device = model, processor, device
-        self.labels = list(processor.labels)
-        self._timm_vit = find_timm_vit(model)
-        config = getattr(model, "config", None)
-        self._hf_vit = config is not None and hasattr(config, "patch_size") and hasattr(config, "num_hidden_layers")
+    def __init__(self, source: store.ModelSource) -> None:
+        self.source = source
+        self.loaded = store.get_store().load(source, attentions=True)
+        self.classifier = ImageClassifier.for_service(self.loaded)
 
-    @property
-    def is_vit(self) -> bool:
-        """Whether the model is a vision transformer (patches, attention) rather than a CNN."""
-        return self._timm_vit is not None or self._hf_vit
+    def describe(self) -> str:
+        """The model badge: which model, where from, why, ViT or CNN, and its held-out accuracy when it has one."""
+        return model_badge(self.source) + self.classifier.summary() + held_out_note(self.loaded.metrics)
 
-    @property
-    def parameters(self) -> int:
-        """Number of weights."""
-        return sum(p.numel() for p in self.model.parameters())
+    def predict(self, pictures: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities (N, classes) for RGB pictures (uint8 arrays)."""
+        return self.classifier.predict([Image.fromarray(p) for p in pictures])
+
+    def classify(self, picture: np.ndarray, head_fusion: str = "mean", discard_ratio: float = 0.0) -> VitResult:
+        """Top classes of one RGB picture and, for a ViT, its attention rollout over the patches."""
+        fitted = self.classifier.processor.fit(Image.fromarray(picture))  # resized once: shown and classified
+        seen = np.asarray(fitted)
+        geometry = self.classifier.geometry()
+        if geometry is None:
+            probabilities = self.classifier.predict([fitted], fitted=True)[0]
+            return VitResult(self.classifier.top_k(probabilities, VIT_TOP_K), seen, None, None)
+        # one forward gives the logits and every layer's attention, heads already fused on the model's device
+        attention = self.classifier.attentions(fitted, fitted=True, head_fusion=head_fusion)
+        cls_row = rollout_row(attention.attentions, head_fusion, discard_ratio)  # only [CLS]'s row is drawn
+        return VitResult(self.classifier.top_k(softmax(attention.logits), VIT_TOP_K), seen, geometry,
+                         cls_patch_map(cls_row, attention.grid, attention.prefix_tokens))
 
     def geometry(self) -> VitGeometry | None:
-        """Patch size, grid, embedding size, layers and heads of a ViT (None for a CNN)."""
-        if self._timm_vit is not None:
-            vit = self._timm_vit
-            return VitGeometry(image_size=self.processor.size, patch_size=int(vit.patch_embed.patch_size[0]),
-                               grid=tuple(int(g) for g in vit.patch_embed.grid_size),
-                               channels=int(vit.patch_embed.proj.in_channels), embed_dim=int(vit.embed_dim),
-                               depth=len(vit.blocks), heads=int(vit.blocks[0].attn.num_heads),
-                               prefix_tokens=int(vit.num_prefix_tokens))
-        if self._hf_vit:
-            c = self.model.config
-            side = c.image_size // c.patch_size
-            return VitGeometry(image_size=c.image_size, patch_size=c.patch_size, grid=(side, side),
-                               channels=c.num_channels, embed_dim=c.hidden_size, depth=c.num_hidden_layers,
-                               heads=c.num_attention_heads, prefix_tokens=1)
-        return None
-
-    def pixels(self, images: list[Image.Image], fitted: bool = False):
-        """The processor's (N, C, S, S) batch on the model's device (`fitted`: the images are `processor.fit`'s)."""
-        return self.processor.batch(images, fitted).to(self.device)
-
-    def predict(self, images: list[Image.Image], fitted: bool = False) -> np.ndarray:
-        """Class probabilities (N, classes) for RGB images, in one forward pass."""
-        import torch
-
-        with torch.inference_mode():
-            out = self.model(self.pixels(images, fitted))
-            logits = out.logits if hasattr(out, "logits") else out
-            return logits.float().softmax(-1).cpu().numpy()
-
-    def top_k(self, probabilities: np.ndarray, k: int = limits.VIT_TOP_K) -> list[tuple[str, float]]:
-        """The k most probable classes of one image's probabilities, best first."""
-        order = np.argsort(-probabilities, kind="stable")[:k]
-        return [(self.labels[i], float(probabilities[i])) for i in order]
-
-    def attentions(self, image: Image.Image, fitted: bool = False, head_fusion: str | None = None):
-        """Every layer's attention on one image (`txgallery.lib.attention.VitAttention`), its heads fused when asked;
-        ViTs only."""
-        from txgallery.lib.attention import vit_attentions
-
-        if not self.is_vit:
-            raise limits.InputError("This model is a CNN: it has no attention maps to show.")
-        return vit_attentions(self.model, self.pixels([image], fitted), head_fusion)
+        """The model's patch and token numbers; None for a CNN."""
+        return self.classifier.geometry()
 
     def position_embeddings(self) -> np.ndarray | None:
-        """The learned position embedding of every patch token, (patches, embed_dim) (None for a CNN)."""
-        geometry = self.geometry()
-        if geometry is None:
-            return None
-        if self._timm_vit is not None:
-            table = self._timm_vit.pos_embed[0]
-            skip = 0 if getattr(self._timm_vit, "no_embed_class", False) else geometry.prefix_tokens
-        else:
-            table = self.model.base_model.embeddings.position_embeddings[0]
-            skip = 1
-        return table[skip:].detach().float().cpu().numpy()
+        """The learned position embedding of each patch, (patches, embed_dim); None for a CNN."""
+        return self.classifier.position_embeddings()

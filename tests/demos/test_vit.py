@@ -22,12 +22,12 @@ from txgallery_demos.vit.run import (
     rollout_picture,
     top_frame,
 )
-from txgallery_demos.vit.service import VitGeometry
 
 from txgallery.lib.attention import check_rollout_settings
 from txgallery.lib.attention_views import figure_picture
 from txgallery.lib.fashion_mnist import FASHION_MNIST_LABELS
 from txgallery.lib.images import fashion_mnist_examples, load_image, sample_photos
+from txgallery.lib.vit import VitGeometry
 from txgallery.limits import VIT_TOP_K, InputError
 from txgallery.models import store
 from txgallery.plugin import page_context
@@ -163,12 +163,23 @@ def test_the_page_answers_first_and_draws_its_pictures_from_the_same_forward(mon
 def test_the_examples_show_the_models_own_task_without_the_dataset_installed(tmp_path, monkeypatch):
     """Fashion-MNIST test images ship with the package: the page shows them first even where Debian's dataset is
     absent, and the photos come second, labelled as outside the model's training data."""
-    from txgallery_demos.vit.run import _example_groups
+    from txgallery_demos.vit.run import example_groups
 
     from txgallery.lib.fashion_mnist import FASHION_MNIST_ENV
 
     monkeypatch.setenv(FASHION_MNIST_ENV, str(tmp_path))  # an empty folder: no dataset
-    (own, fashion), (outside, photos) = _example_groups(store.resolve("embedded", TASK))
+    (own, fashion), (outside, photos) = example_groups(store.resolve("embedded", TASK))
     assert "Fashion-MNIST" in own and len(fashion) == len(FASHION_MNIST_LABELS)
     assert all(Path(path).stat().st_size < 2_000 for path in fashion)
     assert "Outside its training data" in outside and any("chelsea" in path for path in photos)
+
+
+def test_the_cnn_compared_is_a_model_slot_of_its_own():
+    """The second tab's CNN is the page's `cnn` slot: listed with the page's models, and configurable."""
+    from txgallery.settings import load_settings
+
+    assert [source.task for source in page_context(demo).models["cnn"]] == [TASK]
+    assert page_context(demo).models["cnn"][0].ref == store.resolve(CNN_REF, TASK).ref
+    chosen = page_context(demo, load_settings(["vit.cnn=./nowhere"], environ={}))
+    assert isinstance(chosen.models["cnn"][0], store.ModelLoadError) and chosen.configured == {"cnn"}
+    assert chosen.models["model"][0].kind == "embedded"  # `vit.cnn` leaves the page's own model alone
