@@ -29,7 +29,8 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from txgallery_demos.generation.decoding import SamplingSettings, eos_ids  # noqa: E402
-from txgallery_demos.generation.run import TASK, TextGenerator  # noqa: E402
+from txgallery_demos.generation.run import TASK  # noqa: E402
+from txgallery_demos.generation.service import TextGenerator  # noqa: E402
 
 from txgallery.models import store  # noqa: E402
 from txgallery.serving.seam import connect  # noqa: E402

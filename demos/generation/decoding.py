@@ -16,19 +16,18 @@ from __future__ import annotations
 import math
 import queue
 import threading
-import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Literal
 
 import torch
 
+from txgallery.lib.text import clean_text
 from txgallery.limits import (
     GENERATION_MAX_BEAMS,
     GENERATION_MAX_NEW_TOKENS,
     GENERATION_MAX_PROMPT_TOKENS,
     GENERATION_TOP_CANDIDATES,
     InputError,
-    truncate_text,
 )
 
 Strategy = Literal["greedy", "sample", "beam"]
@@ -77,23 +76,10 @@ def check_settings(settings: SamplingSettings) -> tuple[SamplingSettings, list[s
     return settings, notices
 
 
-_KEEP = {"\n", "\t"}
-
-
 def clean_prompt(text: str | None) -> tuple[str, list[str]]:
-    """Validate a prompt: refuse an empty one, drop control characters and cut a huge one, each with a notice."""
-    if text is None or not text.strip():
-        raise InputError("Please enter a prompt: the input is empty.")
-    notices = []
-    cleaned = "".join(c for c in text if c in _KEEP or unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co"))
-    if removed := len(text) - len(cleaned):
-        notices.append(f"Removed {removed} control or invisible character{'s' if removed > 1 else ''} from the prompt.")
-    if not cleaned.strip():
-        raise InputError("The prompt has only control characters in it; please type some text.")
-    cleaned, cut = truncate_text(cleaned)
-    if cut:
-        notices.append(cut)
-    return cleaned, notices
+    """A prompt checked by the gallery's one text cleaner (`txgallery.lib.text.clean_text`), with its notices."""
+    cleaned, notice = clean_text(text, what="prompt text")
+    return cleaned, [notice] if notice else []
 
 
 def fit_prompt(ids: list[int], context: int, max_new_tokens: int) -> tuple[list[int], str | None]:

@@ -1,38 +1,42 @@
 """Generation studio: a decoder writes one token at a time; see every choice it makes and every knob that steers it.
 
-Reads top to bottom: the lesson, the model logic as plain functions and one service class (testable without
-Gradio), then `build()` that wires the UI. Run alone: `txgallery serve --demo generation` or
-`python -m txgallery_demos.generation`.
+Reads top to bottom: the lesson, the page's pure helpers, the models on offer and what each button runs, then the
+page's parts and `build()` that wires them. The model runs in `service.py` (`TextGenerator`), the decoding loop in
+`decoding.py`. Run alone: `python demos/generation/run.py`, `python -m txgallery_demos.generation` or
+`txgallery serve --demo generation`.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from typing import Iterator
+from typing import Any, Iterator, NamedTuple
 
 import gradio as gr
-import torch
 from txgallery_demos.generation.decoding import (
     GenerationUpdate,
     SamplingSettings,
     Step,
     check_settings,
     clean_prompt,
-    fit_prompt,
-    interleave,
-    stream_generation,
 )
+from txgallery_demos.generation.service import TextGenerator
 
+from txgallery import (
+    ApiCall,
+    Demo,
+    InputError,
+    ModelSlot,
+    PageContext,
+    connect,
+    page_context,
+)
 from txgallery.limits import (
     GENERATION_MAX_BEAMS,
     GENERATION_MAX_NEW_TOKENS,
     GENERATION_MAX_PROMPT_TOKENS,
-    InputError,
 )
 from txgallery.models import store
-from txgallery.plugin import ApiCall, Demo, ModelSlot, PageContext, page_context
-from txgallery.serving.seam import connect
+from txgallery.models.hub import ModelLoadError, ModelSource
 from txgallery.ui import (
     deep_link,
     examples_that_run,
@@ -74,86 +78,6 @@ EXAMPLES = [
     "Write a haiku about the sea.",
 ]
 STEP_HINT = "Click a generated token to see its step."
-
-
-# --- the model service ---------------------------------------------------------------------------------------------
-
-CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
-
-
-def check_causal_lm(ref: str, config) -> None:
-    """Refuse models that cannot continue text left to right (encoder-only, encoder-decoder), with a clear message."""
-    architectures = list(getattr(config, "architectures", None) or [])
-    model_type = getattr(config, "model_type", "?")
-    if getattr(config, "is_encoder_decoder", False):
-        raise store.ModelLoadError(f"{ref!r} is an encoder-decoder model ({model_type}); this page needs a decoder-only "
-                                   f"(causal) language model such as gpt2 or distilgpt2. Text-to-text models have "
-                                   f"their own page.", ref=ref)
-    if architectures and not any(a.endswith(CAUSAL_SUFFIXES) for a in architectures):
-        raise store.ModelLoadError(f"{ref!r} is a {', '.join(architectures)} checkpoint ({model_type}), not a causal "
-                                   f"language model: it cannot generate text left to right. Try gpt2, distilgpt2 or "
-                                   f"'embedded'.", ref=ref)
-
-
-class TextGenerator:
-    """A causal language model from the model store, streaming its generations token by token."""
-
-    def __init__(self, source: store.ModelSource) -> None:
-        self.source = source
-        try:
-            self.loaded = store.get_store().load(source)
-        except store.ModelLoadError as exc:
-            if "Unrecognized configuration class" in str(exc):  # transformers' words for "no causal LM of this type"
-                raise store.ModelLoadError(f"{source.ref!r} is not a causal (decoder-only) language model, so it "
-                                           f"cannot generate text left to right. Try gpt2, distilgpt2 or 'embedded'.",
-                                           ref=source.ref) from exc
-            raise
-        self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
-        check_causal_lm(source.ref, self.model.config)
-        config = self.model.config
-        self.context = int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-                           or 2048)
-
-    def describe(self) -> str:
-        """The model badge for the UI, with the held-out figures of a model the project trained."""
-        badge = model_badge(self.source, self.loaded)
-        metrics = self.loaded.metrics
-        if "validation_perplexity" in metrics:
-            badge += (f" · **held-out plays:** loss {metrics['validation_loss']:.2f}, perplexity "
-                      f"{metrics['validation_perplexity']:.1f}")
-        return badge
-
-    def has_chat_template(self) -> bool:
-        """Whether the tokenizer knows how to wrap a prompt as a chat turn."""
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-    def encode(self, prompt: str, settings: SamplingSettings) -> tuple[torch.Tensor, list[str]]:
-        """Prompt text -> input ids (chat template when asked), cut from the left to fit the context; with notices."""
-        if settings.chat:
-            if not self.has_chat_template():
-                raise InputError(f"{self.source.ref} has no chat template (it is not an instruct model): untick "
-                                 f"'chat template'.")
-            ids = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                     tokenize=True, return_dict=True)["input_ids"]
-        else:
-            ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        if not ids:
-            raise InputError("The prompt encodes to no tokens; please type some text.")
-        ids, notice = fit_prompt(list(ids), self.context, settings.max_new_tokens)
-        return torch.tensor([ids], device=self.loaded.device), [notice] if notice else []
-
-    def generate(self, prompt: str, settings: SamplingSettings, notices: list[str] | None = None,
-                 ) -> Iterator[GenerationUpdate]:
-        """Stream one generation (a generator method: the serving seam streams it, and closing it stops it)."""
-        started = time.perf_counter()
-        input_ids, fit_notices = self.encode(prompt, settings)
-        yield from stream_generation(self.model, self.tokenizer, input_ids, settings, [*(notices or []), *fit_notices],
-                                     started)
-
-    def compare(self, prompt: str, first: SamplingSettings, second: SamplingSettings,
-                ) -> Iterator[tuple[int, GenerationUpdate]]:
-        """Two generations of the same prompt, advanced in turn so that both stream: yields (0 or 1, update)."""
-        yield from interleave(self.generate(prompt, first), self.generate(prompt, second))
 
 
 # --- pure helpers for the page ----------------------------------------------------------------------------------------
@@ -275,19 +199,19 @@ def step_figure(step: Step):
     return fig
 
 
-# --- the UI ---------------------------------------------------------------------------------------------------------
+# --- the models on offer, and what the page's events run ----------------------------------------------------------
 
 
-def _generators(ctx: PageContext) -> list[tuple[str, store.ModelSource | store.ModelLoadError, object]]:
+def offered_generators(ctx: PageContext) -> list[tuple[str, ModelSource | ModelLoadError, Any]]:
     """(name, source or error, service or None) for every model on offer: the configured ones, else both embedded."""
-    sources = list(ctx.models["model"])
+    generators = ctx.services(TextGenerator)
     if "model" not in ctx.configured:
-        sources.append(store.resolve(SHAKESPEARE, TASK, "the demo's second embedded model (pre-trained by txgallery)"))
-    return [(source.ref, source, None) if isinstance(source, store.ModelLoadError)
-            else (source.ref, source, connect(TextGenerator, source)) for source in sources]
+        shakespeare = store.resolve(SHAKESPEARE, TASK, "the demo's second embedded model (pre-trained by txgallery)")
+        generators.append((shakespeare.ref, shakespeare, connect(TextGenerator, shakespeare)))
+    return generators
 
 
-def generator_for(name: str, configured: dict[str, tuple], ctx: PageContext) -> object:
+def generator_for(name: str, configured: dict[str, tuple], ctx: PageContext) -> Any:
     """The service for a model picked from the list, or typed on the page (embedded names; hub ids the operator allows).
 
     A typed model is resolved with `ctx.typed_model`, so a page can never name a local path, and loads on first
@@ -295,183 +219,265 @@ def generator_for(name: str, configured: dict[str, tuple], ctx: PageContext) -> 
     """
     if name in configured:
         source, service = configured[name]
-        if service is None:  # `_generators` leaves the service out only for a model that failed to resolve
+        if service is None:  # `offered_generators` leaves the service out only for a model that failed to resolve
             raise source
         return service
     return connect(TextGenerator, ctx.typed_model(name, TASK))
 
 
+def notice_lines(notices: list[str]) -> str:
+    """Notices as the page's notice panel shows them, one a line."""
+    return "\n".join(f"ℹ️ {notice}" for notice in notices)
+
+
+class Studio:
+    """What the page's events run, over the models on offer (plain methods: testable without a browser)."""
+
+    def __init__(self, ctx: PageContext) -> None:
+        self.ctx = ctx
+        self.offered = offered_generators(ctx)
+        self.by_name = {name: (source, service) for name, source, service in self.offered}
+        self.names = [name for name, _, _ in self.offered]
+
+    def service(self, name: str) -> Any:
+        """The service of the model picked or typed on the page."""
+        return generator_for((name or "").strip(), self.by_name, self.ctx)
+
+    def first_use(self, name: str) -> str | None:
+        """What a listed model's first use will do and take, while it is still due (see `ui.first_use_note`)."""
+        return first_use_note(self.by_name.get(name, (None,))[0])
+
+    @user_errors
+    def badge(self, name: str) -> str:
+        """Which model answers, or why this one cannot (a typed model loads here)."""
+        try:
+            return self.service(name).describe()
+        except (ModelLoadError, InputError) as exc:
+            return model_badge(ModelLoadError(f"`{name}`: {exc}"))
+
+    @user_errors
+    def generate(self, model: str, prompt: str, chat: bool, max_new_tokens: int, seed: int, decoding: str,
+                 temperature: float, top_k: int, top_p: float, repetition_penalty: float, beams: int) -> Iterator[tuple]:
+        """Stream one generation: (badge, notice, statistics, coloured tokens, steps so far) after each token."""
+        service = self.service(model)
+        cleaned, notices = clean_prompt(prompt)
+        settings, more = read_settings(decoding, max_new_tokens, temperature, top_k, top_p, repetition_penalty, beams,
+                                       seed, chat)
+        steps: list[Step] = []
+        if note := self.first_use(model):
+            yield gr.skip(), f"⏳ {note}", gr.skip(), gr.skip(), gr.skip()
+        stream = service.generate(cleaned, settings, notices + more)
+        try:
+            for update in stream:
+                steps.extend(update.steps)
+                yield (service.describe() if update.done else gr.skip(), notice_lines(update.notices),
+                       stats_line(update), highlighted(steps), steps)
+        finally:
+            stream.close()  # a Stop (cancel) lands here: the service stops at its next token
+
+    @user_errors
+    def compare(self, model: str, prompt: str, chat: bool, max_new_tokens: int, seed: int,
+                decoding_a: str, temperature_a: float, top_k_a: int, top_p_a: float, repetition_penalty_a: float,
+                beams_a: int, decoding_b: str, temperature_b: float, top_k_b: int, top_p_b: float,
+                repetition_penalty_b: float, beams_b: int) -> Iterator[tuple]:
+        """Stream two settings side by side: (notice, statistics A, tokens A, statistics B, tokens B)."""
+        service = self.service(model)
+        cleaned, notices = clean_prompt(prompt)
+        first, notes_a = read_settings(decoding_a, max_new_tokens, temperature_a, top_k_a, top_p_a,
+                                       repetition_penalty_a, beams_a, seed, chat)
+        second, notes_b = read_settings(decoding_b, max_new_tokens, temperature_b, top_k_b, top_p_b,
+                                        repetition_penalty_b, beams_b, seed, chat)
+        steps: tuple[list[Step], list[Step]] = ([], [])
+        last: list[GenerationUpdate | None] = [None, None]
+        notes = [*notices, *(f"A: {n}" for n in notes_a), *(f"B: {n}" for n in notes_b)]
+        if note := self.first_use(model):
+            yield f"⏳ {note}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        stream = service.compare(cleaned, first, second)
+        try:
+            for which, update in stream:
+                steps[which].extend(update.steps)
+                last[which] = update
+                notes += [n for n in update.notices if n not in notes]
+                yield (notice_lines(notes), stats_line(last[0]), highlighted(steps[0]), stats_line(last[1]),
+                       highlighted(steps[1]))
+        finally:
+            stream.close()
+
+
+@user_errors
+def show_step(steps: list[Step], event: gr.SelectData) -> tuple:
+    """The clicked token's step: in words, as a chart and as a table."""
+    index = event.index if isinstance(event.index, int) else event.index[0]
+    if not steps or not 0 <= index < len(steps):
+        raise InputError("Generate some text first, then click one of its tokens.")
+    step = steps[index]
+    return step_markdown(step), step_figure(step), step_table(step)
+
+
+def cleared_step() -> tuple[str, None, None]:
+    """The step inspector before a token is clicked (a new run's tokens replace the old ones)."""
+    return STEP_HINT, None, None
+
+
+# --- the page's parts ------------------------------------------------------------------------------------------------
+
+
+def decoding_controls(prefix: str, strategy: str = "greedy") -> list[gr.components.Component]:
+    """Decoding strategy and its sliders (strategy, temperature, top-k, top-p, penalty, beams); unused ones grey out."""
+    with gr.Row():
+        choice = gr.Radio(["greedy", "sampling", "beam search"], value=strategy, label="Decoding",
+                          elem_id=f"{prefix}-strategy")
+    first = knob_settings(strategy)
+    with gr.Row():
+        temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature", elem_id=f"{prefix}-temperature",
+                                **first["temperature"])
+        top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k (0 = off)", elem_id=f"{prefix}-top-k",
+                          **first["top_k"])
+        top_p = gr.Slider(0.05, 1, value=0.95, step=0.01, label="Top-p (1 = off)", elem_id=f"{prefix}-top-p",
+                          **first["top_p"])
+    with gr.Row():
+        penalty = gr.Slider(0.5, 2, value=1.0, step=0.05, label="Repetition penalty (1 = off)",
+                            info="used in every mode")
+        beams = gr.Slider(1, GENERATION_MAX_BEAMS, value=4, step=1, label="Beams (beam search)",
+                          elem_id=f"{prefix}-beams", **first["beams"])
+    # UI only and instant: no queue, no public endpoint; a restored link's Decoding fires it too
+    choice.change(knob_updates, choice, [temperature, top_k, top_p, beams], api_name=False, queue=False,
+                  show_progress="hidden")
+    return [choice, temperature, top_k, top_p, penalty, beams]
+
+
+class GenerateTab(NamedTuple):
+    """The *Generate* tab's components."""
+
+    prompt: gr.Textbox
+    run: gr.Button
+    stop: gr.Button
+    chat: gr.Checkbox
+    max_new: gr.Slider
+    seed: gr.Number
+    knobs: list[gr.components.Component]  # as `decoding_controls` returns them
+    notice: gr.Markdown
+    stats: gr.Markdown
+    output: gr.HighlightedText
+    step_info: gr.Markdown
+    step_plot: gr.Plot
+    step_rows: gr.Dataframe
+    steps: gr.State
+
+
+def generate_tab() -> GenerateTab:
+    """One streaming generation with every control, and the step inspector under it."""
+    with gr.Tab("Generate"):
+        with gr.Row():
+            with gr.Column(scale=3):  # prompt, button and examples first; settings beside (below on phones)
+                prompt = gr.Textbox(label="Prompt", lines=3, value=EXAMPLES[0], elem_id="generation-prompt")
+                with gr.Row():
+                    run = gr.Button("Generate", variant="primary", elem_id="generation-run")
+                    stop = gr.Button("Stop", variant="stop", elem_id="generation-stop")
+                examples_that_run(EXAMPLES, prompt, run)
+            with gr.Column(scale=2):
+                with gr.Row():
+                    chat = gr.Checkbox(label="Chat template (instruct models)", value=False)
+                    max_new = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens")
+                    seed = gr.Number(value=0, precision=0, label="Seed")
+                knobs = decoding_controls("generation")
+        notice = gr.Markdown(label="Notice", elem_id="generation-notice")
+        stats = gr.Markdown(label="Statistics", elem_id="generation-stats")
+        output = gr.HighlightedText(label="Generated tokens — colour: the model's probability of each; click one",
+                                    show_legend=False, show_inline_category=False, combine_adjacent=False,
+                                    elem_id="generation-output")
+        gr.HTML(PROBABILITY_LEGEND, js_on_load=None, elem_id="generation-legend")
+        step_info = gr.Markdown(STEP_HINT, elem_id="generation-step")
+        with gr.Row():
+            step_plot = gr.Plot(label="Top candidates at this step")
+            step_rows = gr.Dataframe(headers=["token", "p (model)", "p (after filtering)"], label="Candidates",
+                                     wrap=True)
+        steps = gr.State([])
+    return GenerateTab(prompt, run, stop, chat, max_new, seed, knobs, notice, stats, output, step_info, step_plot,
+                       step_rows, steps)
+
+
+class CompareTab(NamedTuple):
+    """The *Side by side* tab's components."""
+
+    prompt: gr.Textbox
+    chat: gr.Checkbox
+    max_new: gr.Slider
+    seed: gr.Number
+    knobs_a: list[gr.components.Component]
+    knobs_b: list[gr.components.Component]
+    stats_a: gr.Markdown
+    output_a: gr.HighlightedText
+    stats_b: gr.Markdown
+    output_b: gr.HighlightedText
+    run: gr.Button
+    stop: gr.Button
+    notice: gr.Markdown
+
+
+def compare_side(name: str, strategy: str) -> tuple[list[gr.components.Component], gr.Markdown, gr.HighlightedText]:
+    """One column of the *Side by side* tab: its decoding controls, statistics and tokens."""
+    with gr.Column():
+        gr.Markdown(f"**Setting {name}**")
+        knobs = decoding_controls(f"generation-{name.lower()}", strategy)
+        stats = gr.Markdown(label=f"Statistics — {name}", elem_id=f"generation-stats-{name.lower()}")
+        output = gr.HighlightedText(label=name, show_legend=False, show_inline_category=False,
+                                    elem_id=f"generation-output-{name.lower()}")
+    return knobs, stats, output
+
+
+def compare_tab() -> CompareTab:
+    """The same prompt, seed and length with two settings, streaming at once."""
+    with gr.Tab("Side by side"):
+        gr.Markdown("The same prompt, seed and length with two settings; both stream at once.")
+        prompt = gr.Textbox(label="Prompt", lines=2, value=EXAMPLES[1], elem_id="generation-compare-prompt")
+        with gr.Row():
+            chat = gr.Checkbox(label="Chat template", value=False)
+            max_new = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=40, step=1, label="Max new tokens")
+            seed = gr.Number(value=0, precision=0, label="Seed")
+        with gr.Row():
+            knobs_a, stats_a, output_a = compare_side("A", "greedy")
+            knobs_b, stats_b, output_b = compare_side("B", "sampling")
+        gr.HTML(PROBABILITY_LEGEND, js_on_load=None, elem_id="generation-compare-legend")
+        with gr.Row():
+            run = gr.Button("Generate both", variant="primary", elem_id="generation-compare-run")
+            stop = gr.Button("Stop", variant="stop")
+        notice = gr.Markdown(label="Notice")
+    return CompareTab(prompt, chat, max_new, seed, knobs_a, knobs_b, stats_a, output_a, stats_b, output_b, run, stop,
+                      notice)
+
+
+# --- the page ---------------------------------------------------------------------------------------------------------
+
+
 def build(ctx: PageContext) -> gr.Blocks:
     """The generation page: streaming generation with every control, per-step view, side by side."""
-    generators = _generators(ctx)
-    names = [name for name, _, _ in generators]
-    by_name = {name: (source, service) for name, source, service in generators}
-
-    def service_for(name: str):
-        return generator_for((name or "").strip(), by_name, ctx)
-
-    def controls(prefix: str, strategy: str = "greedy"):
-        with gr.Row():
-            choice = gr.Radio(["greedy", "sampling", "beam search"], value=strategy, label="Decoding",
-                              elem_id=f"{prefix}-strategy")
-        first = knob_settings(strategy)
-        with gr.Row():
-            temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature",
-                                    elem_id=f"{prefix}-temperature", **first["temperature"])
-            top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k (0 = off)", elem_id=f"{prefix}-top-k",
-                              **first["top_k"])
-            top_p = gr.Slider(0.05, 1, value=0.95, step=0.01, label="Top-p (1 = off)", elem_id=f"{prefix}-top-p",
-                              **first["top_p"])
-        with gr.Row():
-            penalty = gr.Slider(0.5, 2, value=1.0, step=0.05, label="Repetition penalty (1 = off)",
-                                info="used in every mode")
-            beams = gr.Slider(1, GENERATION_MAX_BEAMS, value=4, step=1, label="Beams (beam search)",
-                              elem_id=f"{prefix}-beams", **first["beams"])
-        # UI only and instant: no queue, no public endpoint; a restored link's Decoding fires it too
-        choice.change(knob_updates, choice, [temperature, top_k, top_p, beams], api_name=False, queue=False,
-                      show_progress="hidden")
-        return [choice, temperature, top_k, top_p, penalty, beams]
-
+    studio = Studio(ctx)
     with gr.Blocks(title="Generation studio") as page:
         with gr.Row():
-            model = gr.Dropdown(names, value=names[0], label="Model (or type a hub id the operator allows)", scale=1,
-                                allow_custom_value=True, elem_id="generation-model")
-            badge = gr.Markdown(model_badge(generators[0][1]), label="About the model", elem_id="generation-badge")
-        with gr.Tab("Generate"):
-            with gr.Row():
-                with gr.Column(scale=3):  # prompt, button and examples first; settings beside (below on phones)
-                    prompt = gr.Textbox(label="Prompt", lines=3, value=EXAMPLES[0], elem_id="generation-prompt")
-                    with gr.Row():
-                        run = gr.Button("Generate", variant="primary", elem_id="generation-run")
-                        stop = gr.Button("Stop", variant="stop", elem_id="generation-stop")
-                    examples_that_run(EXAMPLES, prompt, run)
-                with gr.Column(scale=2):
-                    with gr.Row():
-                        chat = gr.Checkbox(label="Chat template (instruct models)", value=False)
-                        max_new = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens")
-                        seed = gr.Number(value=0, precision=0, label="Seed")
-                    knobs = controls("generation")
-            notice = gr.Markdown(label="Notice", elem_id="generation-notice")
-            stats = gr.Markdown(label="Statistics", elem_id="generation-stats")
-            output = gr.HighlightedText(label="Generated tokens — colour: the model's probability of each; click one",
-                                        show_legend=False, show_inline_category=False, combine_adjacent=False,
-                                        elem_id="generation-output")
-            gr.HTML(PROBABILITY_LEGEND, js_on_load=None, elem_id="generation-legend")
-            step_info = gr.Markdown(STEP_HINT, elem_id="generation-step")
-            with gr.Row():
-                step_plot = gr.Plot(label="Top candidates at this step")
-                step_rows = gr.Dataframe(headers=["token", "p (model)", "p (after filtering)"], label="Candidates",
-                                         wrap=True)
-            steps_state = gr.State([])
-        with gr.Tab("Side by side"):
-            gr.Markdown("The same prompt, seed and length with two settings; both stream at once.")
-            prompt_b = gr.Textbox(label="Prompt", lines=2, value=EXAMPLES[1], elem_id="generation-compare-prompt")
-            with gr.Row():
-                chat_b = gr.Checkbox(label="Chat template", value=False)
-                max_new_b = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=40, step=1, label="Max new tokens")
-                seed_b = gr.Number(value=0, precision=0, label="Seed")
-            with gr.Row():
-                with gr.Column():
-                    gr.Markdown("**Setting A**")
-                    knobs_a = controls("generation-a", "greedy")
-                    stats_a = gr.Markdown(label="Statistics — A", elem_id="generation-stats-a")
-                    output_a = gr.HighlightedText(label="A", show_legend=False, show_inline_category=False,
-                                                  elem_id="generation-output-a")
-                with gr.Column():
-                    gr.Markdown("**Setting B**")
-                    knobs_b = controls("generation-b", "sampling")
-                    stats_b = gr.Markdown(label="Statistics — B", elem_id="generation-stats-b")
-                    output_b = gr.HighlightedText(label="B", show_legend=False, show_inline_category=False,
-                                                  elem_id="generation-output-b")
-            gr.HTML(PROBABILITY_LEGEND, js_on_load=None, elem_id="generation-compare-legend")
-            with gr.Row():
-                run_b = gr.Button("Generate both", variant="primary", elem_id="generation-compare-run")
-                stop_b = gr.Button("Stop", variant="stop")
-            notice_b = gr.Markdown(label="Notice")
+            model = gr.Dropdown(studio.names, value=studio.names[0], scale=1, allow_custom_value=True,
+                                label="Model (or type a hub id the operator allows)", elem_id="generation-model")
+            badge = gr.Markdown(model_badge(studio.offered[0][1]), label="About the model", elem_id="generation-badge")
+        one, two = generate_tab(), compare_tab()
 
-        def settings_from(max_new_tokens, seed_value, chat_value, knob_values):
-            strategy, temperature, top_k, top_p, penalty, beams = knob_values
-            return read_settings(strategy, max_new_tokens, temperature, top_k, top_p, penalty, beams, seed_value,
-                                 chat_value)
-
-        @user_errors
-        def show_model(name: str):
-            try:  # a typed model loads here; the badge says which model answers, or why this one cannot
-                return service_for(name).describe()
-            except (store.ModelLoadError, InputError) as exc:
-                return f"⚠️ **{name}** is not available: {exc}"
-
-        @user_errors
-        def generate(model: str, prompt: str, chat: bool, max_new_tokens: int, seed: int, decoding: str,
-                     temperature: float, top_k: int, top_p: float, repetition_penalty: float, beams: int):
-            service = service_for(model)
-            cleaned, notices = clean_prompt(prompt)
-            settings, more = settings_from(max_new_tokens, seed, chat, (decoding, temperature, top_k, top_p,
-                                                                         repetition_penalty, beams))
-            steps: list[Step] = []
-            if note := first_use_note(by_name.get(model, (None,))[0]):
-                yield gr.skip(), f"⏳ {note}", gr.skip(), gr.skip(), gr.skip()
-            stream = service.generate(cleaned, settings, notices + more)
-            try:
-                for update in stream:
-                    steps.extend(update.steps)
-                    yield (service.describe() if update.done else gr.skip(),
-                           "\n".join(f"ℹ️ {n}" for n in update.notices), stats_line(update), highlighted(steps),
-                           steps)
-            finally:
-                stream.close()  # a Stop (cancel) lands here: the service stops at its next token
-
-        @user_errors
-        def show_step(steps: list[Step], event: gr.SelectData):
-            index = event.index if isinstance(event.index, int) else event.index[0]
-            if not steps or not 0 <= index < len(steps):
-                raise InputError("Generate some text first, then click one of its tokens.")
-            step = steps[index]
-            return step_markdown(step), step_figure(step), step_table(step)
-
-        @user_errors
-        def compare(model: str, prompt: str, chat: bool, max_new_tokens: int, seed: int,
-                    decoding_a: str, temperature_a: float, top_k_a: int, top_p_a: float, repetition_penalty_a: float,
-                    beams_a: int, decoding_b: str, temperature_b: float, top_k_b: int, top_p_b: float,
-                    repetition_penalty_b: float, beams_b: int):
-            service = service_for(model)
-            cleaned, notices = clean_prompt(prompt)
-            first, notes_a = settings_from(max_new_tokens, seed, chat, (decoding_a, temperature_a, top_k_a, top_p_a,
-                                                                         repetition_penalty_a, beams_a))
-            second, notes_b = settings_from(max_new_tokens, seed, chat, (decoding_b, temperature_b, top_k_b, top_p_b,
-                                                                          repetition_penalty_b, beams_b))
-            steps: tuple[list[Step], list[Step]] = ([], [])
-            last: list[GenerationUpdate | None] = [None, None]
-            notes = [*notices, *(f"A: {n}" for n in notes_a), *(f"B: {n}" for n in notes_b)]
-            if note := first_use_note(by_name.get(model, (None,))[0]):
-                yield f"⏳ {note}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            stream = service.compare(cleaned, first, second)
-            try:
-                for which, update in stream:
-                    steps[which].extend(update.steps)
-                    last[which] = update
-                    notes += [n for n in update.notices if n not in notes]
-                    yield ("\n".join(f"ℹ️ {n}" for n in notes), stats_line(last[0]), highlighted(steps[0]),
-                           stats_line(last[1]), highlighted(steps[1]))
-            finally:
-                stream.close()
-
-        model.change(show_model, model, badge, api_name=False)
-        inputs = [model, prompt, chat, max_new, seed, *knobs]
-        event = gr.on([run.click, prompt.submit], generate, inputs=inputs,
-                      outputs=[badge, notice, stats, output, steps_state], api_name="generation_generate",
-                      concurrency_id="generation")
-        stop.click(None, cancels=[event])
-        output.select(show_step, steps_state, [step_info, step_plot, step_rows], api_name=False)
-        # a new run's tokens replace the old ones: so does the step inspector's view of them
-        gr.on([run.click, prompt.submit], lambda: (STEP_HINT, None, None), outputs=[step_info, step_plot, step_rows],
-              api_name=False, queue=False)
-        compared = run_b.click(compare, inputs=[model, prompt_b, chat_b, max_new_b, seed_b, *knobs_a, *knobs_b],
-                               outputs=[notice_b, stats_a, output_a, stats_b, output_b],
-                               api_name="generation_compare", concurrency_id="generation")
-        stop_b.click(None, cancels=[compared])
-        deep_link(page, {"model": model, "prompt": prompt, "chat": chat, "max_new": max_new, "seed": seed,
-                         **dict(zip(["decoding", "temperature", "top_k", "top_p", "penalty", "beams"], knobs))}, run=run)
+        model.change(studio.badge, model, badge, api_name=False)
+        started = [one.run.click, one.prompt.submit]
+        generating = gr.on(started, studio.generate, inputs=[model, one.prompt, one.chat, one.max_new, one.seed,
+                                                             *one.knobs],
+                           outputs=[badge, one.notice, one.stats, one.output, one.steps],
+                           api_name="generation_generate", concurrency_id="generation")
+        one.stop.click(None, cancels=[generating])
+        one.output.select(show_step, one.steps, [one.step_info, one.step_plot, one.step_rows], api_name=False)
+        gr.on(started, cleared_step, outputs=[one.step_info, one.step_plot, one.step_rows], api_name=False,
+              queue=False)
+        comparing = two.run.click(studio.compare, inputs=[model, two.prompt, two.chat, two.max_new, two.seed,
+                                                          *two.knobs_a, *two.knobs_b],
+                                  outputs=[two.notice, two.stats_a, two.output_a, two.stats_b, two.output_b],
+                                  api_name="generation_compare", concurrency_id="generation")
+        two.stop.click(None, cancels=[comparing])
+        knob_keys = ["decoding", "temperature", "top_k", "top_p", "penalty", "beams"]
+        deep_link(page, {"model": model, "prompt": one.prompt, "chat": one.chat, "max_new": one.max_new,
+                         "seed": one.seed, **dict(zip(knob_keys, one.knobs))}, run=one.run)
     return page
 
 
@@ -486,10 +492,10 @@ demo = Demo(
     lesson=LESSON,
     models=(ModelSlot(task=TASK, default="embedded", hub_example="gpt2"),),
     # short completions from each model on offer: greedy, and sampling with every filter on
-    traffic=(ApiCall("generation_generate", lambda: (_generators(page_context(demo))[-1][0], EXAMPLES[1], False, 16, 0,
-                                                     "greedy", 0.8, 50, 0.95, 1.0, 4)),
-             ApiCall("generation_generate", lambda: (_generators(page_context(demo))[0][0], EXAMPLES[0], False, 8, 1,
-                                                     "sampling", 0.8, 50, 0.9, 1.1, 4))),
+    traffic=(ApiCall("generation_generate", lambda: (offered_generators(page_context(demo))[-1][0], EXAMPLES[1], False,
+                                                     16, 0, "greedy", 0.8, 50, 0.95, 1.0, 4)),
+             ApiCall("generation_generate", lambda: (offered_generators(page_context(demo))[0][0], EXAMPLES[0], False,
+                                                     8, 1, "sampling", 0.8, 50, 0.9, 1.1, 4))),
 )
 
 

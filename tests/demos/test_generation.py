@@ -18,7 +18,7 @@ from txgallery_demos.generation.decoding import SamplingSettings
 from txgallery_demos.generation.run import (
     PROBABILITY_LEGEND,
     TASK,
-    TextGenerator,
+    Studio,
     build,
     demo,
     generator_for,
@@ -31,6 +31,7 @@ from txgallery_demos.generation.run import (
     step_table,
     visible,
 )
+from txgallery_demos.generation.service import TextGenerator
 
 from txgallery.embedded.shakespeare import load_plays, train_tokenizer
 from txgallery.limits import InputError
@@ -119,7 +120,6 @@ def test_non_causal_models_get_a_clear_message(tiny_classifier_dir, tiny_gpt2_di
         TextGenerator(store.resolve(str(t5_dir), TASK))
 
 
-
 def test_a_model_typed_on_the_page_goes_through_the_operators_allowlist(source):
     from txgallery_demos.generation.run import demo
 
@@ -138,6 +138,25 @@ def test_a_model_typed_on_the_page_goes_through_the_operators_allowlist(source):
     allowing = page_context(demo, settings.load_settings([], environ={}, allow_hub=["gpt2"]))
     with pytest.raises(store.ModelLoadError, match="not reachable"):  # allowed, but no hub here: said, not hung
         generator_for("gpt2", configured, allowing)
+
+
+def test_the_badge_says_why_a_typed_model_cannot_run():
+    from txgallery import settings
+
+    studio = Studio(page_context(demo, settings.Settings()))
+    assert studio.names == ["smollm2-135m", "gpt2-shakespeare"]  # nothing configured: both embedded models
+    badge = studio.badge("gpt2")
+    assert badge.startswith("⚠️ **Model unavailable.** `gpt2`:") and "--allow-hub" in badge
+
+
+def test_the_endpoints_keep_their_parameter_names():
+    """The handlers live on `Studio` now; a program calling the API by keyword sees the same names as before."""
+    endpoints = build(page_context(demo)).get_api_info()["named_endpoints"]
+    knobs = ["decoding", "temperature", "top_k", "top_p", "repetition_penalty", "beams"]
+    common = ["model", "prompt", "chat", "max_new_tokens", "seed"]
+    assert [p["parameter_name"] for p in endpoints["/generation_generate"]["parameters"]] == common + knobs
+    assert [p["parameter_name"] for p in endpoints["/generation_compare"]["parameters"]] == (
+        common + [f"{k}_a" for k in knobs] + [f"{k}_b" for k in knobs])
 
 
 def test_page_controls_become_checked_settings():
