@@ -1,50 +1,92 @@
-"""The `txgallery` command line: help everywhere, model checks with clear messages, bad settings."""
+"""The `txgallery` command line: help everywhere, model checks with clear messages, bad settings.
+
+The commands run in this process through `txgallery.cli.main`; one test runs the installed console script, so that
+the entry point and its exit status stay covered.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-
-def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "txgallery.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["list"], ["train"]])
-def test_help_everywhere(command):
-    done = run(*command, "--help")
-    assert done.returncode == 0 and "usage: txgallery" in done.stdout
-
-
-def test_unknown_hub_model_is_reported_by_the_cli_with_the_embedded_default():
-    done = run("--log-level", "error", "list", "--models", "--model", "sentiment=no-such-org/no-such-model")
-    assert done.returncode == 1
-    assert "sentiment: ERROR" in done.stdout and "no-such-org/no-such-model" in done.stdout
-    assert "embedded default" in done.stdout and "minilm-rt-sentiment" in done.stdout
-
-
-def test_embedded_model_loads_from_the_cli():
-    done = run("--log-level", "error", "list", "--models")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "sentiment: loaded minilm-rt-sentiment (embedded" in done.stdout
-
-
-def test_bad_model_flag_is_a_usage_error():
-    done = run("list", "--models", "--model", "sentiment")
-    assert done.returncode == 2 and "expected SLUG=MODEL" in done.stderr
-
-
-def test_limits_command_prints_every_limit_and_the_readme_has_them(capsys):
-    from pathlib import Path
-
+@pytest.fixture()
+def txgallery(capsys, monkeypatch):
+    """`txgallery(*args)` runs the command in this process and returns (exit status, stdout, stderr); the settings,
+    root logger and OpenMP policy it installs are put back afterwards."""
+    from txgallery import settings
     from txgallery.cli import main
+
+    previous, root = settings.current(), logging.getLogger()
+    handlers, level, wait_policy = list(root.handlers), root.level, os.environ.get("OMP_WAIT_POLICY")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            status = main(list(args))
+        except SystemExit as exit_:  # argparse's own exits: --help and usage errors
+            status = exit_.code
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    yield run
+    settings.configure(previous)
+    root.handlers[:], root.level = handlers, level
+    if wait_policy is None:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+    else:
+        os.environ["OMP_WAIT_POLICY"] = wait_policy
+
+
+@pytest.fixture()
+def only_sentiment(monkeypatch):
+    """`list` finds the sentiment demo only (it has no --demo flag), so that `list --models` loads sentiment's models
+    and not every demo's."""
+    from txgallery import plugin
+
+    discover = plugin.discover_demos
+    monkeypatch.setattr(plugin, "discover_demos", lambda only=None: discover(only=["sentiment"]))
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["list"], ["train"], ["limits"], ["ray"], ["spaces"]])
+def test_help_everywhere(txgallery, command):
+    status, out, _ = txgallery(*command, "--help")
+    assert status == 0 and "usage: txgallery" in out
+
+
+def test_unknown_hub_model_is_reported_by_the_cli_with_the_embedded_default(txgallery, only_sentiment):
+    status, out, _ = txgallery("--log-level", "error", "list", "--models", "--model",
+                               "sentiment=no-such-org/no-such-model")
+    assert status == 1
+    assert "sentiment: ERROR" in out and "no-such-org/no-such-model" in out
+    assert "embedded default" in out and "minilm-rt-sentiment" in out
+
+
+def test_embedded_model_loads_from_the_cli(txgallery, only_sentiment):
+    status, out, err = txgallery("--log-level", "error", "list", "--models")
+    assert status == 0, out + err
+    assert "sentiment: loaded minilm-rt-sentiment (embedded" in out
+
+
+def test_bad_model_flag_is_a_usage_error_of_the_console_script():
+    """The installed `txgallery` script: its entry point reaches main(), whose exit status and message come back."""
+    script = Path(sys.executable).parent / "txgallery"
+    done = subprocess.run([str(script), "list", "--models", "--model", "sentiment"], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == 2 and "expected SLUG=MODEL" in done.stderr, done.stdout + done.stderr
+
+
+def test_limits_command_prints_every_limit_and_the_readme_has_them(txgallery):
     from txgallery.limits import limits_markdown, limits_table
 
-    assert main(["limits"]) == 0
-    printed = capsys.readouterr().out
+    status, printed, _ = txgallery("limits")
+    assert status == 0
     assert all(f"`{name}`" in printed for _, name, _, _ in limits_table())
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     assert limits_markdown() in readme, "README's limits table is out of date: paste `txgallery limits` into it"
