@@ -1,8 +1,8 @@
 """BERT sentiment: text in, label and probabilities out, and which words pushed the decision.
 
-Reads top to bottom: the lesson, the model logic as plain functions and one service class (testable without
-Gradio), then `build()` that wires the UI. Run alone: `txgallery serve --demo sentiment` or
-`python -m txgallery_demos.sentiment`.
+The layout every demo follows (and a plugin can copy): `service.py` holds the model service, plain Python that loads
+its model through the model store; this file holds the lesson, the small pure functions the page uses, the panels,
+and `build(ctx)`, which wires them. Run alone: `python demos/sentiment/run.py` or `txgallery serve --demo sentiment`.
 """
 
 from __future__ import annotations
@@ -11,26 +11,21 @@ import html
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import pandas as pd
-import torch
+from txgallery_demos.sentiment.service import SentimentClassifier, merge_word_pieces  # noqa: F401 (re-exported)
 
+from txgallery.lib.text import clean_text
 from txgallery.lib.uploads import find_column, header_names, read_csv_rows
-from txgallery.limits import (
-    MAX_ATTRIBUTION_TOKENS,
-    MAX_BATCH_TEXTS,
-    MAX_TOKENS,
-    MAX_UPLOAD_BYTES,
-    InputError,
-    truncate_text,
-)
-from txgallery.models import store
+from txgallery.limits import MAX_BATCH_TEXTS, MAX_TOKENS, MAX_UPLOAD_BYTES, InputError
+from txgallery.models.hub import ModelLoadError, ModelSource
 from txgallery.plugin import ApiCall, Demo, ModelSlot, PageContext
-from txgallery.serving.seam import connect
 from txgallery.ui import (
     deep_link,
     examples_that_run,
+    loaded_badge,
     model_badge,
     shown_value,
     user_errors,
@@ -69,18 +64,11 @@ TEXT_COLUMNS = ("text", "sentence", "review", "content")
 TOWARDS_RGB = (239, 68, 60)  # red: the word pushed towards the predicted label
 AGAINST_RGB = (128, 90, 213)  # purple: the word pushed against it
 
+# (name, source or why it cannot run, service or None) per configured model: what `ctx.services` gives
+Classifiers = list[tuple[str, ModelSource | ModelLoadError, Any]]
+
 
 # --- input handling (pure functions) -----------------------------------------------------------------------------
-
-
-def clean_text(text: str | None) -> tuple[str, str | None]:
-    """Validate one input text; returns it (truncated if huge) and a notice, or raises `InputError`."""
-    if text is None or (isinstance(text, str) and not text.strip()):
-        raise InputError("Please enter some text: the input is empty.")
-    if not isinstance(text, str):  # an API call that is not the page's textbox
-        raise InputError(f"The text must be a string, not {type(text).__name__}.")
-    text, notice = truncate_text(text)
-    return text.strip(), notice
 
 
 def parse_lines(text: str | None) -> list[str]:
@@ -111,98 +99,38 @@ def read_csv_texts(path: str | Path) -> list[str]:
     return _within_batch_cap(texts)
 
 
-# --- the model service ---------------------------------------------------------------------------------------------
+# --- what the page answers (pure functions of the services) --------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SentimentResult:
-    """One prediction: the winning label, every label's probability, and whether the input was cut."""
-
-    label: str
-    probabilities: dict[str, float]
-    truncated: bool
-
-
-def merge_word_pieces(tokens: list[str], scores: list[float]) -> list[tuple[str, float]]:
-    """Join sub-word pieces back into words, summing their scores.
-
-    WordPiece (BERT) marks continuations with `##`; BPE and SentencePiece (RoBERTa, T5) mark word starts with
-    `Ġ` or `▁`, so there an unmarked piece continues the word before it.
-    """
-    marks_starts = any(t.startswith(("Ġ", "▁")) for t in tokens)
-    words: list[list] = []
-    for token, score in zip(tokens, scores):
-        continues = token.startswith("##") or (marks_starts and not token.startswith(("Ġ", "▁")))
-        if continues and words:
-            words[-1][0] += token.removeprefix("##")
-            words[-1][1] += score
-        else:
-            words.append([token.lstrip("Ġ▁"), score])
-    return [(word, score) for word, score in words]
+def classify_text(classifiers: Classifiers, text: str) -> tuple[str, list[str], list[dict[str, float] | None]]:
+    """The notice, then each model's badge and probabilities for one text (None where a model cannot run)."""
+    cleaned, notice = clean_text(text)
+    badges, probabilities, truncated = [], [], False
+    for _, source, classifier in classifiers:
+        result = None
+        if classifier is not None:
+            try:
+                result = classifier.predict([cleaned])[0]
+            except ModelLoadError as exc:
+                source = exc  # the badge says why this model cannot run
+        badges.append(loaded_badge(classifier if result else None, source))
+        probabilities.append(result.probabilities if result else None)
+        truncated = truncated or bool(result and result.truncated)
+    if truncated:
+        notice = f"{notice or ''} Only the first {MAX_TOKENS} tokens were classified.".strip()
+    return (f"ℹ️ {notice}" if notice else ""), badges, probabilities
 
 
-class SentimentClassifier:
-    """A sequence classifier from the model store, with batched prediction and integrated-gradients attribution."""
-
-    batched_methods = ("predict",)  # on Ray Serve, concurrent calls share one forward pass
-
-    def __init__(self, source: store.ModelSource) -> None:
-        self.source = source
-        self.loaded = store.get_store().load(source)
-        self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
-        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
-
-    def describe(self) -> str:
-        """The model badge for the UI."""
-        return model_badge(self.source, self.loaded)
-
-    def _encode(self, texts: list[str], max_tokens: int):
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=max_tokens,
-                              return_tensors="pt").to(self.loaded.device)
-
-    @torch.inference_mode()
-    def predict(self, texts: list[str]) -> list[SentimentResult]:
-        """Label every text (one forward pass for the batch)."""
-        batch = self._encode(texts, MAX_TOKENS)
-        probabilities = self.model(**batch).logits.float().softmax(-1).cpu()
-        full_lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
-        return [
-            SentimentResult(label=self.labels[int(p.argmax())],
-                            probabilities={label: float(v) for label, v in zip(self.labels, p)},
-                            truncated=n > MAX_TOKENS)
-            for p, n in zip(probabilities, full_lengths)
-        ]
-
-    def attribute(self, text: str, steps: int = 24) -> list[tuple[str, float]]:
-        """Integrated gradients (captum) of the predicted label w.r.t. the input embeddings, summed per word.
-
-        Token scores are scaled so that the strongest token is ±1; the baseline keeps special tokens, pads the rest.
-        """
-        from captum.attr import LayerIntegratedGradients
-
-        if getattr(self.model, "txgallery_inference_only", False):
-            raise InputError("Word attributions need gradients, which this optimised model (ONNX or int8) has not.")
-        batch = self._encode([text], MAX_ATTRIBUTION_TOKENS)
-        input_ids = batch["input_ids"]
-        special = torch.tensor(self.tokenizer.get_special_tokens_mask(input_ids[0].tolist(), already_has_special_tokens=True),
-                               dtype=torch.bool, device=input_ids.device)
-        baseline = torch.where(special, input_ids, torch.full_like(input_ids, self.tokenizer.pad_token_id or 0))
-        extra = {k: v for k, v in batch.items() if k != "input_ids"}
-
-        def forward(ids):  # captum calls this with the interpolation steps stacked as a batch
-            return self.model(input_ids=ids, **{k: v.expand(ids.shape[0], -1) for k, v in extra.items()}
-                              ).logits.softmax(-1)
-
-        with torch.no_grad():
-            target = int(forward(input_ids).argmax(-1))
-        ig = LayerIntegratedGradients(forward, self.model.get_input_embeddings())
-        attributions = ig.attribute(input_ids, baselines=baseline, target=target, n_steps=steps,
-                                    internal_batch_size=steps)
-        scores = attributions.sum(-1)[0].detach().float().cpu()
-        scores = scores / scores.abs().max().clamp_min(1e-9)
-        tokens = self.tokenizer.convert_ids_to_tokens(input_ids[0].tolist())
-        keep = [i for i, s in enumerate(special.tolist()) if not s]
-        return merge_word_pieces([tokens[i] for i in keep], [float(scores[i]) for i in keep])
+def explain_text(classifiers: Classifiers, text: str) -> list[list[tuple[str, float]] | None]:
+    """Each model's word attributions for one text (None where a model cannot explain: its badge says why)."""
+    cleaned, _ = clean_text(text)
+    explained = []
+    for _, _, classifier in classifiers:
+        try:
+            explained.append(None if classifier is None else classifier.attribute(cleaned))
+        except (ModelLoadError, InputError):
+            explained.append(None)
+    return explained
 
 
 def attribution_key(probabilities: dict[str, float] | None) -> str:
@@ -234,7 +162,7 @@ def attribution_key(probabilities: dict[str, float] | None) -> str:
             f'words changed little.</div></div>')
 
 
-def classify_batch(classifiers: dict[str, "SentimentClassifier"], texts: list[str]) -> tuple[pd.DataFrame, list[str]]:
+def classify_batch(classifiers: dict[str, SentimentClassifier], texts: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """Label many texts with every model that loads; one row per text, a label and a confidence column per model.
 
     Returns the table and one message per model that could not run (raises when none could).
@@ -243,121 +171,146 @@ def classify_batch(classifiers: dict[str, "SentimentClassifier"], texts: list[st
     for name, classifier in classifiers.items():
         try:
             results = classifier.predict(texts)
-        except store.ModelLoadError as exc:
+        except ModelLoadError as exc:
             failures.append(str(exc))
             continue
         frame[f"label ({name})"] = [r.label for r in results]
         frame[f"confidence ({name})"] = [round(max(r.probabilities.values()), 4) for r in results]
     if len(frame.columns) == 1:
-        raise store.ModelLoadError("No model could classify the batch: " + " ".join(failures))
+        raise ModelLoadError("No model could classify the batch: " + " ".join(failures))
     return frame, failures
 
 
-# --- the UI ---------------------------------------------------------------------------------------------------------
+def batch_predictions(classifiers: Classifiers, texts: str, csv_file: str | None) -> tuple[pd.DataFrame, str, str]:
+    """The batch tab's answer: the table, the same table as a CSV file to download, and why any model is missing."""
+    batch = [clean_text(t)[0] for t in (read_csv_texts(csv_file) if csv_file else parse_lines(texts))]
+    frame, failures = classify_batch({name: c for name, _, c in classifiers if c is not None}, batch)
+    failures += [str(source) for _, source, c in classifiers if c is None]
+    out = Path(tempfile.mkdtemp(prefix="txgallery-")) / "sentiment_predictions.csv"
+    frame.to_csv(out, index=False)
+    return frame, str(out), "\n".join(f"⚠️ {failure}" for failure in failures)
 
 
-def _classifiers(ctx: PageContext) -> list[tuple[str, store.ModelSource | store.ModelLoadError, object]]:
-    """(name, source or error, service or None) for every configured model, in order."""
-    named = []
-    for source in ctx.models["model"]:
-        if isinstance(source, store.ModelLoadError):
-            named.append((source.ref, source, None))
-        else:
-            named.append((source.ref, source, connect(SentimentClassifier, source)))
-    return named
+def _one_or_many(values: list) -> Any:
+    return values[0] if len(values) == 1 else values  # Gradio takes a single output's value unwrapped
+
+
+# --- the panels (each returns the components it makes) ---------------------------------------------------------------
+
+
+@dataclass
+class SingleTextPanel:
+    """The Single text tab: the input, then per model a badge, a prediction, word attributions and their key."""
+
+    text: gr.Textbox
+    run: gr.Button
+    notice: gr.Markdown
+    badges: list[gr.Markdown]
+    labels: list[gr.Label]
+    highlights: list[gr.HighlightedText]
+    keys: list[gr.HTML]
+
+
+def single_text_panel(classifiers: Classifiers) -> SingleTextPanel:
+    """The input and examples, then one column per model, side by side."""
+    text = gr.Textbox(label="Text", lines=4, placeholder="Type or paste a review…", max_length=None)
+    run = gr.Button("Classify", variant="primary", elem_id="sentiment-run")
+    examples_that_run(EXAMPLES, text, run)
+    panel = SingleTextPanel(text, run, gr.Markdown(label="Notice", elem_id="sentiment-notice"), [], [], [], [])
+    with gr.Row():
+        for i, (name, source, _) in enumerate(classifiers):
+            with gr.Column():
+                panel.badges.append(gr.Markdown(model_badge(source), label=f"Model — {name}"))
+                panel.labels.append(gr.Label(label=f"Prediction — {name}", num_top_classes=5,
+                                             elem_id=f"sentiment-label-{i}"))
+                panel.highlights.append(gr.HighlightedText(label=f"Word attributions — {name}",
+                                                           combine_adjacent=False, show_legend=False,
+                                                           elem_id=f"sentiment-attributions-{i}"))
+                panel.keys.append(gr.HTML(elem_id=f"sentiment-attribution-key-{i}"))
+    return panel
+
+
+@dataclass
+class BatchPanel:
+    """The Batch tab: texts typed or uploaded, the table of predictions and its CSV."""
+
+    lines: gr.Textbox
+    upload: gr.File
+    run: gr.Button
+    notice: gr.Markdown
+    table: gr.Dataframe
+    download: gr.File
+
+
+def batch_panel() -> BatchPanel:
+    """One text per line or a CSV in, a table and its download out."""
+    gr.Markdown(f"One text per line, or a UTF-8 CSV with a `text` column; at most {MAX_BATCH_TEXTS} texts and "
+                f"{MAX_UPLOAD_BYTES // 2**20} MB.")
+    return BatchPanel(lines=gr.Textbox(label="Texts, one per line", lines=6),
+                      upload=gr.File(label="…or a CSV file", file_types=[".csv", ".txt"]),
+                      run=gr.Button("Classify all", variant="primary"),
+                      notice=gr.Markdown(label="Notice"),
+                      table=gr.Dataframe(label="Predictions", wrap=True),
+                      download=gr.File(label="Download predictions (CSV)"))
+
+
+# --- the events ---------------------------------------------------------------------------------------------------
+
+
+def answer_single_text(panel: SingleTextPanel, classifiers: Classifiers) -> None:
+    """Classify on click or Enter, then explain, then draw each explaining model's key."""
+    answer = [panel.notice, *panel.badges, *panel.labels]
+
+    @user_errors
+    def classify(text: str):
+        notice, badges, probabilities = classify_text(classifiers, text)
+        return [shown_value(component, value) for component, value in zip(answer, [notice, *badges, *probabilities])]
+
+    @user_errors
+    def explain(text: str):
+        return _one_or_many(explain_text(classifiers, text))
+
+    def show_keys(*values):
+        # one key per model that returned attributions, for the label it predicted
+        probabilities, attributions = values[:len(classifiers)], values[len(classifiers):]
+        return _one_or_many([attribution_key(p) if words else "" for p, words in zip(probabilities, attributions)])
+
+    # the answer skips Gradio's per-component hops: `classify` makes each output's value with the component's own
+    # postprocess (`shown_value`); why, in BENCHMARKS.md, "Sentiment: gallery path vs raw transformers forward"
+    gr.on([panel.run.click, panel.text.submit], classify, inputs=panel.text, outputs=answer,
+          api_name="sentiment_predict", concurrency_id="sentiment", preprocess=False, postprocess=False
+          ).then(explain, inputs=panel.text, outputs=panel.highlights, api_name="sentiment_explain",
+                 concurrency_id="sentiment"
+                 ).then(show_keys, inputs=[*panel.labels, *panel.highlights], outputs=panel.keys, api_name=False,
+                        concurrency_limit=None, show_progress="hidden")
+
+
+def answer_batch(panel: BatchPanel, classifiers: Classifiers) -> None:
+    """Classify every text of the batch with every model."""
+
+    @user_errors
+    def classify_many(texts: str, csv_file):
+        return batch_predictions(classifiers, texts, csv_file)
+
+    panel.run.click(classify_many, inputs=[panel.lines, panel.upload],
+                    outputs=[panel.table, panel.download, panel.notice],
+                    api_name="sentiment_batch", concurrency_id="sentiment")
+
+
+# --- the page -----------------------------------------------------------------------------------------------------
 
 
 def build(ctx: PageContext) -> gr.Blocks:
     """The sentiment page: single text with attributions, batch mode, models side by side."""
-    classifiers = _classifiers(ctx)
+    classifiers = ctx.services(SentimentClassifier)
     with gr.Blocks(title="Sentiment") as page:
         with gr.Tab("Single text"):
-            text = gr.Textbox(label="Text", lines=4, placeholder="Type or paste a review…", max_length=None)
-            run = gr.Button("Classify", variant="primary", elem_id="sentiment-run")
-            examples_that_run(EXAMPLES, text, run)
-            notice = gr.Markdown(label="Notice", elem_id="sentiment-notice")
-            badges, labels, highlights, keys = [], [], [], []
-            with gr.Row():
-                for i, (name, source, _) in enumerate(classifiers):
-                    with gr.Column():
-                        badges.append(gr.Markdown(model_badge(source), label=f"Model — {name}"))
-                        labels.append(gr.Label(label=f"Prediction — {name}", num_top_classes=5,
-                                               elem_id=f"sentiment-label-{i}"))
-                        highlights.append(gr.HighlightedText(label=f"Word attributions — {name}",
-                                                             combine_adjacent=False, show_legend=False,
-                                                             elem_id=f"sentiment-attributions-{i}"))
-                        keys.append(gr.HTML(elem_id=f"sentiment-attribution-key-{i}"))
+            single = single_text_panel(classifiers)
         with gr.Tab("Batch"):
-            gr.Markdown(f"One text per line, or a UTF-8 CSV with a `text` column; at most {MAX_BATCH_TEXTS} texts and "
-                        f"{MAX_UPLOAD_BYTES // 2**20} MB.")
-            lines = gr.Textbox(label="Texts, one per line", lines=6)
-            upload = gr.File(label="…or a CSV file", file_types=[".csv", ".txt"])
-            run_batch = gr.Button("Classify all", variant="primary")
-            batch_notice = gr.Markdown(label="Notice")
-            table = gr.Dataframe(label="Predictions", wrap=True)
-            download = gr.File(label="Download predictions (CSV)")
-
-        answer = [notice, *badges, *labels]
-
-        @user_errors
-        def classify(text: str):
-            cleaned, message = clean_text(text)
-            outputs_badges, outputs_labels, truncated = [], [], False
-            for _, source, classifier in classifiers:
-                if classifier is None:
-                    outputs_badges.append(model_badge(source))
-                    outputs_labels.append(None)
-                    continue
-                try:
-                    result = classifier.predict([cleaned])[0]
-                    outputs_badges.append(classifier.describe())
-                    outputs_labels.append(result.probabilities)
-                    truncated = truncated or result.truncated
-                except store.ModelLoadError as exc:
-                    outputs_badges.append(model_badge(exc))
-                    outputs_labels.append(None)
-            if truncated:
-                message = f"{message or ''} Only the first {MAX_TOKENS} tokens were classified.".strip()
-            values = [f"ℹ️ {message}" if message else "", *outputs_badges, *outputs_labels]
-            return [shown_value(component, value) for component, value in zip(answer, values)]
-
-        @user_errors
-        def explain(text: str):
-            cleaned, _ = clean_text(text)
-            outputs = []
-            for _, _, classifier in classifiers:
-                try:
-                    outputs.append(None if classifier is None else classifier.attribute(cleaned))
-                except (store.ModelLoadError, InputError):  # the badge above already says why
-                    outputs.append(None)
-            return outputs[0] if len(outputs) == 1 else outputs  # Gradio takes one output's value unwrapped
-
-        def show_keys(*values):
-            # one key per model that returned attributions, for the label it predicted
-            probabilities, attributions = values[:len(classifiers)], values[len(classifiers):]
-            shown = [attribution_key(p) if words else "" for p, words in zip(probabilities, attributions)]
-            return shown[0] if len(shown) == 1 else shown
-
-        @user_errors
-        def classify_many(texts: str, csv_file):
-            batch = read_csv_texts(csv_file) if csv_file else parse_lines(texts)
-            batch = [clean_text(t)[0] for t in batch]
-            frame, failures = classify_batch({name: c for name, _, c in classifiers if c is not None}, batch)
-            failures += [str(source) for _, source, c in classifiers if c is None]
-            out = Path(tempfile.mkdtemp(prefix="txgallery-")) / "sentiment_predictions.csv"
-            frame.to_csv(out, index=False)
-            return frame, str(out), "\n".join(f"⚠️ {failure}" for failure in failures)
-
-        # The answer skips Gradio's per-component hops (one worker-thread hop per input and output, a few ms together):
-        # `classify` makes each output's value with the component's own postprocess (`shown_value`).
-        gr.on([run.click, text.submit], classify, inputs=text, outputs=answer,
-              api_name="sentiment_predict", concurrency_id="sentiment", preprocess=False, postprocess=False
-              ).then(explain, inputs=text, outputs=highlights, api_name="sentiment_explain", concurrency_id="sentiment"
-                     ).then(show_keys, inputs=[*labels, *highlights], outputs=keys, api_name=False,
-                            concurrency_limit=None, show_progress="hidden")
-        run_batch.click(classify_many, inputs=[lines, upload], outputs=[table, download, batch_notice],
-                        api_name="sentiment_batch", concurrency_id="sentiment")
-        deep_link(page, {"text": text}, run=run)
+            batch = batch_panel()
+        answer_single_text(single, classifiers)
+        answer_batch(batch, classifiers)
+        deep_link(page, {"text": single.text}, run=single.run)
     return page
 
 

@@ -9,13 +9,12 @@ import sys
 import pytest
 import torch
 from txgallery_demos.sentiment.run import (
-    SentimentClassifier,
     classify_batch,
-    clean_text,
-    merge_word_pieces,
+    classify_text,
     parse_lines,
     read_csv_texts,
 )
+from txgallery_demos.sentiment.service import SentimentClassifier, merge_word_pieces
 
 from txgallery.embedded.training import (
     LoraRecipe,
@@ -31,6 +30,7 @@ from txgallery.limits import (
     InputError,
 )
 from txgallery.models import store
+from txgallery.models.hub import ModelLoadError
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +42,35 @@ def classifier() -> SentimentClassifier:
 
 @pytest.mark.parametrize("text", [None, "", "   \n\t "])
 def test_empty_text_is_refused(text):
-    with pytest.raises(InputError, match="empty"):
-        clean_text(text)
+    with pytest.raises(InputError, match="Please enter some text: the input is empty"):
+        classify_text([], text)
 
 
 def test_text_that_is_not_a_string_is_refused():  # the page's answer skips Gradio's textbox preprocessing
     with pytest.raises(InputError, match="must be a string, not int"):
-        clean_text(5)
+        classify_text([], 5)
+
+
+def test_invisible_characters_alone_are_refused():
+    with pytest.raises(InputError, match="only control or invisible characters"):
+        classify_text([], "\u200b\u200b")
 
 
 def test_huge_text_is_truncated_with_a_notice():
-    text, notice = clean_text("good." * 20_000)
-    assert len(text) == MAX_INPUT_CHARS and "100,000" in notice and f"{MAX_INPUT_CHARS:,}" in notice
+    notice, badges, probabilities = classify_text([], "good." * 20_000)
+    assert "100,000" in notice and f"{MAX_INPUT_CHARS:,}" in notice and badges == probabilities == []
+
+
+def test_a_model_that_fails_to_load_shows_why_in_its_badge_beside_the_others(classifier):
+    class FailsToLoad:
+        def predict(self, texts):
+            raise ModelLoadError("the weights are missing")
+
+    source = store.resolve("embedded", "text-classification")
+    notice, badges, probabilities = classify_text([("ok", source, classifier), ("broken", source, FailsToLoad())],
+                                                  "A warm and funny film.")
+    assert notice == "" and "held-out accuracy" in badges[0] and max(probabilities[0].values()) > 0.5
+    assert badges[1] == "⚠️ **Model unavailable.** the weights are missing" and probabilities[1] is None
 
 
 def test_batch_lines_and_cap():
