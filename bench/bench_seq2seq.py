@@ -21,7 +21,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the server does (txgal
 
 import torch  # noqa: E402
 from timing import interleaved, percentiles  # noqa: E402
-from txgallery_demos.seq2seq.run import TASK, GenerationSettings, TextToText  # noqa: E402
+from txgallery_demos.seq2seq.run import TASK  # noqa: E402
+from txgallery_demos.seq2seq.service import GenerationSettings, TextToText  # noqa: E402
 
 from txgallery.models import store  # noqa: E402
 from txgallery.serving.seam import connect  # noqa: E402

@@ -9,16 +9,16 @@ from txgallery_demos.seq2seq.run import (
     SENTINEL,
     TASK,
     TASK_PREFIXES,
-    GenerationSettings,
-    TextToText,
     attention_figures,
     beams_setting,
     check_settings,
     check_task,
     declared_tasks,
     fuse_heads,
+    generate_text,
     task_input,
 )
+from txgallery_demos.seq2seq.service import GenerationSettings, TextToText
 
 from txgallery.embedded.t5 import T5Recipe, build_tokenizer, evaluate, make_t5
 from txgallery.lib.datasets import rotten_tomatoes_splits
@@ -68,6 +68,13 @@ def test_huge_text_is_cut_with_a_notice():
     source, notice = task_input("good." * 6_000, SENTIMENT)
     assert len(source) == len(SENTIMENT) + MAX_INPUT_CHARS
     assert "30,000" in notice and f"{MAX_INPUT_CHARS:,}" in notice
+
+
+def test_invisible_characters_are_removed_with_a_notice_or_refused_when_alone():
+    assert task_input("a fine\u200b film", SENTIMENT) == (SENTIMENT + "a fine film",
+                                                          "Removed 1 control or invisible character from the text.")
+    with pytest.raises(InputError, match="only control or invisible characters"):
+        task_input("\u200b\u2060", SENTIMENT)
 
 
 def test_fill_needs_a_gap_and_blanks_become_the_sentinel():
@@ -132,6 +139,16 @@ def test_beam_search_and_long_inputs(tiny):
     assert 1 <= len(beam.output_ids) <= 5 and not beam.truncated
     long = tiny.generate(SENTIMENT + "good " * 400, GenerationSettings(max_new_tokens=2))
     assert long.truncated and len(long.source_tokens) == MAX_SEQ2SEQ_SOURCE_TOKENS
+
+
+def test_the_page_answer_names_the_tokens_and_the_model_or_why_it_cannot_run(tiny):
+    tasks = {"tiny": TASK_PREFIXES, "gone": TASK_PREFIXES}
+    services = {"tiny": (tiny.source, tiny), "gone": (hub.ModelLoadError("'gone': no such model"), None)}
+    result, notice, badge = generate_text(services, tasks, "a fine film", "sentiment (sst2 sentence:)", "tiny",
+                                          "beam search", 2, 3)
+    assert 1 <= len(result.output_ids) <= 3 and notice.endswith("ms (beam search)") and "local directory" in badge
+    with pytest.raises(hub.ModelLoadError, match="no such model"):
+        generate_text(services, tasks, "a fine film", "sentiment (sst2 sentence:)", "gone", "greedy", 4, 8)
 
 
 def test_hub_id_while_offline_names_the_embedded_default(monkeypatch):
