@@ -34,7 +34,8 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from served import http_call, start_server, stop_server, upload  # noqa: E402
 from timing import interleaved  # noqa: E402
-from txgallery_demos.clip.run import ClipMatcher, apply_template, zero_shot  # noqa: E402
+from txgallery_demos.clip.run import apply_template  # noqa: E402
+from txgallery_demos.clip.service import ClipMatcher, zero_shot  # noqa: E402
 
 from txgallery.lib.images import load_image, load_images, sample_photos
 from txgallery.models import (

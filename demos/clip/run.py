@@ -1,46 +1,41 @@
 """CLIP: images and texts in one embedding space — zero-shot classification, search both ways, a similarity matrix.
 
-Reads top to bottom: the lesson, the input handling and maths as plain functions, one service class (testable
-without Gradio), then `build()` that wires the UI. Run alone: `txgallery serve --demo clip` or
-`python -m txgallery_demos.clip`.
+Reads top to bottom: the lesson, the input handling and maths as plain functions, what each button runs, then the
+page's tabs and `build()` that wires them. The model runs in `service.py` (`ClipMatcher`). Run alone:
+`python demos/clip/run.py`, `python -m txgallery_demos.clip` or `txgallery serve --demo clip`.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import threading
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 import gradio as gr
 import numpy as np
 from gradio_client import handle_file
 from PIL import Image
+from txgallery_demos.clip.service import ClipMatcher, badge_text, is_stand_in, zero_shot
 
+from txgallery import ApiCall, Demo, InputError, ModelSlot, PageContext, connect
 from txgallery.lib.images import load_image, load_images, sample_photos
-from txgallery.lib.threads import openmp_threads, set_openmp_threads, torch_threads
 from txgallery.limits import (
-    MAX_CLIP_CACHED_EMBEDDINGS,
     MAX_CLIP_GALLERY_UPLOADS,
     MAX_CLIP_LABELS,
     MAX_CLIP_TEXT_CHARS,
-    InputError,
 )
-from txgallery.models import clip, registry, store
-from txgallery.plugin import ApiCall, Demo, ModelSlot, PageContext
-from txgallery.serving.seam import connect
+from txgallery.models import clip, store
+from txgallery.models.hub import ModelLoadError
 from txgallery.ui import (
     deep_link,
     examples_that_run,
     image_input,
     loaded_badge,
-    model_badge,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SLUG = "clip"
 TASK = clip.TASK
@@ -165,7 +160,7 @@ def rank(scores: np.ndarray, names: list[str]) -> list[tuple[str, float]]:
     return [(names[i], float(scores[i])) for i in order]
 
 
-def similarity_figure(matrix: np.ndarray, image_names: list[str], texts: list[str]):
+def similarity_figure(matrix: np.ndarray, image_names: list[str], texts: list[str]) -> Figure:
     """The N images × M texts cosine similarities as an annotated heatmap (matplotlib figure)."""
     from matplotlib.figure import Figure
 
@@ -182,245 +177,164 @@ def similarity_figure(matrix: np.ndarray, image_names: list[str], texts: list[st
     return figure
 
 
-def badge_text(source: store.ModelSource | store.ModelLoadError, loaded: store.LoadedModel | None = None) -> str:
-    """The model badge, saying plainly when the offline stand-in runs instead of CLIP (and how well it does)."""
-    badge = model_badge(source, loaded)
-    if isinstance(source, store.ModelSource) and source.kind == "embedded":
-        metrics = loaded.metrics if loaded else registry.get_embedded(source.ref).metrics()
-        measured = (f" Zero-shot on Fashion-MNIST with its 10 class names: {metrics['fashion_mnist_accuracy']:.1%} "
-                    f"({metrics['fashion_mnist_size']:,} test images; chance 10%)."
-                    if "fashion_mnist_accuracy" in metrics else "")
-        badge += ("\n\n⚠️ **Offline stand-in, not CLIP:** EfficientNet-Lite0's top ImageNet classes placed in "
-                  f"MiniLM's sentence space (ConSE).{measured} Texts far from ImageNet's 1,000 classes match poorly; "
-                  "configure an open_clip model for the real thing.")
-    return badge
+# --- what the page's events run -----------------------------------------------------------------------------------
 
 
-# --- the model service -------------------------------------------------------------------------------------------
+class Handlers:
+    """What the page's events run, on its one model (plain methods: testable without a browser)."""
+
+    def __init__(self, ctx: PageContext) -> None:
+        # the page offers no choice of model: only the first configured one is connected (and deployed on Ray)
+        self.source = ctx.model()
+        self.matcher = None if isinstance(self.source, ModelLoadError) else connect(ClipMatcher, self.source)
+        # the page's model never changes, so its badge is made once, on the first page load (an exception is not kept)
+        self.badge = functools.lru_cache(maxsize=1)(self.fresh_badge)
+
+    def service(self) -> ClipMatcher:
+        """The page's model service, or the reason it cannot run (raised)."""
+        if self.matcher is None:
+            raise self.source
+        return self.matcher
+
+    def fresh_badge(self) -> str:
+        """The badge once the model has loaded, with how well it does (or why it cannot run)."""
+        return loaded_badge(self.matcher, self.source, badge_text)
+
+    @user_errors
+    def classify(self, image: str | None, labels: str, template: str) -> tuple[dict[str, float], list[list]]:
+        """Zero-shot label probabilities, and each prompt's cosine and probability, best first."""
+        if not image:
+            raise InputError("Please upload an image (or pick an example) first.")
+        chosen = parse_labels(labels)
+        prompts = apply_template(template, chosen)
+        result = zero_shot(self.service(), image, prompts)
+        rows = [[p, round(s, 4), round(q, 4)] for p, s, q in zip(prompts, result.similarities, result.probabilities)]
+        rows.sort(key=lambda row: -row[1])
+        return dict(zip(chosen, result.probabilities)), rows
+
+    @user_errors
+    def text_to_image(self, text: str, images: list[str] | None) -> list[tuple[Image.Image, str]]:
+        """The gallery ranked by how well each picture matches the text."""
+        query_text = parse_query(text)
+        pictures = gallery_images(images)
+        scores = self.service().similarity([array for _, array in pictures], [query_text])[:, 0]
+        order = np.argsort(-scores, kind="stable")  # two uploads may share a file name: rank by position
+        return [(Image.fromarray(pictures[i][1]), f"{pictures[i][0]}: {scores[i]:.3f}") for i in order]
+
+    @user_errors
+    def image_to_text(self, image: str | None, descriptions: str) -> list[list]:
+        """The descriptions ranked by how well each matches the picture."""
+        if not image:
+            raise InputError("Please upload a picture first.")
+        candidates = parse_texts(descriptions)
+        scores = self.service().similarity([np.asarray(load_image(image))], candidates)[0]
+        return [[name, round(score, 4)] for name, score in rank(scores, candidates)]
+
+    @user_errors
+    def matrix(self, texts: str, images: list[str] | None) -> Figure:
+        """Every gallery picture against every text, as a heatmap."""
+        chosen = parse_texts(texts)
+        pictures = gallery_images(images)
+        values = self.service().similarity([array for _, array in pictures], chosen)
+        return similarity_figure(values, [name for name, _ in pictures], chosen)
 
 
-@dataclass(frozen=True)
-class ZeroShotResult:
-    """One image against several prompts: probabilities (softmax of scaled cosines) and the cosines themselves."""
-
-    probabilities: list[float]
-    similarities: list[float]
+# --- the page's tabs -------------------------------------------------------------------------------------------------
 
 
-class EmbeddingCache:
-    """Embeddings by key, computed once; beyond `size` entries the least recently used go."""
+class ClassifyTab(NamedTuple):
+    """The *Zero-shot classification* tab's components."""
 
-    def __init__(self, size: int = MAX_CLIP_CACHED_EMBEDDINGS) -> None:
-        self.size = size
-        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._guard = threading.Lock()  # a Ray replica may run two requests of one service at once
-
-    def __len__(self) -> int:
-        return len(self._vectors)
-
-    def missing(self, keys: list[str]) -> int:
-        """How many of `keys` are not cached."""
-        with self._guard:
-            return sum(key not in self._vectors for key in keys)
-
-    def get(self, keys: list[str], compute: Callable[[list[int]], np.ndarray]) -> np.ndarray:
-        """The vectors of `keys` (K, D); `compute(indices)` embeds, in one batch, the ones not cached."""
-        with self._guard:
-            found = {key: self._vectors[key] for key in keys if key in self._vectors}
-            for key in found:
-                self._vectors.move_to_end(key)
-        missing = [i for i, key in enumerate(keys) if key not in found]
-        if missing:
-            computed = compute(missing)
-            found.update({keys[i]: vector for i, vector in zip(missing, computed)})
-            with self._guard:
-                for i, vector in zip(missing, computed):
-                    self._vectors[keys[i]] = vector
-                    self._vectors.move_to_end(keys[i])
-                while len(self._vectors) > self.size:
-                    self._vectors.popitem(last=False)
-        return np.stack([found[key] for key in keys])
+    image: gr.Image
+    labels: gr.Textbox
+    run: gr.Button
+    template: gr.Textbox
+    prediction: gr.Label
+    cosines: gr.Dataframe
 
 
-SIDE_BY_SIDE_MAX_WEIGHTS = 60_000_000  # the stand-in has 27M (EfficientNet-Lite0 + MiniLM-L6), ViT-B-32 151M
+def classify_tab(examples: list[str]) -> ClassifyTab:
+    """A picture, labels and a prompt template; the prediction and each prompt's scores."""
+    with gr.Tab("Zero-shot classification"):
+        with gr.Row():
+            with gr.Column():
+                image = image_input(label="Image", sources=["upload", "webcam", "clipboard"], elem_id="clip-image")
+            with gr.Column():
+                labels = gr.Textbox(label="Labels (comma or line separated)", value=DEFAULT_LABELS, lines=1)
+                run = gr.Button("Classify", variant="primary", elem_id="clip-run")
+                examples_that_run(examples, image, run)
+                template = gr.Textbox(label="Prompt template ({} is replaced by each label)", value=DEFAULT_TEMPLATE)
+                prediction = gr.Label(label="Zero-shot prediction", num_top_classes=5, elem_id="clip-label")
+                cosines = gr.Dataframe(headers=["prompt", "cosine", "probability"], label="Prompts and scores")
+    return ClassifyTab(image, labels, run, template, prediction, cosines)
 
 
-class ClipMatcher:
-    """An image–text model from the model store: embeddings, zero-shot classification and similarity matrices."""
+class SearchTab(NamedTuple):
+    """The *Search* tab's components: text → image on the left, image → text on the right."""
 
-    batched_methods = ("embed_images", "embed_texts")  # on Ray Serve, concurrent calls share one forward pass
-
-    def __init__(self, source: store.ModelSource) -> None:
-        self.source = source
-        self.loaded = store.get_store().load(source)
-        self.scale = clip.logit_scale(self.loaded.model)
-        self._weights = sum(p.numel() for p in self.loaded.model.parameters())
-        # the gallery's photos and the user's labels come back request after request: each is embedded once
-        self._images, self._texts = EmbeddingCache(), EmbeddingCache()
-        # the text encoder's thread beside the image encoder (`similarity`); OpenMP's team size is per thread, so it
-        # is set once there, when the thread starts
-        half = max(1, torch_threads() // 2)
-        self._text_thread = ThreadPoolExecutor(1, thread_name_prefix="clip-text", initializer=lambda: set_openmp_threads(half))
-
-    def describe(self) -> str:
-        """The model badge for the UI."""
-        return badge_text(self.source, self.loaded)
-
-    def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
-        """L2-normalised embeddings (N, D) of RGB arrays, reusing those computed before."""
-        keys = [hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest() for image in images]
-        return self._images.get(keys, lambda missing: clip.embed_images(
-            self.loaded, [Image.fromarray(images[i]) for i in missing]))
-
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        """L2-normalised embeddings (M, D) of texts, reusing those computed before."""
-        return self._texts.get(list(texts), lambda missing: clip.embed_texts(
-            self.loaded, [texts[i] for i in missing]))
-
-    def similarity(self, images: list[np.ndarray], texts: list[str]) -> np.ndarray:
-        """Cosine similarity of every image with every text, shape (N, M)."""
-        if self._side_by_side(images, texts):
-            return self._similarity_side_by_side(images, texts)
-        return clip.cosine_matrix(self.embed_images(images), self.embed_texts(texts))
-
-    # One picture and new prompts (zero-shot with new labels, image → text): on the CPU a small model's two encoders
-    # run side by side, each on half of this thread's OpenMP threads. Small encoders scale poorly over threads, so one
-    # after the other on 2 cores wasted most of the second core: the stand-in's text and image took 98 ms that way
-    # and 70 ms side by side (BENCHMARKS.md). Large encoders scale well, and halving the threads of the larger one
-    # costs more than the overlap gains (open_clip ViT-B-32: 1.26× raw side by side). Many pictures keep all threads
-    # too: their encoder is the whole cost.
-    def _side_by_side(self, images: list[np.ndarray], texts: list[str]) -> bool:
-        return (len(images) == 1 and self.loaded.device == "cpu" and self._weights < SIDE_BY_SIDE_MAX_WEIGHTS
-                and torch_threads() >= 2 and self._texts.missing(list(texts)) > 0)
-
-    def _similarity_side_by_side(self, images: list[np.ndarray], texts: list[str]) -> np.ndarray:
-        with openmp_threads(max(1, torch_threads() // 2)):  # restored after
-            text_vectors = self._text_thread.submit(self.embed_texts, texts)
-            image_vectors = self.embed_images(images)
-        return clip.cosine_matrix(image_vectors, text_vectors.result())
-
-    def classify(self, image: np.ndarray, prompts: list[str]) -> ZeroShotResult:
-        """Zero-shot classification of one image among the prompts."""
-        similarities = self.similarity([image], prompts)
-        probabilities = clip.zero_shot_probabilities(similarities, self.scale)[0]
-        return ZeroShotResult(probabilities=probabilities.tolist(), similarities=similarities[0].tolist())
+    uploads: gr.File
+    query: gr.Textbox
+    search: gr.Button
+    found: gr.Gallery
+    probe: gr.Image
+    candidates: gr.Textbox
+    describe: gr.Button
+    described: gr.Dataframe
 
 
-def zero_shot(matcher: ClipMatcher, path: str | Path, prompts: list[str]) -> ZeroShotResult:
-    """Zero-shot classification of an uploaded image file among the prompts (new prompts are embedded beside the
-    picture, see `ClipMatcher.similarity`)."""
-    return matcher.classify(np.asarray(load_image(path)), prompts)
+def search_tab() -> SearchTab:
+    """Search the gallery by a text, and rank descriptions of a picture."""
+    with gr.Tab("Search"):
+        uploads = gr.File(label=f"Add images to the gallery (at most {MAX_CLIP_GALLERY_UPLOADS}; the sample "
+                                "photos are always in it)", file_count="multiple", file_types=["image"])
+        with gr.Row():
+            with gr.Column():
+                query = gr.Textbox(label="Text → image: describe what you are looking for", value="something to drink")
+                search = gr.Button("Search the gallery", variant="primary")
+                found = gr.Gallery(label="Gallery ranked by cosine similarity", columns=3, height="auto")
+            with gr.Column():
+                probe = image_input(label="Image → text: a picture")
+                candidates = gr.Textbox(label="Candidate descriptions, one per line", value=DEFAULT_TEXTS, lines=5)
+                describe = gr.Button("Rank the descriptions", variant="primary")
+                described = gr.Dataframe(headers=["text", "cosine"], label="Descriptions ranked")
+    return SearchTab(uploads, query, search, found, probe, candidates, describe, described)
 
 
-# --- the UI ------------------------------------------------------------------------------------------------------
+def matrix_tab() -> tuple[gr.Textbox, gr.Button, gr.Plot]:
+    """Every gallery picture against every text: (texts, button, heatmap)."""
+    with gr.Tab("Similarity matrix"):
+        gr.Markdown("Every gallery image (sample photos + the images added under *Search*) against every text.")
+        texts = gr.Textbox(label="Texts, one per line", value=DEFAULT_TEXTS, lines=5)
+        compute = gr.Button("Compute the matrix", variant="primary")
+        heatmap = gr.Plot(label="Cosine similarity: images × texts")
+    return texts, compute, heatmap
 
 
-def _matcher(ctx: PageContext) -> tuple[store.ModelSource | store.ModelLoadError, ClipMatcher | None]:
-    """The first configured model (or why it cannot run) and its service."""
-    source = ctx.model()
-    if isinstance(source, store.ModelLoadError):
-        return source, None
-    return source, connect(ClipMatcher, source)
+# --- the page ---------------------------------------------------------------------------------------------------------
 
 
 def build(ctx: PageContext) -> gr.Blocks:
     """The CLIP page: zero-shot classification, text ↔ image search, similarity matrix."""
-    source, matcher = _matcher(ctx)
+    handlers = Handlers(ctx)
     examples = [str(path) for path in sample_photos().values()]
-
-    def service() -> ClipMatcher:
-        if matcher is None:
-            raise source
-        return matcher
-
-    @functools.lru_cache(maxsize=1)  # a failure is not cached: the next page load tries again
-    def page_badge() -> str:
-        """The badge once the model has loaded (with how well it does); the page's model never changes, so it is
-        filled when the page loads rather than sent with every answer."""
-        return loaded_badge(matcher, source, badge_text)
-
     with gr.Blocks(title="CLIP") as page:
-        if isinstance(source, store.ModelSource) and source.kind == "embedded":  # what runs, before any result
+        if is_stand_in(handlers.source):  # what runs, before any result
             gr.Markdown("⚠️ **Offline stand-in, not CLIP** (details below)")
-        with gr.Tab("Zero-shot classification"):
-            with gr.Row():
-                with gr.Column():
-                    image = image_input(label="Image", sources=["upload", "webcam", "clipboard"],
-                                     elem_id="clip-image")
-                with gr.Column():
-                    labels = gr.Textbox(label="Labels (comma or line separated)", value=DEFAULT_LABELS, lines=1)
-                    run = gr.Button("Classify", variant="primary", elem_id="clip-run")
-                    examples_that_run(examples, image, run)
-                    template = gr.Textbox(label="Prompt template ({} is replaced by each label)",
-                                          value=DEFAULT_TEMPLATE)
-                    prediction = gr.Label(label="Zero-shot prediction", num_top_classes=5, elem_id="clip-label")
-                    cosines = gr.Dataframe(headers=["prompt", "cosine", "probability"], label="Prompts and scores")
-        with gr.Tab("Search"):
-            uploads = gr.File(label=f"Add images to the gallery (at most {MAX_CLIP_GALLERY_UPLOADS}; the sample "
-                                    "photos are always in it)", file_count="multiple", file_types=["image"])
-            with gr.Row():
-                with gr.Column():
-                    query = gr.Textbox(label="Text → image: describe what you are looking for",
-                                       value="something to drink")
-                    search = gr.Button("Search the gallery", variant="primary")
-                    found = gr.Gallery(label="Gallery ranked by cosine similarity", columns=3, height="auto")
-                with gr.Column():
-                    probe = image_input(label="Image → text: a picture")
-                    candidates = gr.Textbox(label="Candidate descriptions, one per line", value=DEFAULT_TEXTS,
-                                            lines=5)
-                    describe = gr.Button("Rank the descriptions", variant="primary")
-                    described = gr.Dataframe(headers=["text", "cosine"], label="Descriptions ranked")
-        with gr.Tab("Similarity matrix"):
-            gr.Markdown("Every gallery image (sample photos + the images added under *Search*) against every text.")
-            texts = gr.Textbox(label="Texts, one per line", value=DEFAULT_TEXTS, lines=5)
-            compute = gr.Button("Compute the matrix", variant="primary")
-            heatmap = gr.Plot(label="Cosine similarity: images × texts")
-        badge = gr.Markdown(badge_text(source), elem_id="clip-badge")  # the loaded model's figures follow
+        classify, search = classify_tab(examples), search_tab()
+        texts, compute, heatmap = matrix_tab()
+        badge = gr.Markdown(badge_text(handlers.source), elem_id="clip-badge")  # the loaded model's figures follow
 
-        @user_errors
-        def classify(image: str | None, labels: str, template: str):
-            if not image:
-                raise InputError("Please upload an image (or pick an example) first.")
-            chosen = parse_labels(labels)
-            prompts = apply_template(template, chosen)
-            result = zero_shot(service(), image, prompts)
-            rows = [[p, round(s, 4), round(q, 4)] for p, s, q in zip(prompts, result.similarities, result.probabilities)]
-            rows.sort(key=lambda row: -row[1])
-            return dict(zip(chosen, result.probabilities)), rows
-
-        @user_errors
-        def text_to_image(text: str, images: list[str] | None):
-            query_text = parse_query(text)
-            pictures = gallery_images(images)
-            scores = service().similarity([array for _, array in pictures], [query_text])[:, 0]
-            order = np.argsort(-scores, kind="stable")  # two uploads may share a file name: rank by position
-            return [(Image.fromarray(pictures[i][1]), f"{pictures[i][0]}: {scores[i]:.3f}") for i in order]
-
-        @user_errors
-        def image_to_text(image: str | None, descriptions: str):
-            if not image:
-                raise InputError("Please upload a picture first.")
-            candidates_list = parse_texts(descriptions)
-            scores = service().similarity([np.asarray(load_image(image))], candidates_list)[0]
-            return [[name, round(score, 4)] for name, score in rank(scores, candidates_list)]
-
-        @user_errors
-        def matrix(texts: str, images: list[str] | None):
-            chosen = parse_texts(texts)
-            pictures = gallery_images(images)
-            values = service().similarity([array for _, array in pictures], chosen)
-            return similarity_figure(values, [name for name, _ in pictures], chosen)
-
-        gr.on([run.click, image.upload], classify, inputs=[image, labels, template],
-              outputs=[prediction, cosines], api_name="clip_classify", concurrency_id="clip")
-        gr.on([search.click, query.submit], text_to_image, inputs=[query, uploads], outputs=found,
-              api_name="clip_search", concurrency_id="clip")
-        describe.click(image_to_text, inputs=[probe, candidates], outputs=described, api_name="clip_describe",
-                       concurrency_id="clip")
-        compute.click(matrix, inputs=[texts, uploads], outputs=heatmap, api_name="clip_matrix", concurrency_id="clip")
+        gr.on([classify.run.click, classify.image.upload], handlers.classify, inputs=[classify.image, classify.labels, classify.template],
+              outputs=[classify.prediction, classify.cosines], api_name="clip_classify", concurrency_id="clip")
+        gr.on([search.search.click, search.query.submit], handlers.text_to_image, inputs=[search.query, search.uploads],
+              outputs=search.found, api_name="clip_search", concurrency_id="clip")
+        search.describe.click(handlers.image_to_text, inputs=[search.probe, search.candidates], outputs=search.described,
+                           api_name="clip_describe", concurrency_id="clip")
+        compute.click(handlers.matrix, inputs=[texts, search.uploads], outputs=heatmap, api_name="clip_matrix",
+                      concurrency_id="clip")
         # on the first visit, not while the gallery starts: the page is up before any model has loaded
-        page.load(page_badge, None, badge, api_name=False, show_progress="hidden")
-        deep_link(page, {"image": image, "labels": labels, "template": template}, run=run,
+        page.load(handlers.badge, None, badge, api_name=False, show_progress="hidden")
+        deep_link(page, {"image": classify.image, "labels": classify.labels, "template": classify.template}, run=classify.run,
                   examples={"image": {Path(file).stem: file for file in examples}})
     return page
 

@@ -9,7 +9,7 @@ page's parts and `build()` that wires them. The model runs in `service.py` (`Tex
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 
 import gradio as gr
 from txgallery_demos.generation.decoding import (
@@ -44,6 +44,9 @@ from txgallery.ui import (
     model_badge,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SLUG = "generation"
 TASK = "text-generation"
@@ -180,7 +183,7 @@ def step_table(step: Step) -> list[list]:
              round(after.get(i, 0.0), 4) if step.after else None] for i in ids]
 
 
-def step_figure(step: Step):
+def step_figure(step: Step) -> Figure:
     """Bar chart of the top candidates before and after filtering (matplotlib, no pyplot state)."""
     from matplotlib.figure import Figure
 

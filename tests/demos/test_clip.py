@@ -7,8 +7,6 @@ import pytest
 import skimage.data
 from PIL import Image
 from txgallery_demos.clip.run import (
-    ClipMatcher,
-    EmbeddingCache,
     apply_template,
     gallery_images,
     parse_labels,
@@ -17,8 +15,8 @@ from txgallery_demos.clip.run import (
     rank,
     read_images,
     similarity_figure,
-    zero_shot,
 )
+from txgallery_demos.clip.service import ClipMatcher, EmbeddingCache, zero_shot
 
 from txgallery.lib.images import sample_photos
 from txgallery.limits import (
@@ -180,7 +178,7 @@ def test_one_picture_and_new_prompts_run_both_encoders_side_by_side(matcher, mon
 
     import torch
     from threadpoolctl import ThreadpoolController
-    from txgallery_demos.clip import run as clip_run
+    from txgallery_demos.clip import service as clip_service
 
     from txgallery.models import clip
 
@@ -211,7 +209,7 @@ def test_one_picture_and_new_prompts_run_both_encoders_side_by_side(matcher, mon
     matcher.similarity([skimage.data.astronaut()], prompts)
     matcher.similarity([picture, skimage.data.astronaut()], [f"{p}, twice" for p in prompts])
     assert text_threads[-1] == threading.current_thread().name and len(text_threads) <= 2
-    monkeypatch.setattr(clip_run, "SIDE_BY_SIDE_MAX_WEIGHTS", 1_000_000)  # a large model: one encoder after the other
+    monkeypatch.setattr(clip_service, "SIDE_BY_SIDE_MAX_WEIGHTS", 1_000_000)  # a large model: one encoder after the other
     matcher.similarity([picture], [f"{p}, again" for p in prompts])
     assert text_threads[-1] == threading.current_thread().name
 
@@ -220,3 +218,25 @@ def test_a_label_with_its_own_article_does_not_double_the_templates():
     assert apply_template("a photo of a {}", ["red plate", "a red plate", "an apple", "the moon"]) == [
         "a photo of a red plate", "a photo of a red plate", "a photo of an apple", "a photo of the moon"]
     assert apply_template("{} on a table", ["a cup"]) == ["a cup on a table"]
+
+
+def test_the_page_handlers_answer_and_a_model_that_cannot_load_says_why(tmp_path):
+    """What the page's buttons run (`Handlers`), without a browser: an answer from the embedded model, and a message
+    (not a stack trace) for a configured model that does not exist."""
+    import gradio as gr
+    from txgallery_demos.clip.run import Handlers, demo
+
+    from txgallery import settings
+    from txgallery.plugin import page_context
+
+    upload = tmp_path / "chelsea.png"
+    Image.fromarray(skimage.data.chelsea()).save(upload)
+    handlers = Handlers(page_context(demo, settings.Settings()))
+    probabilities, rows = handlers.classify(str(upload), "car, cat, rocket", "a photo of a {}")
+    assert max(probabilities, key=probabilities.get) == "cat" and rows[0][0] == "a photo of a cat"
+    assert "not CLIP" in handlers.badge() and handlers.badge() is handlers.badge()  # made once per page
+    broken = Handlers(page_context(demo, settings.load_settings([f"clip={tmp_path / 'no-such-model'}"], environ={})))
+    assert "chelsea" in handlers.text_to_image("a cat", None)[0][1]
+    with pytest.raises(gr.Error, match="no-such-model"):
+        broken.text_to_image("a cat", None)
+    assert "unavailable" in broken.badge().lower()
