@@ -1,8 +1,8 @@
 """Attention explorer: every layer and head of a real encoder, decoder and ViT, and attention recomputed step by step.
 
-Reads top to bottom: the lesson, input handling and the views' data as plain functions, the two service classes
-(text models and ViTs; testable without Gradio), then `build()` that wires the UI. Run alone:
-`txgallery serve --demo attention` or `python -m txgallery_demos.attention`.
+Reads top to bottom: the lesson, input handling and the views' data as plain functions (testable without Gradio),
+the page's panels, the events, then `build(ctx)`, which wires them; the model services are in `service.py`. Run
+alone: `python demos/attention/run.py` or `txgallery serve --demo attention`.
 """
 
 from __future__ import annotations
@@ -17,23 +17,29 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 from gradio_client import handle_file
-from PIL import Image
+from txgallery_demos.attention.service import (
+    DECODER_TASK,
+    AttentionExplorer,
+    AttentionResult,
+    VitExplorer,
+    VitResult,
+    check_index,
+)
 
 from txgallery.lib import attention as att
 from txgallery.lib import attention_views as views
-from txgallery.lib.images import fashion_mnist_examples
-from txgallery.lib.threads import settle_threads_for
+from txgallery.lib.images import fashion_mnist_examples, load_image
+from txgallery.lib.text import clean_text
 from txgallery.limits import (
     MAX_ATTENTION_TOKENS_DECODER,
     MAX_ATTENTION_TOKENS_ENCODER,
     MAX_DISCARD_RATIO,
     MAX_POSITIONS_SHOWN,
+    VIT_TOP_K,
     InputError,
-    truncate_text,
 )
-from txgallery.models import registry, store
+from txgallery.models.hub import ModelLoadError, ModelSource
 from txgallery.plugin import ApiCall, Demo, ModelSlot, PageContext, page_context
-from txgallery.serving.seam import connect
 from txgallery.ui import (
     announce_first_use,
     deep_link,
@@ -45,7 +51,6 @@ from txgallery.ui import (
 
 SLUG = "attention"
 ENCODER_TASK = "feature-extraction"
-DECODER_TASK = "text-generation"
 VISION_TASK = "image-classification"
 DECODER_DEFAULT = "embedded:smollm2-135m"
 
@@ -92,69 +97,34 @@ STAT_COLUMNS = {"entropy": "entropy (nats)", "to_first": "to first token ([CLS]/
                 "to_separators": "to [SEP]/EOS", "to_previous": "to previous token", "to_self": "to itself"}
 
 
-# --- input handling (pure functions) -----------------------------------------------------------------------------
+Services = list[tuple[str, "ModelSource | ModelLoadError", "AttentionExplorer | VitExplorer | None"]]  # ctx.services
 
 
-def clean_text(text: str | None, what: str = "text") -> tuple[str, str | None]:
-    """Validate one input text; returns it (cut to the character limit) and a notice, or raises `InputError`."""
-    if text is None or not text.strip():
-        raise InputError(f"Please enter some {what}: the input is empty.")
-    if not any(ch.isalnum() for ch in text):
-        raise InputError(f"The {what} has no letters or digits (emoji and symbols alone give the model only "
-                         f"unknown tokens); type a sentence.")
-    text, notice = truncate_text(text.strip())
-    return text, notice
+# --- input handling (pure functions) --------------------------------------------------------------------------------
 
 
-def check_index(value, count: int, what: str) -> int:
-    """A layer or head index from the UI or the API, checked against the model (raises `InputError`)."""
-    try:
-        index = int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"The {what} must be a whole number from 0 to {count - 1}, not {value!r}.") from None
-    if not 0 <= index < count:
-        raise InputError(f"The model has {count} {what}s (0 to {count - 1}); {what} {index} does not exist.")
-    return index
+def clean_inputs(text: object, pair: object) -> tuple[str, str, list[str]]:
+    """The text and the optional second sentence, checked and cleaned, with a notice per change (or `InputError`)."""
+    text, notice = clean_text(text, what="text", need_letters=True)
+    second, second_notice = "", None
+    if not (pair is None or (isinstance(pair, str) and not pair.strip())):
+        second, second_notice = clean_text(pair, what="second sentence", need_letters=True)
+    return text, second, [n for n in (notice, second_notice) if n]
 
 
-def display_token(token: str) -> str:
-    """A sub-word token as people read it: BPE's space mark (Ġ/▁) shown as a leading space, newlines as ⏎."""
-    return token.replace("Ġ", " ").replace("▁", " ").replace("Ċ", "⏎").replace("\n", "⏎")
+def choices(count: int, what: str) -> list[tuple[str, int]]:
+    """Dropdown choices for `count` layers or heads: ("layer 0", 0), …"""
+    return [(f"{what} {i}", i) for i in range(count)]
 
 
-def is_causal(model) -> bool:
-    """Whether a transformers model is a decoder whose tokens only see the past."""
-    config = model.config
-    return bool(getattr(config, "is_decoder", False) or any(
-        name.endswith(("ForCausalLM", "LMHeadModel")) for name in (getattr(config, "architectures", None) or ())))
+def analysed(result: AttentionResult | None) -> AttentionResult:
+    """The page's last analysis, for the views that follow it (`InputError` before the first)."""
+    if result is None:
+        raise InputError("Press “Show attention” first.")
+    return result
 
 
-# --- what a run returns, and the data behind the views ---------------------------------------------------------------
-
-
-@dataclass
-class AttentionResult:
-    """One text through one model: its tokens and every layer's attention (layers, heads, T, T)."""
-
-    model: str
-    tokens: list[str]
-    attentions: np.ndarray
-    causal: bool
-    special: list[bool]
-    segments: list[int] | None  # 0 = sentence A, 1 = sentence B (pair mode), else None
-    notice: str | None
-    text: str
-    pair: str
-
-    @property
-    def layers(self) -> int:
-        """How many layers the model has."""
-        return self.attentions.shape[0]
-
-    @property
-    def heads(self) -> int:
-        """How many (query) heads each layer has."""
-        return self.attentions.shape[1]
+# --- the data behind the views (pure functions) ---------------------------------------------------------------------
 
 
 def statistics_table(result: AttentionResult) -> pd.DataFrame:
@@ -227,101 +197,6 @@ def positional_figures(dim: int, positions: int, learned: np.ndarray | None, inv
     return figures
 
 
-# --- the model services ------------------------------------------------------------------------------------------------
-
-
-class AttentionExplorer:
-    """A text model from the store (eager attention), its attention maps, and one head recomputed by hand."""
-
-    def __init__(self, source: store.ModelSource) -> None:
-        self.source = source
-        self.loaded = store.get_store().load(source, attentions=True)
-        self.model, self.tokenizer = self.loaded.model, self.loaded.tokenizer
-        self.causal = is_causal(self.model) or source.task == DECODER_TASK
-        self.max_tokens = MAX_ATTENTION_TOKENS_DECODER if self.causal else MAX_ATTENTION_TOKENS_ENCODER
-        self._last: tuple | None = None  # (text, pair) -> trace: layer/head changes reuse the forward pass
-
-    def describe(self) -> str:
-        """The model badge for the UI."""
-        return model_badge(self.source, self.loaded)
-
-    def _trace(self, text: str, pair: str = ""):
-        if self._last is not None and self._last[0] == (text, pair):
-            return self._last[1:]
-        if pair and self.causal:
-            raise InputError("Sentence pairs are for encoders; a decoder reads one text (put both in it).")
-        kwargs = dict(truncation=True, max_length=self.max_tokens, return_tensors="pt")
-        encoding = self.tokenizer(text, pair, **kwargs) if pair else self.tokenizer(text, **kwargs)
-        full = len(self.tokenizer(text, pair)["input_ids"] if pair else self.tokenizer(text)["input_ids"])
-        notice = (f"The text has {full} tokens; the attention of the first {self.max_tokens} is shown "
-                  f"(the limit for {'decoders' if self.causal else 'encoders'}).") if full > self.max_tokens else None
-        ids = encoding["input_ids"][0].tolist()
-        segments = None
-        if pair:  # segment of each token; special tokens take the segment of the token before them
-            sequence_ids, current = encoding.sequence_ids(0), 0
-            segments = []
-            for sid in sequence_ids:
-                current = sid if sid is not None else current
-                segments.append(int(current))
-        inputs = {k: v.to(self.loaded.device) for k, v in encoding.items() if k in ("input_ids", "attention_mask",
-                                                                                   "token_type_ids")}
-        trace = att.trace_attention(self.model, inputs, self.causal)
-        special = self.tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
-        tokens = [display_token(t) for t in self.tokenizer.convert_ids_to_tokens(ids)]
-        self._last = ((text, pair), trace, tokens, [bool(s) for s in special], segments, notice)
-        return self._last[1:]
-
-    def analyse(self, text: str, pair: str = "") -> AttentionResult:
-        """Every layer's attention for `text` (and a second sentence `pair`, for encoders)."""
-        trace, tokens, special, segments, notice = self._trace(text, pair)
-        attentions = np.stack([a.cpu().numpy() for a in trace.attentions]).astype(np.float32)
-        return AttentionResult(self.source.ref, tokens, attentions, self.causal, special, segments, notice, text, pair)
-
-    def steps(self, text: str, pair: str, layer: int, head: int) -> att.AttentionSteps:
-        """One head recomputed from the model's weights; `extras["max_abs_diff"]` compares it with the model's own."""
-        trace = self._trace(text, pair)[0]
-        layer = check_index(layer, len(trace.attentions), "layer")
-        head = check_index(head, trace.attentions[layer].shape[0], "head")
-        return att.recompute_head(trace, self.model, layer, head)
-
-    def recomputation_errors(self, text: str, pair: str = "") -> list[float]:
-        """Per layer, the largest |recomputed − returned| attention weight over all heads."""
-        trace = self._trace(text, pair)[0]
-        return [att.recompute_layer_error(trace, self.model, layer) for layer in range(len(trace.attentions))]
-
-    def position_info(self) -> dict:
-        """What the positional-encoding view needs: the model width, learned position vectors or RoPE frequencies."""
-        info: dict = {"dim": int(self.model.config.hidden_size), "learned": None, "inv_freq": None}
-        for name, module in self.model.named_modules():
-            if name.endswith(("position_embeddings", "wpe")) and hasattr(module, "weight"):
-                weight = module.weight.detach().float().cpu().numpy()
-                # RoBERTa counts positions from padding_idx + 1
-                info["learned"] = weight[(getattr(module, "padding_idx", None) or -1) + 1:]
-                break
-            if name.endswith("rotary_emb") and hasattr(module, "inv_freq"):
-                info["inv_freq"] = module.inv_freq.detach().float().cpu().numpy()
-                break
-        return info
-
-
-@dataclass
-class VitResult:
-    """A ViT's attention on one image, the patch grid, the picture as the model saw it and its top labels."""
-
-    attentions: list
-    grid: tuple[int, int]
-    prefix_tokens: int
-    picture: np.ndarray
-    top: dict[str, float]
-
-
-def load_picture(path) -> Image.Image:
-    """Open an upload as an RGB image (txgallery.lib.images's safe loader), with a clear message when it is not one."""
-    from txgallery.lib.images import load_image
-
-    return load_image(path or None)
-
-
 def rollout_maps(result: VitResult, head_fusion: str, discard_ratio: float) -> tuple[np.ndarray, list[np.ndarray]]:
     """The rollout's [CLS]-to-patch map and, per layer, that layer's own [CLS] attention to the patches."""
     head_fusion, discard_ratio = att.check_rollout_settings(head_fusion, discard_ratio)
@@ -331,283 +206,366 @@ def rollout_maps(result: VitResult, head_fusion: str, discard_ratio: float) -> t
     return att.cls_patch_map(cls_row, result.grid, result.prefix_tokens), per_layer
 
 
-class VitExplorer:
-    """A ViT image classifier from the store and its attention on one image."""
-
-    def __init__(self, source: store.ModelSource) -> None:
-        self.source = source
-        self.loaded = store.get_store().load(source, attentions=True)
-        self.model, self.processor = self.loaded.model, self.loaded.tokenizer  # a txgallery.models.image_classifiers.ImageProcessor
-        settle_threads_for(self.loaded.model, self.loaded.device)  # the embedded ViT: one OpenMP thread on this service's thread
-        if att.find_timm_vit(self.model) is None and not hasattr(getattr(self.model, "config", None), "patch_size"):
-            raise InputError(f"{source.ref} is not a vision transformer: attention views need a ViT.")
-
-    def describe(self) -> str:
-        """The model badge for the UI."""
-        return model_badge(self.source, self.loaded)
-
-    def analyse(self, image) -> VitResult:
-        """Every layer's attention of the ViT on `image` (a PIL image) and its five most likely labels."""
-        fitted = self.processor.fit(image)  # the picture exactly as the model sees it
-        run = att.vit_attentions(self.model, self.processor.tensor(fitted)[None].to(self.loaded.device))
-        probabilities = np.exp(run.logits - run.logits.max())
-        probabilities /= probabilities.sum()
-        labels = list(self.processor.labels)
-        top = {labels[i]: float(probabilities[i]) for i in np.argsort(-probabilities)[:5]}
-        return VitResult(run.attentions, run.grid, run.prefix_tokens, np.asarray(fitted), top)
+def steps_note(steps: att.AttentionSteps, layer: int, head: int, causal: bool) -> str:
+    """What the step-by-step view shows for one head, and how far its recomputation is from the model's own."""
+    diff = steps.extras["max_abs_diff"]
+    return (f"**Layer {layer}, head {head}** · d_k = {steps.query.shape[1]} · scale = {steps.scale:.4f} · mask: "
+            f"{'causal' if causal else 'none (every token sees every token)'}"
+            f"{' · RoPE applied to Q and K' if steps.query_before_rotation is not None else ''}\n\n"
+            f"Recomputed from the model's own weights vs the attention the model returned: "
+            f"**max |difference| = {diff:.2e}** {'✅' if diff <= 1e-5 else '⚠️'}")
 
 
-# --- the UI ---------------------------------------------------------------------------------------------------------
-
-
-def text_models(ctx: PageContext) -> list[tuple[str, store.ModelSource | store.ModelLoadError]]:
-    """(choice label, source or error) for the text models: the encoders (MiniLM by default), then the decoders."""
-    return [(source.ref, source) for source in ctx.models["encoder"] + ctx.models["decoder"]]
-
-
-def vision_model() -> store.ModelSource | store.ModelLoadError:
-    """The embedded ViT when the gallery ships one, else the reason there is none."""
-    names = [n for n in registry.list_embedded(task=VISION_TASK) if "vit" in n]
-    if not names:
-        return store.ModelLoadError("No embedded ViT is installed yet (the vision demo's `vit-fashion-mnist`).")
-    return store.resolve(f"embedded:{names[0]}", VISION_TASK, "the gallery's embedded ViT")
+def positions_note(name: str, info: dict) -> str:
+    """Which positional encoding the model uses, and where to see the other kind."""
+    own = ("learned position vectors" if info["learned"] is not None else "rotary embeddings (RoPE)"
+           if info["inv_freq"] is not None else "no positional encoding this view can read")
+    return f"**{name}** uses {own}. Choose the other model above to see its kind (MiniLM: learned; SmolLM2: RoPE)."
 
 
 def fashion_examples() -> list[str]:
-    """One Fashion-MNIST test image per class for the ViT tab (none when the Debian dataset is not installed)."""
-    from txgallery.lib.images import fashion_mnist_examples
-
-    try:
-        return [str(path) for path in fashion_mnist_examples().values()]
-    except FileNotFoundError:
-        return []
+    """One Fashion-MNIST test image per class for the ViT tab (they ship with txgallery)."""
+    return [str(path) for path in fashion_mnist_examples().values()]
 
 
-def _choices(count: int, what: str) -> list[tuple[str, int]]:
-    return [(f"{what} {i}", i) for i in range(count)]
+# --- the page's models ------------------------------------------------------------------------------------------------
+
+
+class TextModels:
+    """The page's text models by their choice label (the encoders, then the decoders), each connected at build time so
+    that on Ray Serve each is a deployment of its own (a service first connected inside an event runs in the UI
+    replica)."""
+
+    def __init__(self, encoders: Services, decoders: Services) -> None:
+        self.sources = {name: source for name, source, _ in encoders + decoders}
+        self.decoders = {name for name, _, _ in decoders}
+        self._explorers = {name: service for name, _, service in encoders + decoders if service is not None}
+
+    @property
+    def names(self) -> list[str]:
+        """The choice labels, in the dropdown's order."""
+        return list(self.sources)
+
+    def explorer(self, name: str) -> AttentionExplorer:
+        """The service of the chosen model, or why there is none (`InputError`, `ModelLoadError`)."""
+        source = self.sources.get(name)
+        if source is None:
+            raise InputError(f"Unknown model {name!r}; choose one of {', '.join(self.sources)}.")
+        if isinstance(source, ModelLoadError):
+            raise source
+        return self._explorers[name]
+
+
+def first_encoder() -> str:
+    """The choice label of the page's first encoder under the process's settings (what load tests send)."""
+    return page_context(demo).model("encoder").ref
+
+
+# --- the panels -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TextControls:
+    """Above the tabs: the model, the text (and a second sentence), and which layer and heads the views show."""
+
+    model: gr.Dropdown
+    badge: gr.Markdown
+    text: gr.Textbox
+    pair: gr.Textbox
+    run: gr.Button
+    notice: gr.Markdown
+    layer: gr.Dropdown
+    head: gr.Dropdown
+    heads: gr.CheckboxGroup
+    result: gr.State  # the last analysis, which every view draws from
+
+
+def text_controls(models: TextModels) -> TextControls:
+    """The model and its badge, the text and the pair with their examples, the limits, and the layer and heads."""
+    result = gr.State(None)
+    first = models.names[0]
+    with gr.Row():
+        model = gr.Dropdown(models.names, value=first, label="Model", elem_id="attention-model", scale=1)
+        badge = gr.Markdown(model_badge(models.sources[first]), label="About the model", elem_id="attention-badge")
+    with gr.Row():
+        text = gr.Textbox(label="Text", lines=2, value=EXAMPLES[0][0], elem_id="attention-text", scale=3)
+        pair = gr.Textbox(label="Second sentence (optional, encoders: sentence-pair mode)", lines=2, scale=2,
+                          elem_id="attention-pair")
+    run = gr.Button("Show attention", variant="primary", elem_id="attention-run")
+    examples_that_run(EXAMPLES, [text, pair], run)
+    gr.Markdown(f"Limits: {MAX_ATTENTION_TOKENS_ENCODER} tokens for encoders (specials included), "
+                f"{MAX_ATTENTION_TOKENS_DECODER} for the decoder; longer text is cut, with a notice.")
+    notice = gr.Markdown(label="Notice", elem_id="attention-notice")
+    with gr.Row():
+        layer = gr.Dropdown(choices(6, "layer"), value=0, label="Layer", elem_id="attention-layer")
+        head = gr.Dropdown(choices(12, "head"), value=0, label="Head (heatmap, step by step)", elem_id="attention-head")
+        heads = gr.CheckboxGroup(choices(12, "head"), value=[], label="Heads in the head view (none = all)",
+                                 elem_id="attention-heads")
+    return TextControls(model, badge, text, pair, run, notice, layer, head, heads, result)
+
+
+@dataclass
+class TextViews:
+    """The text models' tabs: head view, model view, heatmap, step by step, positional encodings, head statistics."""
+
+    head_html: gr.HTML
+    model_html: gr.HTML
+    opened: gr.Plot
+    heatmap: gr.Plot
+    steps_note: gr.Markdown
+    steps_plot: gr.Plot
+    vectors_plot: gr.Plot
+    positions: gr.Slider
+    show_positions: gr.Button
+    positions_note: gr.Markdown
+    position_plots: list[gr.Image]
+    stats: gr.Dataframe
+
+
+def text_view_tabs() -> TextViews:
+    """One tab per view of the text models' attention."""
+    with gr.Tab("Head view"):
+        gr.Markdown("Lines from each token (left) to the tokens it attends to (right); one colour per head, darker = "
+                    "more attention. **Hover a token** to keep only its lines.")
+        # `head` adds the style to the document: the selector's checkboxes get the head view's colours
+        head_html = gr.HTML(label="Head view", elem_id="attention-headview", js_on_load=views.HEAD_VIEW_JS,
+                            head=f"<style>{views.head_selector_css('#attention-heads')}</style>")
+    with gr.Tab("Model view"):
+        gr.Markdown("Every layer (rows) × head (columns). **Click a thumbnail** to open it below.")
+        model_html = gr.HTML(label="Model view", elem_id="attention-modelview", js_on_load=views.MODEL_VIEW_JS)
+        opened = gr.Plot(label="Opened head", elem_id="attention-opened")
+    with gr.Tab("Heatmap"):
+        heatmap = gr.Plot(label="Attention matrix", elem_id="attention-heatmap")
+    with gr.Tab("Step by step"):
+        steps_note = gr.Markdown(label="This head, step by step", elem_id="attention-steps-note")
+        steps_plot = gr.Plot(label="Q·Kᵀ → scale → mask → softmax", elem_id="attention-steps")
+        vectors_plot = gr.Plot(label="Q, K, V and the output of this head", elem_id="attention-vectors")
+    with gr.Tab("Positional encodings"):
+        positions = gr.Slider(8, MAX_POSITIONS_SHOWN, value=64, step=8, label="Positions")
+        show_positions = gr.Button("Show positional encodings")
+        positions_note = gr.Markdown(label="Which positional encoding")
+        position_plots = [gr.Image(label=label, type="numpy", format="png", interactive=False)
+                          for label in ("Sinusoidal", "The model's own")]
+    with gr.Tab("Head statistics"):
+        gr.Markdown("Averaged over query tokens; attention shares are between 0 and 1, entropy is in nats (0 = one "
+                    "token gets everything). **Click a column header to sort.**")
+        stats = gr.Dataframe(label="Per-head statistics", elem_id="attention-stats", wrap=False)
+    return TextViews(head_html, model_html, opened, heatmap, steps_note, steps_plot, vectors_plot, positions,
+                     show_positions, positions_note, position_plots, stats)
+
+
+@dataclass
+class VitPanel:
+    """The ViT tab: a picture and the rollout's settings in; the prediction, the rollout and each layer's map out."""
+
+    image: gr.Image
+    fusion: gr.Radio
+    discard: gr.Slider
+    run: gr.Button
+    label: gr.Label
+    rollout: gr.Image
+    layers: gr.Image
+
+
+def vit_panel(source: ModelSource | ModelLoadError) -> VitPanel:
+    """The ViT's badge, the picture with its examples and settings, then the rollout and the per-layer maps."""
+    gr.Markdown(model_badge(source))
+    with gr.Row():
+        image = image_input(label="Image", elem_id="attention-image")
+        with gr.Column():
+            fusion = gr.Radio(list(att.HEAD_FUSIONS), value="mean", label="Head fusion")
+            discard = gr.Slider(0.0, MAX_DISCARD_RATIO, value=0.0, step=0.05, label="Discard ratio (weakest weights)")
+            run = gr.Button("Show ViT attention", variant="primary", elem_id="attention-vit-run")
+            examples_that_run(fashion_examples(), image, run, label="Fashion-MNIST test images")
+            label = gr.Label(label="Prediction", num_top_classes=VIT_TOP_K)
+    rollout = gr.Image(label="Attention rollout ([CLS] → patches)", type="numpy", format=views.OVERLAY_FORMAT,
+                       interactive=False, elem_id="attention-vit-rollout")
+    layers = gr.Image(label="[CLS] attention of each layer", type="numpy", format=views.OVERLAY_FORMAT,
+                      interactive=False)
+    # patch_map_overlay scales each map from its own lowest to its highest patch, in inferno
+    gr.HTML(views.colour_bar_html("inferno", "lowest patch", "highest patch", "Colour laid over the picture: "
+                                  "attention, each map scaled to its own range"), elem_id="attention-vit-key")
+    return VitPanel(image, fusion, discard, run, label, rollout, layers)
+
+
+@dataclass
+class ExportPanel:
+    """The Export tab: which figure in which format, or the attention tensors; one download."""
+
+    figure: gr.Radio
+    figure_format: gr.Radio
+    figure_button: gr.Button
+    tensor_format: gr.Radio
+    tensors_button: gr.Button
+    download: gr.File
+
+
+def export_panel() -> ExportPanel:
+    """The figure and tensor choices, their buttons and the download."""
+    gr.Markdown("Figures as PNG or SVG, and every layer's attention as NPZ (float32) or JSON. The interactive figures "
+                "also download as PNG from the camera button in their toolbar; the positional and ViT figures are "
+                "images (right-click to save).")
+    with gr.Row():
+        figure = gr.Radio(["heatmap", "step by step", "Q, K, V"], value="heatmap", label="Figure")
+        figure_format = gr.Radio(["png", "svg"], value="png", label="Format")
+        figure_button = gr.Button("Download figure")
+    with gr.Row():
+        tensor_format = gr.Radio(["npz", "json"], value="npz", label="Attention tensors")
+        tensors_button = gr.Button("Download tensors")
+    download = gr.File(label="Download", elem_id="attention-download")
+    return ExportPanel(figure, figure_format, figure_button, tensor_format, tensors_button, download)
+
+
+# --- the events -----------------------------------------------------------------------------------------------------
+
+
+def answer_analysis(controls: TextControls, shown: TextViews, models: TextModels) -> None:
+    """Analyse on click or Enter, then draw the layer's views and the head's steps; redraw them when the layer, the
+    head or the heads change, or a thumbnail is clicked."""
+    c = controls
+
+    @user_errors
+    def switch_model(name: str):
+        return model_badge(models.sources[name]), gr.Textbox(interactive=name not in models.decoders)
+
+    @user_errors
+    def analyse(model: str, text: str, pair: str, layer: int, head: int, heads: list[int]):
+        text, pair, notices = clean_inputs(text, pair)
+        service = models.explorer(model)
+        announce_first_use(models.sources.get(model))
+        result = service.analyse(text, pair)
+        layer_index, head_index = min(int(layer or 0), result.layers - 1), min(int(head or 0), result.heads - 1)
+        chosen = [h for h in (heads or []) if h < result.heads]
+        return (result, service.describe(), "\n\n".join(f"ℹ️ {m}" for m in [*notices, result.notice] if m),
+                gr.Dropdown(choices=choices(result.layers, "layer"), value=layer_index),
+                gr.Dropdown(choices=choices(result.heads, "head"), value=head_index),
+                gr.CheckboxGroup(choices=choices(result.heads, "head"), value=chosen),
+                views.model_view_html(result.attentions, selected=(layer_index, head_index)),
+                statistics_table(result))
+
+    @user_errors
+    def layer_views(result, layer: int, head: int, heads: list[int]):
+        result = analysed(result)
+        return head_view(result, layer, heads), heatmap_figure(result, layer, head)
+
+    @user_errors
+    def step_views(model: str, result, layer: int, head: int):
+        result = analysed(result)
+        steps = models.explorer(model).steps(result.text, result.pair, layer, head)
+        title = f"{result.model} · layer {layer}, head {head}"
+        return (steps_note(steps, layer, head, result.causal), views.interactive_steps(steps, result.tokens, title),
+                views.interactive_vectors(steps, result.tokens, title))
+
+    @user_errors
+    def open_thumbnail(result, evt: gr.EventData):
+        result = analysed(result)
+        layer_index = check_index(getattr(evt, "layer", None), result.layers, "layer")
+        head_index = check_index(getattr(evt, "head", None), result.heads, "head")
+        return (layer_index, head_index, heatmap_figure(result, layer_index, head_index),
+                views.model_view_html(result.attentions, selected=(layer_index, head_index)))
+
+    c.model.change(switch_model, c.model, [c.badge, c.pair], api_name=False)
+    layer_inputs, layer_outputs = [c.result, c.layer, c.head, c.heads], [shown.head_html, shown.heatmap]
+    step_inputs, step_outputs = [c.model, c.result, c.layer, c.head], [shown.steps_note, shown.steps_plot,
+                                                                         shown.vectors_plot]
+    gr.on([c.run.click, c.text.submit], analyse, inputs=[c.model, c.text, c.pair, c.layer, c.head, c.heads],
+          outputs=[c.result, c.badge, c.notice, c.layer, c.head, c.heads, shown.model_html, shown.stats],
+          api_name="attention_analyse", concurrency_id=SLUG
+          ).then(layer_views, layer_inputs, layer_outputs, api_name="attention_views", concurrency_id=SLUG
+                 ).then(step_views, step_inputs, step_outputs, api_name="attention_steps", concurrency_id=SLUG)
+    for control in (c.layer, c.head, c.heads):
+        control.input(layer_views, layer_inputs, layer_outputs, api_name=False, concurrency_id=SLUG)
+    for control in (c.layer, c.head):
+        control.input(step_views, step_inputs, step_outputs, api_name=False, concurrency_id=SLUG)
+    shown.model_html.click(open_thumbnail, c.result, [c.layer, c.head, shown.opened, shown.model_html],
+                           api_name=False, concurrency_id=SLUG
+                           ).then(layer_views, layer_inputs, layer_outputs, api_name=False, concurrency_id=SLUG)
+
+
+def answer_positions(controls: TextControls, shown: TextViews, models: TextModels) -> None:
+    """Draw the sinusoidal encoding beside the chosen model's own, once per model and count."""
+
+    @functools.lru_cache(maxsize=8)  # the same model and count always give the same pictures
+    def pictures(name: str, count: int) -> tuple[str, np.ndarray, np.ndarray | None]:
+        info = models.explorer(name).position_info()
+        drawn = [views.figure_picture(figure) for figure in
+                 positional_figures(info["dim"], count, info["learned"], info["inv_freq"], name)]
+        return positions_note(name, info), drawn[0], drawn[1] if len(drawn) > 1 else None
+
+    @user_errors
+    def position_views(model: str, positions: int):
+        return pictures(model, max(2, min(int(positions), MAX_POSITIONS_SHOWN)))
+
+    shown.show_positions.click(position_views, [controls.model, shown.positions],
+                               [shown.positions_note, *shown.position_plots], api_name="attention_positions",
+                               concurrency_id=SLUG)
+
+
+def answer_vit(panel: VitPanel, source: ModelSource | ModelLoadError, service: VitExplorer | None) -> None:
+    """The ViT's prediction, its rollout and each layer's [CLS] map, for one picture."""
+
+    @user_errors
+    def vit_views(image, head_fusion: str, discard_ratio: float):
+        if service is None:
+            raise source
+        result = service.analyse(load_image(image or None))
+        rollout, per_layer = rollout_maps(result, head_fusion, discard_ratio)
+        return (result.top,
+                views.patch_maps_picture(result.picture, [rollout],
+                                         [f"rollout ({head_fusion}, discard {discard_ratio:.2f})"]),
+                views.patch_maps_picture(result.picture, per_layer, [f"layer {i}" for i in range(len(per_layer))]))
+
+    panel.run.click(vit_views, [panel.image, panel.fusion, panel.discard], [panel.label, panel.rollout, panel.layers],
+                    api_name="attention_vit", concurrency_id=SLUG)
+
+
+def answer_exports(controls: TextControls, panel: ExportPanel, models: TextModels) -> None:
+    """The chosen figure of the chosen layer and head, or every layer's attention, as a file to download."""
+    c = controls
+
+    @user_errors
+    def download_figure(model: str, result, figure: str, file_format: str, layer: int, head: int):
+        result = analysed(result)
+        if figure == "heatmap":
+            drawn = heatmap_figure(result, layer, head, interactive=False)
+        else:
+            steps = models.explorer(model).steps(result.text, result.pair, layer, head)
+            drawn = (views.steps_figure if figure == "step by step" else views.vectors_figure)(steps, result.tokens)
+        name = f"attention_{figure.replace(' ', '_').replace(',', '')}_L{layer}_H{head}"
+        return str(export_figure(drawn, file_format, name))
+
+    @user_errors
+    def download_tensors(result, file_format: str):
+        return str(export_tensors(analysed(result), file_format))
+
+    panel.figure_button.click(download_figure, [c.model, c.result, panel.figure, panel.figure_format, c.layer, c.head],
+                              panel.download, api_name="attention_figure", concurrency_id=SLUG)
+    panel.tensors_button.click(download_tensors, [c.result, panel.tensor_format], panel.download,
+                               api_name="attention_tensors", concurrency_id=SLUG)
+
+
+# --- the page -------------------------------------------------------------------------------------------------------
 
 
 def build(ctx: PageContext) -> gr.Blocks:
     """The attention explorer page: text models (head, model, heatmap, step-by-step, positions, statistics) and ViT."""
-    models = dict(text_models(ctx))
-    names = list(models)
+    models = TextModels(ctx.services(AttentionExplorer, slot="encoder"),
+                        ctx.services(AttentionExplorer, slot="decoder"))
+    _, vit_source, vit_explorer = ctx.services(VitExplorer, slot="vision")[0]
     with gr.Blocks(title="Attention explorer") as page:
-        result_state = gr.State(None)
-        with gr.Row():
-            model_choice = gr.Dropdown(names, value=names[0], label="Model", elem_id="attention-model", scale=1)
-            badge = gr.Markdown(model_badge(models[names[0]]), label="About the model", elem_id="attention-badge")
-        with gr.Row():
-            text = gr.Textbox(label="Text", lines=2, value=EXAMPLES[0][0], elem_id="attention-text", scale=3)
-            pair = gr.Textbox(label="Second sentence (optional, encoders: sentence-pair mode)", lines=2, scale=2,
-                              elem_id="attention-pair")
-        run = gr.Button("Show attention", variant="primary", elem_id="attention-run")
-        examples_that_run(EXAMPLES, [text, pair], run)
-        gr.Markdown(f"Limits: {MAX_ATTENTION_TOKENS_ENCODER} tokens for encoders (specials included), "
-                    f"{MAX_ATTENTION_TOKENS_DECODER} for the decoder; longer text is cut, with a notice.")
-        notice = gr.Markdown(label="Notice", elem_id="attention-notice")
-        with gr.Row():
-            layer = gr.Dropdown(_choices(6, "layer"), value=0, label="Layer", elem_id="attention-layer")
-            head = gr.Dropdown(_choices(12, "head"), value=0, label="Head (heatmap, step by step)",
-                               elem_id="attention-head")
-            heads = gr.CheckboxGroup(_choices(12, "head"), value=[], label="Heads in the head view (none = all)",
-                                     elem_id="attention-heads")
+        controls = text_controls(models)
         with gr.Tabs():
-            with gr.Tab("Head view"):
-                gr.Markdown("Lines from each token (left) to the tokens it attends to (right); one colour per head, "
-                            "darker = more attention. **Hover a token** to keep only its lines.")
-                # `head` adds the style to the document: the selector's checkboxes get the head view's colours
-                head_html = gr.HTML(label="Head view", elem_id="attention-headview", js_on_load=views.HEAD_VIEW_JS,
-                                    head=f"<style>{views.head_selector_css('#attention-heads')}</style>")
-            with gr.Tab("Model view"):
-                gr.Markdown("Every layer (rows) × head (columns). **Click a thumbnail** to open it below.")
-                model_html = gr.HTML(label="Model view", elem_id="attention-modelview", js_on_load=views.MODEL_VIEW_JS)
-                opened = gr.Plot(label="Opened head", elem_id="attention-opened")
-            with gr.Tab("Heatmap"):
-                heatmap = gr.Plot(label="Attention matrix", elem_id="attention-heatmap")
-            with gr.Tab("Step by step"):
-                steps_note = gr.Markdown(label="This head, step by step", elem_id="attention-steps-note")
-                steps_plot = gr.Plot(label="Q·Kᵀ → scale → mask → softmax", elem_id="attention-steps")
-                vectors_plot = gr.Plot(label="Q, K, V and the output of this head", elem_id="attention-vectors")
-            with gr.Tab("Positional encodings"):
-                positions = gr.Slider(8, MAX_POSITIONS_SHOWN, value=64, step=8, label="Positions")
-                show_positions = gr.Button("Show positional encodings")
-                positions_note = gr.Markdown(label="Which positional encoding")
-                position_plots = [gr.Image(label=label, type="numpy", format="png", interactive=False)
-                                  for label in ("Sinusoidal", "The model's own")]
-            with gr.Tab("Head statistics"):
-                gr.Markdown("Averaged over query tokens; attention shares are between 0 and 1, entropy is in nats "
-                            "(0 = one token gets everything). **Click a column header to sort.**")
-                stats = gr.Dataframe(label="Per-head statistics", elem_id="attention-stats", wrap=False)
+            shown = text_view_tabs()
             with gr.Tab("ViT"):
-                vit_source = vision_model()
-                # declared here, at build time, so that on Ray Serve the ViT gets a deployment of its own
-                vit_explorer = None if isinstance(vit_source, store.ModelLoadError) else connect(VitExplorer, vit_source)
-                gr.Markdown(model_badge(vit_source))
-                with gr.Row():
-                    image = image_input(label="Image", elem_id="attention-image")
-                    with gr.Column():
-                        fusion = gr.Radio(list(att.HEAD_FUSIONS), value="mean", label="Head fusion")
-                        discard = gr.Slider(0.0, MAX_DISCARD_RATIO, value=0.0, step=0.05, label="Discard ratio (weakest weights)")
-                        run_vit = gr.Button("Show ViT attention", variant="primary", elem_id="attention-vit-run")
-                        examples = fashion_examples()
-                        if examples:
-                            examples_that_run(examples, image, run_vit, label="Fashion-MNIST test images")
-                        vit_label = gr.Label(label="Prediction", num_top_classes=5)
-                vit_rollout = gr.Image(label="Attention rollout ([CLS] → patches)", type="numpy",
-                                       format=views.OVERLAY_FORMAT, interactive=False, elem_id="attention-vit-rollout")
-                vit_layers = gr.Image(label="[CLS] attention of each layer", type="numpy", format=views.OVERLAY_FORMAT,
-                                      interactive=False)
-                # patch_map_overlay scales each map from its own lowest to its highest patch, in inferno
-                gr.HTML(views.colour_bar_html("inferno", "lowest patch", "highest patch", "Colour laid over the "
-                                              "picture: attention, each map scaled to its own range"),
-                        elem_id="attention-vit-key")
+                vit = vit_panel(vit_source)
             with gr.Tab("Export"):
-                gr.Markdown("Figures as PNG or SVG, and every layer's attention as NPZ (float32) or JSON. The "
-                            "interactive figures also download as PNG from the camera button in their toolbar; the "
-                            "positional and ViT figures are images (right-click to save).")
-                with gr.Row():
-                    figure_choice = gr.Radio(["heatmap", "step by step", "Q, K, V"], value="heatmap", label="Figure")
-                    figure_format = gr.Radio(["png", "svg"], value="png", label="Format")
-                    export_fig = gr.Button("Download figure")
-                with gr.Row():
-                    tensor_format = gr.Radio(["npz", "json"], value="npz", label="Attention tensors")
-                    export_npz = gr.Button("Download tensors")
-                download = gr.File(label="Download", elem_id="attention-download")
-
-        # connected here, at build time, so that on Ray Serve each text model is a deployment of its own (a service
-        # first connected inside an event runs in the UI replica)
-        explorers = {name: connect(AttentionExplorer, source) for name, source in models.items()
-                     if not isinstance(source, store.ModelLoadError)}
-
-        def explorer(name: str):
-            source = models.get(name)
-            if source is None:
-                raise InputError(f"Unknown model {name!r}; choose one of {', '.join(models)}.")
-            if isinstance(source, store.ModelLoadError):
-                raise source
-            return explorers[name]
-
-        @user_errors
-        def analyse(model: str, text: str, pair: str, layer: int, head: int, heads: list[int]):
-            cleaned, message = clean_text(text)
-            second_clean = clean_text(pair, "second sentence")[0] if pair and pair.strip() else ""
-            service = explorer(model)
-            announce_first_use(models.get(model))
-            result = service.analyse(cleaned, second_clean)
-            layer_index = min(int(layer or 0), result.layers - 1)
-            head_index = min(int(head or 0), result.heads - 1)
-            chosen = [h for h in (heads or []) if h < result.heads]
-            messages = [m for m in (message, result.notice) if m]
-            return (result, service.describe(), "\n\n".join(f"ℹ️ {m}" for m in messages),
-                    gr.Dropdown(choices=_choices(result.layers, "layer"), value=layer_index),
-                    gr.Dropdown(choices=_choices(result.heads, "head"), value=head_index),
-                    gr.CheckboxGroup(choices=_choices(result.heads, "head"), value=chosen),
-                    views.model_view_html(result.attentions, selected=(layer_index, head_index)),
-                    statistics_table(result))
-
-        def _result(result: AttentionResult | None) -> AttentionResult:
-            if result is None:
-                raise InputError("Press “Show attention” first.")
-            return result
-
-        @user_errors
-        def layer_views(result, layer: int, head: int, heads: list[int]):
-            result = _result(result)
-            return head_view(result, layer, heads), heatmap_figure(result, layer, head)
-
-        @user_errors
-        def step_views(model: str, result, layer: int, head: int):
-            result = _result(result)
-            steps = explorer(model).steps(result.text, result.pair, layer, head)
-            diff = steps.extras["max_abs_diff"]
-            note = (f"**Layer {layer}, head {head}** · d_k = {steps.query.shape[1]} · scale = "
-                    f"{steps.scale:.4f} · mask: {'causal' if result.causal else 'none (every token sees every token)'}"
-                    f"{' · RoPE applied to Q and K' if steps.query_before_rotation is not None else ''}\n\n"
-                    f"Recomputed from the model's own weights vs the attention the model returned: "
-                    f"**max |difference| = {diff:.2e}** {'✅' if diff <= 1e-5 else '⚠️'}")
-            title = f"{result.model} · layer {layer}, head {head}"
-            return (note, views.interactive_steps(steps, result.tokens, title),
-                    views.interactive_vectors(steps, result.tokens, title))
-
-        @user_errors
-        def open_thumbnail(result, evt: gr.EventData):
-            result = _result(result)
-            layer_index = check_index(getattr(evt, "layer", None), result.layers, "layer")
-            head_index = check_index(getattr(evt, "head", None), result.heads, "head")
-            return (layer_index, head_index, heatmap_figure(result, layer_index, head_index),
-                    views.model_view_html(result.attentions, selected=(layer_index, head_index)))
-
-        @functools.lru_cache(maxsize=8)  # the same model and count always give the same pictures
-        def position_pictures(name: str, count: int) -> tuple[str, np.ndarray, np.ndarray | None]:
-            info = explorer(name).position_info()
-            figures = positional_figures(info["dim"], count, info["learned"], info["inv_freq"], name)
-            own = "learned position vectors" if info["learned"] is not None else "rotary embeddings (RoPE)" \
-                if info["inv_freq"] is not None else "no positional encoding this view can read"
-            note = (f"**{name}** uses {own}. Choose the other model above to see its kind "
-                    f"(MiniLM: learned; SmolLM2: RoPE).")
-            pictures = [views.figure_picture(figure) for figure in figures]
-            return note, pictures[0], pictures[1] if len(pictures) > 1 else None
-
-        @user_errors
-        def position_views(model: str, positions: int):
-            return position_pictures(model, max(2, min(int(positions), MAX_POSITIONS_SHOWN)))
-
-        @user_errors
-        def vit_views(image, head_fusion: str, discard_ratio: float):
-            if vit_explorer is None:
-                raise vit_source
-            result = vit_explorer.analyse(load_picture(image))
-            rollout, per_layer = rollout_maps(result, head_fusion, discard_ratio)
-            return (result.top,
-                    views.patch_maps_picture(result.picture, [rollout],
-                                             [f"rollout ({head_fusion}, discard {discard_ratio:.2f})"]),
-                    views.patch_maps_picture(result.picture, per_layer, [f"layer {i}" for i in range(len(per_layer))]))
-
-        @user_errors
-        def download_figure(model: str, result, figure: str, file_format: str, layer: int, head: int):
-            result = _result(result)
-            if figure == "heatmap":
-                drawn = heatmap_figure(result, layer, head, interactive=False)
-            else:
-                steps = explorer(model).steps(result.text, result.pair, layer, head)
-                drawn = (views.steps_figure if figure == "step by step" else views.vectors_figure)(steps, result.tokens)
-            return str(export_figure(drawn, file_format, f"attention_{figure.replace(' ', '_').replace(',', '')}_"
-                                                         f"L{layer}_H{head}"))
-
-        @user_errors
-        def download_tensors(result, file_format: str):
-            return str(export_tensors(_result(result), file_format))
-
-        @user_errors
-        def switch_model(name: str):
-            source = models[name]
-            return model_badge(source), gr.Textbox(interactive=not (name == names[-1]))
-
-        model_choice.change(switch_model, model_choice, [badge, pair], api_name=False)
-        analysed = gr.on([run.click, text.submit], analyse, inputs=[model_choice, text, pair, layer, head, heads],
-                         outputs=[result_state, badge, notice, layer, head, heads, model_html, stats],
-                         api_name="attention_analyse", concurrency_id=SLUG)
-        view_inputs = [result_state, layer, head, heads]
-        analysed.then(layer_views, view_inputs, [head_html, heatmap], api_name="attention_views", concurrency_id=SLUG
-                      ).then(step_views, [model_choice, result_state, layer, head],
-                             [steps_note, steps_plot, vectors_plot], api_name="attention_steps", concurrency_id=SLUG)
-        for control in (layer, head, heads):
-            control.input(layer_views, view_inputs, [head_html, heatmap], api_name=False, concurrency_id=SLUG)
-        for control in (layer, head):
-            control.input(step_views, [model_choice, result_state, layer, head], [steps_note, steps_plot, vectors_plot],
-                          api_name=False, concurrency_id=SLUG)
-        model_html.click(open_thumbnail, result_state, [layer, head, opened, model_html], api_name=False,
-                         concurrency_id=SLUG).then(layer_views, view_inputs, [head_html, heatmap], api_name=False,
-                                                   concurrency_id=SLUG)
-        show_positions.click(position_views, [model_choice, positions], [positions_note, *position_plots],
-                             api_name="attention_positions", concurrency_id=SLUG)
-        run_vit.click(vit_views, [image, fusion, discard], [vit_label, vit_rollout, vit_layers],
-                      api_name="attention_vit", concurrency_id=SLUG)
-        export_fig.click(download_figure, [model_choice, result_state, figure_choice, figure_format, layer, head],
-                         download, api_name="attention_figure", concurrency_id=SLUG)
-        export_npz.click(download_tensors, [result_state, tensor_format], download, api_name="attention_tensors",
-                         concurrency_id=SLUG)
-        deep_link(page, {"model": model_choice, "text": text, "pair": pair, "layer": layer, "head": head}, run=run)
+                export = export_panel()
+        answer_analysis(controls, shown, models)
+        answer_positions(controls, shown, models)
+        answer_vit(vit, vit_source, vit_explorer)
+        answer_exports(controls, export, models)
+        deep_link(page, {"model": controls.model, "text": controls.text, "pair": controls.pair,
+                         "layer": controls.layer, "head": controls.head}, run=controls.run)
     return page
 
 
@@ -621,13 +579,13 @@ demo = Demo(
     topic="Self-attention, multi-head attention and positional encoding",
     lesson=LESSON,
     models=(ModelSlot(task=ENCODER_TASK, default="embedded", hub_example="bert-base-uncased", name="encoder"),
-            ModelSlot(task=DECODER_TASK, default=DECODER_DEFAULT, hub_example="gpt2", name="decoder")),
+            ModelSlot(task=DECODER_TASK, default=DECODER_DEFAULT, hub_example="gpt2", name="decoder"),
+            ModelSlot(task=VISION_TASK, default="embedded", name="vision")),  # the ViT tab's model
     # the encoder's views and a ViT picture (the views that follow an analysis need the page's session state)
-    traffic=(ApiCall("attention_analyse", lambda: (text_models(page_context(demo))[0][0], EXAMPLES[0][0], "", 0, 0, [])),
-             ApiCall("attention_analyse", lambda: (text_models(page_context(demo))[0][0], EXAMPLES[1][0], EXAMPLES[1][1], 2, 3, [0, 1])),
-             ApiCall("attention_positions", lambda: (text_models(page_context(demo))[0][0], 64)),
-             ApiCall("attention_vit", lambda: (handle_file(str(next(iter(fashion_mnist_examples().values())))),
-                                               "mean", 0.0))),
+    traffic=(ApiCall("attention_analyse", lambda: (first_encoder(), EXAMPLES[0][0], "", 0, 0, [])),
+             ApiCall("attention_analyse", lambda: (first_encoder(), EXAMPLES[1][0], EXAMPLES[1][1], 2, 3, [0, 1])),
+             ApiCall("attention_positions", lambda: (first_encoder(), 64)),
+             ApiCall("attention_vit", lambda: (handle_file(fashion_examples()[0]), "mean", 0.0))),
 )
 
 

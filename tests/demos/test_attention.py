@@ -12,18 +12,18 @@ from txgallery_demos.attention.run import (
     AttentionExplorer,
     VitResult,
     check_index,
-    clean_text,
+    clean_inputs,
     demo,
     export_figure,
     export_tensors,
     head_view,
     heatmap_figure,
-    load_picture,
     positional_figures,
     rollout_maps,
     statistics_table,
 )
 
+from txgallery.lib.images import load_image
 from txgallery.limits import (
     MAX_ATTENTION_TOKENS_DECODER,
     MAX_ATTENTION_TOKENS_ENCODER,
@@ -50,12 +50,24 @@ def decoder() -> AttentionExplorer:
 @pytest.mark.parametrize("text", [None, "", "   \n\t "])
 def test_empty_text_is_refused(text):
     with pytest.raises(InputError, match="empty"):
-        clean_text(text)
+        clean_inputs(text, "")
 
 
-def test_emoji_only_text_is_refused():
-    with pytest.raises(InputError, match="no letters or digits"):
-        clean_text("😀 🎉 🙈")
+def test_emoji_only_text_or_second_sentence_is_refused():
+    with pytest.raises(InputError, match="The text has no letters or digits"):
+        clean_inputs("😀 🎉 🙈", "")
+    with pytest.raises(InputError, match="The second sentence has no letters or digits"):
+        clean_inputs("A cat.", "😀")
+
+
+def test_the_second_sentence_is_optional_and_each_change_has_its_notice():
+    assert clean_inputs("  A cat.  ", None) == ("A cat.", "", [])
+    assert clean_inputs("A cat.", "   ") == ("A cat.", "", [])
+    text, pair, notices = clean_inputs("A\u200b cat.", "A dog\u200b.")
+    assert (text, pair) == ("A cat.", "A dog.") and len(notices) == 2
+    assert "from the text" in notices[0] and "from the second sentence" in notices[1]
+    with pytest.raises(InputError, match="must be a string"):
+        clean_inputs("A cat.", 5)
 
 
 @pytest.mark.parametrize("value,count", [(6, 6), (-1, 6), ("x", 12), (None, 12)])
@@ -64,13 +76,17 @@ def test_out_of_range_indices_are_refused(value, count):
         check_index(value, count, "layer")
 
 
-def test_non_image_upload_is_refused(tmp_path):
+def test_non_image_upload_is_refused_by_the_vit_tab(tmp_path):
+    import gradio as gr
+    from txgallery_demos.attention.run import build
+
+    vit_views = {fn.api_name: fn.fn for fn in build(page_context(demo)).fns.values()}["attention_vit"]
     fake = tmp_path / "photo.png"
     fake.write_text("this is not a picture")
-    with pytest.raises(InputError, match="not an image|not a picture|could not"):
-        load_picture(str(fake))
-    with pytest.raises(InputError, match="upload an image"):
-        load_picture(None)
+    with pytest.raises(gr.Error, match="not an image|not a picture|could not"):
+        vit_views(str(fake), "mean", 0.0)
+    with pytest.raises(gr.Error, match="upload an image"):
+        vit_views(None, "mean", 0.0)
 
 
 # --- the encoder (MiniLM-L6) -----------------------------------------------------------------------------------------
@@ -205,13 +221,14 @@ def test_vit_rollout_maps_one_normalised_value_per_patch():
 
 def test_embedded_vit_through_the_store(tmp_path):
     from PIL import Image
-    from txgallery_demos.attention.run import VitExplorer, vision_model
+    from txgallery_demos.attention.run import VitExplorer
 
-    source = vision_model()
+    source = page_context(demo).model("vision")  # the page's `vision` slot: the embedded ViT by default
     assert not isinstance(source, store.ModelLoadError), source
+    assert source.ref == "vit-fashion-mnist"
     picture = tmp_path / "shoe.png"
     Image.fromarray(np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))).save(picture)
-    result = VitExplorer(source).analyse(load_picture(str(picture)))
+    result = VitExplorer(source).analyse(load_image(str(picture)))
     assert len(result.attentions) == 4 and result.grid == (4, 4) and result.prefix_tokens == 1
     assert sum(result.top.values()) <= 1.0 + 1e-6 and len(result.top) == 5
     rollout, per_layer = rollout_maps(result, "mean", 0.0)
@@ -311,3 +328,16 @@ def test_every_plotly_panel_has_its_own_colour_bar_beside_it(encoder):
             # between its own panel and the next; the last one in the right margin, as plotly's default (x=1.02)
             following = figure.layout[f"xaxis{column + 1}"].domain[0] if column < panels else 1.02
             assert right < trace.colorbar.x < following
+
+
+def test_the_second_sentence_is_off_for_every_decoder_not_only_the_last_model():
+    from txgallery_demos.attention.run import build
+
+    from txgallery.settings import load_settings
+
+    context = page_context(demo, load_settings(["attention.decoder=embedded:smollm2-135m,embedded:gpt2-shakespeare"],
+                                               environ={}))
+    switch = next(fn.fn for fn in build(context).fns.values() if fn.fn and fn.fn.__name__ == "switch_model")
+    names = [source.ref for slot in ("encoder", "decoder") for source in context.models[slot]]
+    assert len(names) == 3
+    assert [switch(name)[1].interactive for name in names] == [True, False, False]
