@@ -1,1 +1,2 @@
-"""BERT sentiment demo; the demo itself is `run.py` (entry point `txgallery_demos.sentiment.run:demo`)."""
+"""BERT sentiment demo: `run.py` is the page (entry point `txgallery_demos.sentiment.run:demo`), `service.py` its
+model."""

@@ -88,8 +88,8 @@ class SentimentClassifier:
             raise InputError("Word attributions need gradients, which this optimised model (ONNX or int8) has not.")
         batch = self._encode([text], MAX_ATTRIBUTION_TOKENS)
         input_ids = batch["input_ids"]
-        special = torch.tensor(self.tokenizer.get_special_tokens_mask(input_ids[0].tolist(), already_has_special_tokens=True),
-                               dtype=torch.bool, device=input_ids.device)
+        special_mask = self.tokenizer.get_special_tokens_mask(input_ids[0].tolist(), already_has_special_tokens=True)
+        special = torch.tensor(special_mask, dtype=torch.bool, device=input_ids.device)
         baseline = torch.where(special, input_ids, torch.full_like(input_ids, self.tokenizer.pad_token_id or 0))
         extra = {k: v for k, v in batch.items() if k != "input_ids"}
 

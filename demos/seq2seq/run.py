@@ -122,11 +122,16 @@ def other_tasks_note(tasks: dict[str, str]) -> str:
 # --- input handling (pure functions) -----------------------------------------------------------------------------
 
 
+def _whole_number_within(value: float | None, cap: int) -> bool:
+    return value is not None and int(value) == value and 1 <= value <= cap
+
+
 def check_settings(max_new_tokens: float | None, num_beams: float | None) -> GenerationSettings:
     """Validate the decoding controls; raises `InputError` beyond the caps."""
-    if max_new_tokens is None or int(max_new_tokens) != max_new_tokens or not 1 <= max_new_tokens <= MAX_SEQ2SEQ_NEW_TOKENS:
-        raise InputError(f"Max new tokens must be a whole number from 1 to {MAX_SEQ2SEQ_NEW_TOKENS}; got {max_new_tokens}.")
-    if num_beams is None or int(num_beams) != num_beams or not 1 <= num_beams <= MAX_SEQ2SEQ_BEAMS:
+    if not _whole_number_within(max_new_tokens, MAX_SEQ2SEQ_NEW_TOKENS):
+        raise InputError(f"Max new tokens must be a whole number from 1 to {MAX_SEQ2SEQ_NEW_TOKENS}; "
+                         f"got {max_new_tokens}.")
+    if not _whole_number_within(num_beams, MAX_SEQ2SEQ_BEAMS):
         raise InputError(f"Beams must be a whole number from 1 to {MAX_SEQ2SEQ_BEAMS}; got {num_beams}.")
     return GenerationSettings(int(max_new_tokens), int(num_beams))
 
@@ -162,7 +167,8 @@ def attention_figures(result: Seq2SeqResult | None, layer: str, head: str) -> tu
         return None, None
     layer_index = None if layer == "average" else int(layer)
     head_index = None if head == "average" else int(head)
-    where = f"layer {layer}, head {head}".replace("layer average", "all layers").replace("head average", "mean of heads")
+    where = f"layer {layer}, head {head}".replace("layer average", "all layers")
+    where = where.replace("head average", "mean of heads")
     cross = attention_heatmap(fuse_heads(result.cross_attention, layer_index, head_index), result.target_tokens,
                               result.source_tokens, f"Cross-attention: output (rows) × input (columns) — {where}")
     # the encoder may have more layers and heads than the decoder: the nearest one that exists

@@ -214,7 +214,7 @@ def test_explain_with_one_configured_model_returns_that_models_words():
     assert isinstance(words[0], tuple) and "wonderful" in [word for word, _ in words]
 
 
-# --- the attribution key -----------------------------------------------------------------------------------------------
+# --- the attribution key ----------------------------------------------------------------------------------------------
 
 def test_attribution_key_names_both_labels_in_the_colours_gradio_paints_the_words():
     from txgallery_demos.sentiment.run import AGAINST_RGB, TOWARDS_RGB, attribution_key

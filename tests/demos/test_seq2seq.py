@@ -157,7 +157,7 @@ def test_hub_id_while_offline_names_the_embedded_default(monkeypatch):
         TextToText(store.resolve("nonexistent-org/no-such-t5", TASK))
 
 
-# --- the shipped model --------------------------------------------------------------------------------------------------
+# --- the shipped model ------------------------------------------------------------------------------------------------
 
 def test_embedded_model_answers_both_tasks(embedded):
     assert embedded.loaded.source.kind == "embedded" and "held-out accuracy" in embedded.describe()
