@@ -95,8 +95,6 @@ EXAMPLES = [
 
 STAT_COLUMNS = {"entropy": "entropy (nats)", "to_first": "to first token ([CLS]/BOS)",
                 "to_separators": "to [SEP]/EOS", "to_previous": "to previous token", "to_self": "to itself"}
-
-
 Services = list[tuple[str, "ModelSource | ModelLoadError", "AttentionExplorer | VitExplorer | None"]]  # ctx.services
 
 
@@ -228,7 +226,7 @@ def fashion_examples() -> list[str]:
     return [str(path) for path in fashion_mnist_examples().values()]
 
 
-# --- the page's models ------------------------------------------------------------------------------------------------
+# --- the page's models ----------------------------------------------------------------------------------------------
 
 
 class TextModels:

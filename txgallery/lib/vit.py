@@ -49,7 +49,8 @@ def held_out_note(metrics: dict) -> str:
     """What a badge adds for a model that ships its held-out accuracy (the embedded ViT's Fashion-MNIST test set)."""
     if "test_accuracy" not in metrics:
         return ""
-    return f" · **held-out accuracy:** {metrics['test_accuracy']:.3f} on {metrics['test_size']:,} Fashion-MNIST test images"
+    return (f" · **held-out accuracy:** {metrics['test_accuracy']:.3f} on {metrics['test_size']:,} Fashion-MNIST test "
+            f"images")
 
 
 class ImageClassifier:
