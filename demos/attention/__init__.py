@@ -1,1 +1,2 @@
-"""Attention explorer demo; the demo itself is `run.py` (entry point `txgallery_demos.attention.run:demo`)."""
+"""Attention explorer demo: `run.py` is the page (entry point `txgallery_demos.attention.run:demo`), `service.py` its
+models (the text models' explorer and the ViT's)."""
