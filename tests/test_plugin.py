@@ -113,9 +113,11 @@ def test_readme_plugin_example_installs_and_appears(tmp_path, monkeypatch):
     entries = {e.slug: e for e in discover_demos()}
     assert entries["hello"].ok, entries["hello"].error
     assert "txgallery-hello 0.1.0" in entries["hello"].origin or "txgallery_hello 0.1.0" in entries["hello"].origin
-    from txgallery_hello import count_tokens
+    from txgallery_hello import TokenCounter
 
-    assert count_tokens("unbelievably good")["count"] >= 2
+    from txgallery.models.store import resolve
+
+    assert TokenCounter(resolve("embedded", "feature-extraction")).count("unbelievably good")["count"] >= 2
     assert build_entry(entries["hello"]) is not None
 
 

@@ -29,7 +29,7 @@ def clean_text(text: object, what: str = "text", need_letters: bool = False,
     if need_letters and not any(ch.isalnum() for ch in cleaned):
         raise InputError(f"The {what} has no letters or digits (emoji and symbols alone give the model only "
                          f"unknown tokens); type a sentence.")
-    cleaned, cut = truncate_text(cleaned.strip(), limit)
+    cleaned, cut = truncate_text(cleaned, limit)  # the notice counts the characters as typed
     if cut:
         notices.append(cut)
-    return cleaned, " ".join(notices) or None
+    return cleaned.strip(), " ".join(notices) or None
