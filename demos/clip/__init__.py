@@ -1,1 +1,2 @@
-"""CLIP zero-shot image-text matching demo; the demo itself is `run.py` (entry point `txgallery_demos.clip.run:demo`)."""
+"""CLIP zero-shot image-text matching demo: `run.py` is the page (entry point `txgallery_demos.clip.run:demo`),
+`service.py` its model."""

@@ -274,7 +274,7 @@ class SearchTab(NamedTuple):
 
     uploads: gr.File
     query: gr.Textbox
-    search: gr.Button
+    find: gr.Button
     found: gr.Gallery
     probe: gr.Image
     candidates: gr.Textbox
@@ -289,15 +289,16 @@ def search_tab() -> SearchTab:
                                 "photos are always in it)", file_count="multiple", file_types=["image"])
         with gr.Row():
             with gr.Column():
-                query = gr.Textbox(label="Text → image: describe what you are looking for", value="something to drink")
-                search = gr.Button("Search the gallery", variant="primary")
+                query = gr.Textbox(label="Text → image: describe what you are looking for",
+                                   value="something to drink")
+                find = gr.Button("Search the gallery", variant="primary")
                 found = gr.Gallery(label="Gallery ranked by cosine similarity", columns=3, height="auto")
             with gr.Column():
                 probe = image_input(label="Image → text: a picture")
                 candidates = gr.Textbox(label="Candidate descriptions, one per line", value=DEFAULT_TEXTS, lines=5)
                 describe = gr.Button("Rank the descriptions", variant="primary")
                 described = gr.Dataframe(headers=["text", "cosine"], label="Descriptions ranked")
-    return SearchTab(uploads, query, search, found, probe, candidates, describe, described)
+    return SearchTab(uploads, query, find, found, probe, candidates, describe, described)
 
 
 def matrix_tab() -> tuple[gr.Textbox, gr.Button, gr.Plot]:
@@ -324,18 +325,19 @@ def build(ctx: PageContext) -> gr.Blocks:
         texts, compute, heatmap = matrix_tab()
         badge = gr.Markdown(badge_text(handlers.source), elem_id="clip-badge")  # the loaded model's figures follow
 
-        gr.on([classify.run.click, classify.image.upload], handlers.classify, inputs=[classify.image, classify.labels, classify.template],
+        gr.on([classify.run.click, classify.image.upload], handlers.classify,
+              inputs=[classify.image, classify.labels, classify.template],
               outputs=[classify.prediction, classify.cosines], api_name="clip_classify", concurrency_id="clip")
-        gr.on([search.search.click, search.query.submit], handlers.text_to_image, inputs=[search.query, search.uploads],
+        gr.on([search.find.click, search.query.submit], handlers.text_to_image, inputs=[search.query, search.uploads],
               outputs=search.found, api_name="clip_search", concurrency_id="clip")
-        search.describe.click(handlers.image_to_text, inputs=[search.probe, search.candidates], outputs=search.described,
-                           api_name="clip_describe", concurrency_id="clip")
+        search.describe.click(handlers.image_to_text, inputs=[search.probe, search.candidates],
+                              outputs=search.described, api_name="clip_describe", concurrency_id="clip")
         compute.click(handlers.matrix, inputs=[texts, search.uploads], outputs=heatmap, api_name="clip_matrix",
                       concurrency_id="clip")
         # on the first visit, not while the gallery starts: the page is up before any model has loaded
         page.load(handlers.badge, None, badge, api_name=False, show_progress="hidden")
-        deep_link(page, {"image": classify.image, "labels": classify.labels, "template": classify.template}, run=classify.run,
-                  examples={"image": {Path(file).stem: file for file in examples}})
+        deep_link(page, {"image": classify.image, "labels": classify.labels, "template": classify.template},
+                  run=classify.run, examples={"image": {Path(file).stem: file for file in examples}})
     return page
 
 
@@ -343,7 +345,8 @@ demo = Demo(
     slug=SLUG,
     order=60,
     title="CLIP zero-shot",
-    description="Match images and texts in one embedding space: zero-shot labels, search both ways, a similarity matrix.",
+    description=("Match images and texts in one embedding space: zero-shot labels, search both ways, a similarity "
+                 "matrix."),
     build=build,
     tags=("multimodal", "CLIP", "zero-shot", "contrastive", "retrieval"),
     topic="Multimodal transformers: CLIP",

@@ -58,7 +58,8 @@ def check_settings(settings: SamplingSettings) -> tuple[SamplingSettings, list[s
     if settings.strategy not in STRATEGIES:
         raise InputError(f"Unknown decoding strategy {settings.strategy!r}; choose one of {', '.join(STRATEGIES)}.")
     if not 1 <= settings.max_new_tokens <= GENERATION_MAX_NEW_TOKENS:
-        raise InputError(f"Max new tokens must be between 1 and {GENERATION_MAX_NEW_TOKENS}; got {settings.max_new_tokens}.")
+        raise InputError(f"Max new tokens must be between 1 and {GENERATION_MAX_NEW_TOKENS}; "
+                         f"got {settings.max_new_tokens}.")
     if not math.isfinite(settings.temperature) or settings.temperature < 0:
         raise InputError(f"Temperature must be a number ≥ 0 (0 means greedy); got {settings.temperature}.")
     if settings.top_k < 0:
@@ -95,11 +96,12 @@ def fit_prompt(ids: list[int], context: int, max_new_tokens: int) -> tuple[list[
                          f"capped at {GENERATION_MAX_PROMPT_TOKENS:,}).")
 
 
-# --- the sampling maths ------------------------------------------------------------------------------------------------
+# --- the sampling maths -----------------------------------------------------------------------------------------
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """Make tokens already in the text less likely (CTRL's rule, as transformers: divide positive, multiply negative)."""
+    """Make tokens already in the text less likely (CTRL's rule, as transformers: divide positive, multiply
+    negative)."""
     if penalty == 1.0 or seen.numel() == 0:
         return logits
     scores = logits.gather(-1, seen)
@@ -286,6 +288,8 @@ def beam_search(model: Any, tokenizer: Any, input_ids: torch.Tensor, settings: S
 
     stop, progress, result = threading.Event(), queue.Queue(maxsize=64), {}
 
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
     def run() -> None:
         try:
             with torch.inference_mode():
@@ -293,7 +297,7 @@ def beam_search(model: Any, tokenizer: Any, input_ids: torch.Tensor, settings: S
                     input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
                     num_beams=settings.num_beams, max_new_tokens=settings.max_new_tokens,
                     repetition_penalty=settings.repetition_penalty, early_stopping=True,
-                    pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+                    pad_token_id=pad_id,
                     stopping_criteria=StoppingCriteriaList([_Interrupt(stop, progress)]),
                     return_dict_in_generate=True, output_scores=True)
             score = out.sequences_scores[0] if getattr(out, "sequences_scores", None) is not None else None

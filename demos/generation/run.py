@@ -87,7 +87,8 @@ STEP_HINT = "Click a generated token to see its step."
 
 
 def read_settings(strategy: str, max_new_tokens: float, temperature: float, top_k: float, top_p: float,
-                  repetition_penalty: float, num_beams: float, seed: float, chat: bool) -> tuple[SamplingSettings, list[str]]:
+                  repetition_penalty: float, num_beams: float, seed: float, chat: bool,
+                  ) -> tuple[SamplingSettings, list[str]]:
     """The page's control values -> checked `SamplingSettings` and notices (raises `InputError`)."""
     values = {"max new tokens": max_new_tokens, "temperature": temperature, "top-k": top_k, "top-p": top_p,
               "repetition penalty": repetition_penalty, "beams": num_beams, "seed": seed}
@@ -114,9 +115,8 @@ PROBABILITY_LEGEND = (
 
 def knob_settings(strategy: str) -> dict[str, dict]:
     """Per slider of `USED_BY`: whether `strategy` reads it (interactive) and an `info` line saying where it is used."""
-    return {knob: {"interactive": mode == strategy,
-                   "info": f"used in {mode} mode" if mode == strategy else f"not used in {strategy} mode, only in {mode}"}
-            for knob, mode in USED_BY.items()}
+    return {knob: {"interactive": mode == strategy, "info": f"used in {mode} mode" if mode == strategy
+                   else f"not used in {strategy} mode, only in {mode}"} for knob, mode in USED_BY.items()}
 
 
 def knob_updates(strategy: str) -> list[dict]:
@@ -260,7 +260,8 @@ class Studio:
 
     @user_errors
     def generate(self, model: str, prompt: str, chat: bool, max_new_tokens: int, seed: int, decoding: str,
-                 temperature: float, top_k: int, top_p: float, repetition_penalty: float, beams: int) -> Iterator[tuple]:
+                 temperature: float, top_k: int, top_p: float, repetition_penalty: float, beams: int,
+                 ) -> Iterator[tuple]:
         """Stream one generation: (badge, notice, statistics, coloured tokens, steps so far) after each token."""
         service = self.service(model)
         cleaned, notices = clean_prompt(prompt)

@@ -209,7 +209,8 @@ def test_one_picture_and_new_prompts_run_both_encoders_side_by_side(matcher, mon
     matcher.similarity([skimage.data.astronaut()], prompts)
     matcher.similarity([picture, skimage.data.astronaut()], [f"{p}, twice" for p in prompts])
     assert text_threads[-1] == threading.current_thread().name and len(text_threads) <= 2
-    monkeypatch.setattr(clip_service, "SIDE_BY_SIDE_MAX_WEIGHTS", 1_000_000)  # a large model: one encoder after the other
+    # a large model: one encoder after the other
+    monkeypatch.setattr(clip_service, "SIDE_BY_SIDE_MAX_WEIGHTS", 1_000_000)
     matcher.similarity([picture], [f"{p}, again" for p in prompts])
     assert text_threads[-1] == threading.current_thread().name
 
