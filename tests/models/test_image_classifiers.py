@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from txgallery_demos.vit.service import ImageClassifier
 
 from txgallery import limits
 from txgallery.embedded.vit import (
@@ -28,6 +27,7 @@ from txgallery.lib.images import (
     load_images,
     sample_photos,
 )
+from txgallery.lib.vit import ImageClassifier
 from txgallery.limits import InputError
 from txgallery.models import hub, store
 from txgallery.models.image_classifiers import ImageProcessor
