@@ -130,7 +130,7 @@ CATALOGUE: list[BadInput] = [
              ("gpt2-shakespeare", "  ", False, 8, 0, "greedy", 0.8, 50, 0.95, 1.0, 4), "empty"),
     BadInput("generation", "only control characters", "generation_generate",
              ("gpt2-shakespeare", "\x00\x01\x02\x1b", False, 8, 0, "greedy", 0.8, 50, 0.95, 1.0, 4),
-             "only control characters"),
+             "only control or invisible characters"),
     BadInput("generation", "sampling at a negative temperature", "generation_generate",
              ("gpt2-shakespeare", "ROMEO:", False, 8, 0, "sampling", -0.5, 50, 0.95, 1.0, 4), "less than minimum value"),
     BadInput("generation", "top-p 0", "generation_generate",

@@ -221,7 +221,7 @@ def test_empty_prompt_is_refused(text):
 def test_control_characters_are_removed_with_a_notice():
     cleaned, notices = clean_prompt("To be\x00 or\x1b[31m not\u200b\nto be\t!")
     assert cleaned == "To be or[31m not\nto be\t!" and "Removed 3" in notices[0]
-    with pytest.raises(InputError, match="only control characters"):
+    with pytest.raises(InputError, match="only control or invisible characters"):
         clean_prompt("\x00\x01\x02")
     cleaned, notices = clean_prompt("a" * (MAX_INPUT_CHARS + 5))
     assert len(cleaned) == MAX_INPUT_CHARS and "only the first" in notices[0]

@@ -79,7 +79,7 @@ def check_settings(settings: SamplingSettings) -> tuple[SamplingSettings, list[s
 
 def clean_prompt(text: str | None) -> tuple[str, list[str]]:
     """A prompt checked by the gallery's one text cleaner (`txgallery.lib.text.clean_text`), with its notices."""
-    cleaned, notice = clean_text(text, what="prompt text")
+    cleaned, notice = clean_text(text, what="prompt text", strip=False)  # "ROMEO:\n" asks for the next line
     return cleaned, [notice] if notice else []
 
 

@@ -29,3 +29,8 @@ def test_letters_can_be_required():
     assert clean_text("🙂🙂")[0] == "🙂🙂"
     with pytest.raises(InputError, match="no letters or digits"):
         clean_text("🙂🙂", need_letters=True)
+
+
+def test_a_prompt_keeps_its_final_newline_when_asked():
+    assert clean_text(" ROMEO:\n", strip=False) == (" ROMEO:\n", None)
+    assert clean_text(" ROMEO:\n") == ("ROMEO:", None)

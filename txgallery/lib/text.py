@@ -10,11 +10,12 @@ _KEEP = "\n\t"  # control characters that are layout, not noise
 _INVISIBLE = ("Cc", "Cf", "Cs", "Co")  # control, format (zero-width…), surrogate and private-use characters
 
 
-def clean_text(text: object, what: str = "text", need_letters: bool = False,
-               limit: int = MAX_INPUT_CHARS) -> tuple[str, str | None]:
+def clean_text(text: object, what: str = "text", need_letters: bool = False, limit: int = MAX_INPUT_CHARS,
+               strip: bool = True) -> tuple[str, str | None]:
     """`text` stripped of invisible characters and cut to `limit`, with a notice of what changed (or `InputError`).
 
-    `need_letters` refuses text with no letter or digit (emoji or symbols alone give a model only unknown tokens).
+    `need_letters` refuses text with no letter or digit (emoji or symbols alone give a model only unknown tokens);
+    `strip=False` keeps leading and trailing whitespace (a prompt's final newline tells a decoder what comes next).
     """
     if text is None or (isinstance(text, str) and not text.strip()):
         raise InputError(f"Please enter some {what}: the input is empty.")
@@ -32,4 +33,4 @@ def clean_text(text: object, what: str = "text", need_letters: bool = False,
     cleaned, cut = truncate_text(cleaned, limit)  # the notice counts the characters as typed
     if cut:
         notices.append(cut)
-    return cleaned.strip(), " ".join(notices) or None
+    return cleaned.strip() if strip else cleaned, " ".join(notices) or None
