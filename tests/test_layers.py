@@ -83,3 +83,10 @@ def test_the_rule_checker_sees_a_break(tmp_path):
     bad.write_text("def f():\n    from txgallery.models import store\n")
     assert breaks(bad, FORBIDDEN["lib"], root=tmp_path) == ["txgallery/lib/probe.py imports txgallery.models",
                                                              "txgallery/lib/probe.py imports txgallery.models.store"]
+
+
+@pytest.mark.parametrize("run", sorted(DEMOS.glob("*/run.py")), ids=lambda p: p.parent.name)
+def test_every_build_fits_one_screen(run):
+    """A page's `build(ctx)` wires panels and events that are written elsewhere in its run.py (about 60 lines at most)."""
+    (build,) = [n for n in ast.parse(run.read_text()).body if isinstance(n, ast.FunctionDef) and n.name == "build"]
+    assert build.end_lineno - build.lineno + 1 <= 60
