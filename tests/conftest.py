@@ -1,14 +1,17 @@
-"""Shared fixtures: an isolated cache directory, throwaway plugin distributions, a tiny local model, a live gallery."""
+"""Shared fixtures: an isolated cache directory, throwaway plugin distributions, a tiny local model, a live gallery,
+one local Ray for the Ray test modules."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import psutil
 import pytest
-from support import free_port
+from support import command_line, free_port, running
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,3 +98,87 @@ def gallery(tmp_path_factory):
     finally:
         app.close()
         settings.configure(settings.Settings())
+
+
+class LocalRay:
+    """Ray with 2 CPUs on 127.0.0.1 (no dashboard, token auth explicitly off: loopback only), shared by consecutive
+    tests that use the `local_ray` fixture; stopping it checks that it leaves no process behind."""
+
+    FIXTURE = "local_ray"
+
+    def __init__(self) -> None:
+        self.before: set[int] = set()
+        self.processes: list[psutil.Process] = []
+        self.env: pytest.MonkeyPatch | None = None
+
+    def start(self) -> None:
+        """Start Ray in this process, unless it runs already."""
+        if self.env is not None:
+            return
+        env = pytest.MonkeyPatch()
+        env.setenv("RAY_AUTH_MODE", "disabled")  # set explicitly (2.60 turns tokens on for new local clusters)
+        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        import ray
+
+        self.before = {p.pid for p in psutil.Process().children(recursive=True)}
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="txgallery-tests")
+        except BaseException:
+            ray.shutdown()
+            env.undo()
+            raise
+        self.env, self.processes = env, self.started()
+
+    def started(self) -> list[psutil.Process]:
+        """The live processes started since Ray was (its daemons, workers and actors)."""
+        return [p for p in psutil.Process().children(recursive=True) if p.pid not in self.before]
+
+    def stop(self) -> None:
+        """Shut Ray down (Serve first, if a test left it running); fail if any of its processes outlive a minute."""
+        if self.env is None:
+            return
+        import ray
+
+        started = {p.pid: p for p in [*self.processes, *self.started()]}
+        try:
+            if "ray.serve" in sys.modules:  # not imported: Serve never ran
+                sys.modules["ray.serve"].shutdown()
+            ray.shutdown()
+        finally:
+            self.env.undo()
+            self.env = None
+        deadline = time.monotonic() + 60
+        alive = list(started.values())
+        while alive and time.monotonic() < deadline:
+            alive = [p for p in alive if running(p)]
+            time.sleep(0.5)
+        assert alive == [], f"Ray left processes behind: {[command_line(p) for p in alive]}"
+
+
+_LOCAL_RAY = LocalRay()
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """The shared local Ray (the `ray` module, initialised). It starts before the first test that uses it and stops
+    after the last of a run of such tests: one Ray serves all the Ray modules, and none runs beside other tests."""
+    import ray
+
+    _LOCAL_RAY.start()
+    return ray
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    if LocalRay.FIXTURE in item.fixturenames:
+        _LOCAL_RAY.start()  # again, if a test in between stopped it
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    try:
+        return (yield)  # the item's own fixtures first: a module removes what it deployed on Ray
+    finally:
+        if nextitem is None or LocalRay.FIXTURE not in nextitem.fixturenames:
+            _LOCAL_RAY.stop()

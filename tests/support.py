@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import tempfile
 from pathlib import Path
+
+import psutil
 
 # Debian's chromium, as Playwright drives it (never a downloaded browser); the flags keep it off the closed network
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -19,6 +22,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def running(process: psutil.Process) -> bool:
+    """Whether the process still runs (a zombie, or a pid that was reused, does not)."""
+    with contextlib.suppress(psutil.Error):
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    return False
+
+
+def command_line(process: psutil.Process) -> str:
+    """The first words of its command line (a Ray worker shows its actor's class there)."""
+    with contextlib.suppress(psutil.Error):
+        return " ".join(process.cmdline()[:3])
+    return f"pid {process.pid}"
 
 
 def screenshot_path(name: str) -> Path:

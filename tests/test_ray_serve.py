@@ -1,8 +1,9 @@
 """The whole gallery on Ray Serve: every demo endpoint through the HTTP proxy, replicas, a replica killed under load,
 streaming and callbacks through handles, status, and a shutdown that leaves no process behind.
 
-One Ray (2 CPUs, no dashboard, token auth explicitly off: loopback only) is shared by the module; run it inside a
-loopback-only namespace (`unshare -n`, `lo` up) as `make test` does, so Ray binds 127.0.0.1 only.
+The module runs on conftest's shared local Ray (`local_ray`: 2 CPUs, no dashboard, token auth explicitly off,
+loopback only) and removes its app afterwards; run it inside a loopback-only namespace (`unshare -n`, `lo` up) as
+`make test` does, so Ray binds 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import psutil
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-from support import free_port
+from support import command_line, free_port, running
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]  # every test: Ray never stops mid-module
 
 APP = "txgallery"
 # The demos on the test cluster. Every model replica is a process with its own torch and model, so on 2 cores the
@@ -44,38 +45,39 @@ NOT_CALLED = {"efficiency_sizes", "efficiency_distil"}
 
 
 @pytest.fixture(scope="module")
-def cluster(tiny_classifier_dir):
-    """Ray with 2 CPUs on 127.0.0.1 and the gallery app: sentiment with the embedded model (2 replicas) beside a
-    local directory (its own deployment), the other services with 1 replica each."""
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # set explicitly (2.60 turns tokens on for new local clusters)
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    import ray
+def cluster(local_ray, tiny_classifier_dir):
+    """The gallery app on the shared Ray: sentiment with the embedded model (2 replicas) beside a local directory (its
+    own deployment), the other services with 1 replica each; Serve is shut down afterwards."""
     from ray import serve
 
     from txgallery.serving.ray_serve import build_app
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="txgallery-tests")
     port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app({"demos": DEMOS, "models": [f"sentiment=embedded,{tiny_classifier_dir}"], "num_cpus": 0.1, "ui_num_cpus": 0.1, "max_batch_size": 8,
+        serve.run(build_app({"demos": DEMOS, "models": [f"sentiment=embedded,{tiny_classifier_dir}"], "num_cpus": 0.1,
+                             "ui_num_cpus": 0.1, "max_batch_size": 8,
                              "deployments": {"SentimentClassifier": {"num_replicas": 2}}}),
                   name=APP, route_prefix="/")
     except BaseException:
         serve.shutdown()
-        ray.shutdown()
         raise
-    ray_processes = psutil.Process().children(recursive=True)
-    state = {"url": f"http://127.0.0.1:{port}", "processes": ray_processes, "up": True}
+    state = {"url": f"http://127.0.0.1:{port}", "processes": _serve_processes(), "up": True}
     yield state
     if state["up"]:
         serve.shutdown()
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
 def client(cluster) -> Client:
     return Client(cluster["url"] + "/", verbose=False)
+
+
+def _serve_processes() -> list[psutil.Process]:
+    """The live processes of Serve's actors (a Ray worker's title is `ray::` and its actor's class): the controller,
+    the proxy and the replicas."""
+    return [p for p in psutil.Process().children(recursive=True)
+            if command_line(p).startswith(("ray::ServeController", "ray::ProxyActor", "ray::ServeReplica"))]
 
 
 def _clients_per_thread(cluster) -> Callable[[], Client]:
@@ -319,18 +321,18 @@ def test_killing_a_replica_under_load_fails_no_request(cluster):
     assert any(t > killed_at for t in answered)
 
 
-def test_shutdown_leaves_no_process_behind(cluster):
-    import ray
+def test_serve_shutdown_leaves_no_process_behind(cluster):
+    """Every process of Serve's actors (controller, proxy, replicas) ends with `serve.shutdown()`; Ray's own processes
+    end with the shared Ray, whose teardown (conftest's LocalRay.stop) checks the same."""
     from ray import serve
 
-    started = {p.pid: p for p in [*cluster["processes"], *psutil.Process().children(recursive=True)]}
-    assert started, "Ray should have started child processes"
+    started = {p.pid: p for p in [*cluster["processes"], *_serve_processes()]}
+    assert len(started) >= 5, [command_line(p) for p in started.values()]  # controller, proxy, ingress, replicas
     serve.shutdown()
-    ray.shutdown()
     cluster["up"] = False
     deadline = time.monotonic() + 60
     alive = list(started.values())
     while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        alive = [p for p in alive if running(p)]
         time.sleep(0.5)
-    assert alive == [], [" ".join(p.cmdline()[:3]) for p in alive]
+    assert alive == [], [command_line(p) for p in alive]

@@ -1,7 +1,7 @@
 """The same training function on Ray Train: a `TorchTrainer` with 2 CPU workers matches the local run.
 
-Ray is started by the fixture on 127.0.0.1 (the suite runs in a loopback-only network namespace) with token
-authentication disabled explicitly (Ray 2.60 turns it on by default for new local clusters), and shut down after.
+It runs on conftest's shared local Ray (`local_ray`: 2 CPUs on 127.0.0.1, token authentication disabled explicitly),
+inside the loopback-only network namespace the suite runs in.
 """
 
 from __future__ import annotations
@@ -13,22 +13,7 @@ from txgallery_demos.finetune import methods as finetune
 from txgallery.lib.datasets import rotten_tomatoes_splits
 from txgallery.serving.jobs import ray_is_running
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    patch = pytest.MonkeyPatch()
-    patch.setenv("RAY_AUTH_MODE", "disabled")
-    patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="txgallery-train-tests")
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-        patch.undo()
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
 class Collector:
@@ -44,7 +29,7 @@ class Collector:
         return ""
 
 
-def test_two_ray_train_workers_match_the_local_run(ray_cluster, tiny_classifier_dir, tmp_path):
+def test_two_ray_train_workers_match_the_local_run(tiny_classifier_dir, tmp_path):
     splits = rotten_tomatoes_splits()
     data = finetune.ClassificationData(splits.train.head(64), splits.test.head(32))
     # no dropout anywhere: then two workers on half-batches with averaged gradients are the local run, up to rounding
