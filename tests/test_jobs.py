@@ -1,16 +1,24 @@
-"""The training job runner: Cancel, the bounded queue, one job per owner, hard caps, failures, two users at once."""
+"""The training job runner: Cancel, the bounded queue, one job per owner, hard caps, failures, two users at once;
+and where a training run happens (here, or over Ray Train workers), which is this layer's decision alone."""
 
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from txgallery_demos.finetune import methods as finetune
 
 from txgallery.lib.datasets import rotten_tomatoes_splits
 from txgallery.limits import InputError
-from txgallery.serving.jobs import Caps, JobRunner
+from txgallery.serving.jobs import (
+    Caps,
+    JobRunner,
+    TrainingJob,
+    TrainingWorker,
+    run_training,
+)
 
 
 def counting_job(steps: int = 100_000, pause: float = 0.005):
@@ -150,3 +158,69 @@ def test_a_job_asked_to_stop_says_so_until_it_stops():
     finished = runner.wait(job_id, timeout=30)
     assert statuses[0].message == CANCELLING and statuses[0].step == 2
     assert finished.state == "cancelled"
+
+
+# --- where a training run happens: the serving layer decides, the demo only describes the run ----------------------
+
+
+class Recorder:
+    """Stands in for a `JobContext`: keeps the events, asks to stop after `stop_after` of them."""
+
+    def __init__(self, stop_after: int = 1_000) -> None:
+        self.events: list[dict] = []
+        self.stop_after = stop_after
+
+    def report(self, event: dict) -> None:
+        self.events.append(event)
+
+    def should_stop(self) -> str:
+        return "cancelled" if len(self.events) >= self.stop_after else ""
+
+
+def _count_to_three(worker: TrainingWorker) -> tuple[int, int, Path, str]:
+    for step in (1, 2, 3):
+        if reason := worker.should_stop():
+            return worker.rank, worker.world, worker.out_dir, reason
+        worker.report({"step": step, "total": 3})
+    return worker.rank, worker.world, worker.out_dir, ""
+
+
+def test_without_ray_a_training_job_runs_here_as_the_only_worker(tmp_path):
+    job = TrainingJob(train=_count_to_three, out_dir=str(tmp_path), reload=lambda directory: "reloaded")
+    context = Recorder(stop_after=2)
+    assert run_training(job, context) == (0, 1, tmp_path, "cancelled")  # Cancel reached the worker
+    assert [e["step"] for e in context.events] == [1, 2]
+
+
+def test_on_ray_a_training_job_goes_to_ray_train(tmp_path, monkeypatch):
+    import txgallery.serving.jobs as jobs
+
+    chosen = []
+    monkeypatch.setattr(jobs, "ray_is_running", lambda: True)
+    monkeypatch.setattr(jobs, "train_on_ray", lambda job, workers, context: chosen.append((job, workers, context)))
+    job = TrainingJob(train=_count_to_three, out_dir=str(tmp_path), reload=lambda directory: None, workers=3)
+    context = Recorder()
+    run_training(job, context)
+    assert chosen == [(job, 3, context)] and context.events == []  # nothing ran here
+
+
+class _WorkerWrapper(Exception):
+    """Like Ray Train's error: the workers' own exceptions inside, by rank, and their tracebacks as text."""
+
+    def __init__(self, text: str, worker_failures: dict) -> None:
+        super().__init__(text)
+        self.worker_failures = worker_failures
+
+
+def test_a_workers_message_for_the_user_comes_back_as_itself():
+    from txgallery_demos.finetune.methods import TrainingDiverged
+
+    from txgallery.serving.jobs import _worker_input_error
+
+    diverged = TrainingDiverged("The loss became nan at step 3.")
+    assert _worker_input_error(_WorkerWrapper("failed", {0: diverged})) is diverged
+    # only the traceback's text survived: the most specific class named there is rebuilt
+    text = "Traceback …\ntxgallery_demos.finetune.methods.TrainingDiverged: The loss became inf."
+    rebuilt = _worker_input_error(RuntimeError(text))
+    assert type(rebuilt) is TrainingDiverged and str(rebuilt) == "The loss became inf."
+    assert _worker_input_error(RuntimeError("ZeroDivisionError: division by zero")) is None

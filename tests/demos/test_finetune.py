@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
 from txgallery_demos.finetune import methods as finetune
 from txgallery_demos.finetune.run import (
-    FinetunePlayground,
     comparison_figure,
     comparison_table,
     curves_figure,
@@ -18,6 +18,7 @@ from txgallery_demos.finetune.run import (
     progress_text,
     read_labelled_csv,
 )
+from txgallery_demos.finetune.service import FinetunePlayground
 
 from txgallery.limits import MAX_CSV_ROWS, MAX_UPLOAD_BYTES, InputError
 from txgallery.models import store
@@ -185,9 +186,9 @@ def test_style_tuning_generates_from_base_and_tuned(playground):
 
 def test_the_server_keeps_a_bounded_number_of_runs_over_all_sessions(playground, monkeypatch):
     # a session Gradio drops for capacity never runs its delete callback; the playground's own bound still holds
-    import txgallery_demos.finetune.run as playground_module
+    import txgallery_demos.finetune.service as service_module
 
-    monkeypatch.setattr(playground_module, "MAX_FINETUNE_RUNS_KEPT", 1)
+    monkeypatch.setattr(service_module, "MAX_FINETUNE_RUNS_KEPT", 1)
     config = finetune.FinetuneConfig(method="lora", steps=1, batch_size=2, eval_every=1)
     first = playground.runner.wait(playground.start("rotten_tomatoes", config, owner="c"), timeout=300).result
     first_dir = playground.runs[first.run_id].out_dir
@@ -195,3 +196,24 @@ def test_the_server_keeps_a_bounded_number_of_runs_over_all_sessions(playground,
     assert list(playground.runs) == [second.run_id]
     assert playground.records_for([first.run_id, second.run_id]) == [second]
     assert not first_dir.exists()
+
+
+def test_the_playground_leaves_where_a_run_happens_to_the_serving_layer(playground, monkeypatch):
+    """On Ray the same start goes to Ray Train (stood in for here by a run in this process); the demo never asks."""
+    import txgallery.serving.jobs as jobs
+
+    placed = []
+
+    def on_ray_train(job, workers, context):
+        placed.append(workers)
+        return jobs.train_here(job, context.report, context.should_stop)
+
+    monkeypatch.setattr(jobs, "ray_is_running", lambda: True)
+    monkeypatch.setattr(jobs, "train_on_ray", on_ray_train)
+    config = finetune.FinetuneConfig(method="lora", steps=2, batch_size=2, eval_every=1)
+    status = playground.runner.wait(playground.start("rotten_tomatoes", config, owner="e"), timeout=300)
+    assert status.state == "done", status.message
+    assert placed == [playground.workers] and [s for s, _ in status.losses] == [1, 2]
+    for name in ("run.py", "service.py", "methods.py"):  # no runtime named in the demo's code
+        source = (Path(finetune.__file__).parent / name).read_text()
+        assert "ray_is_running" not in source and "import ray" not in source and "from ray" not in source

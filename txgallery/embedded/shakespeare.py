@@ -77,6 +77,24 @@ def load_plays() -> dict[str, str]:
     return {p.stem: markdown_to_play_text(p.read_text(encoding="utf-8")) for p in paths}
 
 
+def speeches(min_lines: int = 2) -> list[str]:
+    """Every speech of at least `min_lines` verse lines, as "Speaker:\\nlines" (style tuning's corpus), play by play."""
+    found: list[str] = []
+    for path in sorted(plays_dir().rglob("*.md")):
+        speaker, lines = None, []
+        for raw in path.read_text(encoding="utf-8").splitlines() + [""]:  # the blank line ends the last speech
+            line = raw.strip()
+            if name := _SPEAKER.match(line):
+                speaker, lines = name.group(1).strip("*").title(), []
+            elif line and speaker and not line.startswith(("#", "_")):  # headings and stage directions are no verse
+                lines.append(line)
+            elif not line and speaker:
+                if len(lines) >= min_lines:
+                    found.append(f"{speaker}:\n" + "\n".join(lines))
+                speaker, lines = None, []
+    return found
+
+
 def split_plays(plays: dict[str, str]) -> tuple[list[str], list[str]]:
     """(training texts, validation texts): whole plays are held out."""
     missing = set(VALIDATION_PLAYS) - set(plays)
@@ -197,7 +215,7 @@ def pretrain(model, train_ids: torch.Tensor, recipe: PretrainRecipe,
     losses: list[float] = []
     model.train()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small trains fastest on one thread (measured: 0.9 s vs 1.2 s per step)
+    torch.set_num_threads(1)  # a model this small trains fastest on one thread (BENCHMARKS.md, Threads)
     try:
         for step in range(recipe.steps):
             starts = torch.randint(0, len(train_ids) - recipe.context - 1, (recipe.batch_size,), generator=generator)

@@ -1,4 +1,9 @@
-"""Fine-tune a sequence classifier with LoRA: the project's own training code for its embedded sentiment model."""
+"""Fine-tune a sequence classifier with LoRA: the project's own training code for its embedded sentiment model.
+
+`WarmupAdamW` (AdamW on the trainable parameters, linear warm-up then decay, one `step(loss)` per batch), `accuracy`
+and `seed_everything` are the pieces every fine-tuning loop here shares: this recipe, distillation in the efficiency
+lab and the fine-tuning playground's methods.
+"""
 
 from __future__ import annotations
 
@@ -56,6 +61,34 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class WarmupAdamW:
+    """AdamW on a model's trainable parameters with a linear warm-up and decay; `step(loss)` once per batch."""
+
+    def __init__(self, model: torch.nn.Module, learning_rate: float, total_steps: int, warmup_ratio: float = 0.06,
+                 weight_decay: float = 0.01, clip_norm: float | None = None) -> None:
+        from transformers import get_linear_schedule_with_warmup
+
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=learning_rate, weight_decay=weight_decay)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, math.ceil(warmup_ratio * total_steps),
+                                                         total_steps)
+        self.clip_norm = clip_norm
+
+    @property
+    def trainable(self) -> int:
+        """Parameters the optimizer updates."""
+        return sum(p.numel() for p in self.parameters)
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Back-propagate `loss`, clip the gradients' norm (when set), update, advance the schedule, clear."""
+        loss.backward()
+        if self.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
 def make_lora_classifier(base_dir: str | Path, recipe: LoraRecipe, num_labels: int = 2):
     """Load `base_dir` as a sequence classifier and wrap it with a fresh LoRA adapter."""
     from peft import LoraConfig, TaskType, get_peft_model
@@ -104,8 +137,6 @@ def train_classifier(
     With a `teacher`, the loss is knowledge distillation (Hinton et al. 2015): `alpha` × T² × KL between the
     temperature-softened teacher and student distributions, plus (1 − `alpha`) × cross-entropy on the labels.
     """
-    from transformers import get_linear_schedule_with_warmup
-
     seed_everything(recipe.seed)
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(recipe.seed)
@@ -115,9 +146,7 @@ def train_classifier(
     total_steps = recipe.epochs * len(loader)
     if recipe.max_steps is not None:
         total_steps = min(total_steps, recipe.max_steps)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(recipe.warmup_ratio * total_steps), total_steps)
+    optimizer = WarmupAdamW(model, recipe.learning_rate, total_steps, recipe.warmup_ratio, recipe.weight_decay)
 
     losses: list[float] = []
     step = 0
@@ -139,10 +168,7 @@ def train_classifier(
                 kd = torch.nn.functional.kl_div((outputs.logits / temperature).log_softmax(-1), soft_targets,
                                                 reduction="batchmean", log_target=True)
                 loss = alpha * temperature**2 * kd + (1 - alpha) * loss
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.step(loss)
             step += 1
             losses.append(float(loss))
             if on_step is not None:
@@ -151,7 +177,7 @@ def train_classifier(
     validation_accuracy = accuracy(model, tokenizer, validation, recipe.max_length) if validation else None
     return TrainingReport(
         recipe=asdict(recipe), steps=step, losses=losses, validation_accuracy=validation_accuracy,
-        trainable_parameters=sum(p.numel() for p in trainable),
+        trainable_parameters=optimizer.trainable,
         total_parameters=sum(p.numel() for p in model.parameters()),
         seconds=time.perf_counter() - started,
     )

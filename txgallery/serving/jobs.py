@@ -9,18 +9,26 @@
 A job is a function of a `JobContext`; it reports events (`step`, `total`, `loss`, optionally `metric`) and asks
 `should_stop()` once per step, which answers with the reason to stop: Cancel, or a hard cap on steps, wall time or
 memory. Jobs run on the runner's own threads (`max_concurrent` of them), so a web request only submits and polls.
-When the gallery runs on Ray, a job can spread its training over a Ray Train `TorchTrainer` (`run_ray_train`); its
-progress and Cancel are relayed through a small actor, so the page cannot tell the difference.
+
+Where a training run happens is this module's decision, never the demo's: a demo describes its run once as a
+`TrainingJob` (a function of a `TrainingWorker`, and how to rebuild the result from the files it wrote) and calls
+`run_training(job, context)` inside its job. In one process the run happens on the job's thread; when the gallery
+runs on Ray it spreads over a Ray Train `TorchTrainer` (`run_ray_train`), whose progress and Cancel are relayed
+through a small actor, so neither the demo nor the page can tell the difference.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import re
+import shutil
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from txgallery.limits import (
@@ -213,6 +221,123 @@ class JobRunner:
             if job_id in self._jobs and self._jobs[job_id].status.finished:
                 del self._jobs[job_id]
                 self._order.remove(job_id)
+
+
+# --- where a training run happens ------------------------------------------------------------------------------------
+
+
+def _no_report(event: dict) -> None:
+    return None
+
+
+def _go_on() -> str:
+    return ""
+
+
+def _as_it_is(model: Any) -> Any:
+    return model
+
+
+@dataclass
+class TrainingWorker:
+    """What a training function sees on one worker: its rank among `world`, progress and stop relays, where to write.
+
+    In one process there is a single worker (rank 0 of 1); on Ray Train every worker takes a share of each batch and
+    `prepare` wraps the model for data-parallel training (DistributedDataParallel).
+    """
+
+    out_dir: Path  # rank 0 writes what it trained here
+    rank: int = 0
+    world: int = 1
+    report: Callable[[dict], None] = _no_report  # progress events (the first worker's reach the page)
+    should_stop: Callable[[], str] = _go_on  # Cancel and the caps: the reason to stop, "" to go on
+    prepare: Callable[[Any], Any] = _as_it_is
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """One training run, written once for every runtime.
+
+    `train(worker)` runs on every worker and rank 0 writes what it trained to `worker.out_dir`; in one process its
+    return value is the result. Where the run happened elsewhere, those files arrive in `out_dir` and
+    `reload(out_dir)` rebuilds the result from them.
+    """
+
+    train: Callable[[TrainingWorker], Any]  # travels to the workers: a module-level function or a partial of one
+    out_dir: str
+    reload: Callable[[Path], Any]
+    workers: int = 2  # Ray Train workers, when the gallery runs on Ray
+
+
+def run_training(job: TrainingJob, context: JobContext | None = None) -> Any:
+    """Run `job` where the gallery runs: over Ray Train workers when this process is on Ray, else on this thread."""
+    if ray_is_running():
+        return train_on_ray(job, job.workers, context)
+    return train_here(job, context.report if context else None, context.should_stop if context else None)
+
+
+def train_here(job: TrainingJob, report: Callable[[dict], None] | None = None,
+               should_stop: Callable[[], str] | None = None) -> Any:
+    """Run `job` in this process as its only worker; returns what `job.train` returns."""
+    return job.train(TrainingWorker(Path(job.out_dir), report=report or _no_report, should_stop=should_stop or _go_on))
+
+
+def train_on_ray(job: TrainingJob, num_workers: int, context: JobContext | None = None) -> Any:
+    """Run `job` on `num_workers` Ray Train workers, bring rank 0's files to `job.out_dir` and `job.reload` them.
+
+    A worker's `InputError` (a message for the user, e.g. a loss that became NaN) is raised here as itself.
+    """
+    try:
+        outcome = run_ray_train(_ray_worker_loop, {"train": job.train}, num_workers, context)
+    except Exception as exc:  # Ray wraps the worker's own exception
+        user_error = _worker_input_error(exc)
+        if user_error is not None:
+            raise user_error from None
+        raise
+    out_dir = Path(job.out_dir)
+    with outcome.checkpoint.as_directory() as directory:
+        shutil.copytree(directory, out_dir, dirs_exist_ok=True)
+    return job.reload(out_dir)
+
+
+def _ray_worker_loop(loop_config: dict) -> None:
+    """What each Ray Train worker runs: the job's `train` at its rank; rank 0's files become the checkpoint."""
+    import ray.train
+    import ray.train.torch
+
+    progress: RayProgress = loop_config["progress"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    with tempfile.TemporaryDirectory() as directory:
+        loop_config["train"](TrainingWorker(Path(directory), rank=rank, world=world, report=progress.report,
+                                            should_stop=progress.should_stop,
+                                            prepare=ray.train.torch.prepare_model))
+        checkpoint = ray.train.Checkpoint.from_directory(directory) if rank == 0 else None
+        ray.train.report({"world": world}, checkpoint=checkpoint)  # every worker reports, or the others wait
+
+
+def _input_error_classes(cls: type = InputError) -> list[type]:
+    return [cls] + [sub for child in cls.__subclasses__() for sub in _input_error_classes(child)]
+
+
+def _worker_input_error(exc: BaseException) -> InputError | None:
+    """The `InputError` a worker raised, found inside Ray's wrappers (or rebuilt from their text); None if none."""
+    seen, pending = set(), [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, InputError):
+            return current
+        pending += [current.__cause__, current.__context__, getattr(current, "_base_exc", None),
+                    *getattr(current, "worker_failures", {}).values()]
+    # most specific first, so that a subclass's name is not read as its parent's
+    for cls in sorted(_input_error_classes(), key=lambda c: -len(c.__mro__)):
+        found = re.search(rf"\b{cls.__name__}: (.*)", str(exc))
+        if found:
+            return cls(found.group(1))
+    return None
 
 
 # --- Ray Train -------------------------------------------------------------------------------------------------------
