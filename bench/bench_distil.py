@@ -20,7 +20,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `txgallery serve` runs
 
 import torch  # noqa: E402
-from txgallery_demos.efficiency.run import EVAL_SIZE, distil  # noqa: E402
+from txgallery_demos.efficiency.variants import EVAL_SIZE, distil  # noqa: E402
 
 from txgallery.models import store  # noqa: E402
 

@@ -22,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `txgallery serve` runs
 
 import torch  # noqa: E402
-from txgallery_demos.efficiency.run import (  # noqa: E402
+from txgallery_demos.efficiency.variants import (  # noqa: E402
     EVAL_SIZE,
     compiled_variant,
     fp32_variant,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from txgallery_demos.efficiency.run import (
-    EfficiencyLab,
+from txgallery_demos.efficiency.service import EfficiencyLab
+from txgallery_demos.efficiency.variants import (
     compiled_variant,
     distil,
     int8_variant,
