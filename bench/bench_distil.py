@@ -4,7 +4,7 @@
 
 The teacher is the embedded sentiment model (MiniLM-L6 + the shipped LoRA adapter); the student is the first
 `--layers` layers of the pretrained MiniLM with a fresh head. Both student runs see the same Rotten Tomatoes batches,
-seed and steps (`distil` in demos/efficiency/run.py, what the page's *Distil* tab runs); accuracy is on the lab's
+seed and steps (`distil` in demos/efficiency/variants.py, what the page's *Distil* tab runs); accuracy is on the lab's
 held-out test sentences. Prints one Markdown row per step budget.
 """
 
