@@ -168,6 +168,16 @@ def local_ray():
     return ray
 
 
+def pytest_collection_modifyitems(items):
+    """The tests that use the shared Ray run one after another, from where the first of them was collected: one Ray
+    serves them all, wherever their modules sit."""
+    users = [item for item in items if LocalRay.FIXTURE in item.fixturenames]
+    if users:
+        first = items.index(users[0])
+        others = [item for item in items if LocalRay.FIXTURE not in item.fixturenames]
+        items[:] = others[:first] + users + others[first:]
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item):
     if LocalRay.FIXTURE in item.fixturenames:
