@@ -44,34 +44,24 @@ def txgallery(capsys, monkeypatch):
         os.environ["OMP_WAIT_POLICY"] = wait_policy
 
 
-@pytest.fixture()
-def only_sentiment(monkeypatch):
-    """`list` finds the sentiment demo only (it has no --demo flag), so that `list --models` loads sentiment's models
-    and not every demo's."""
-    from txgallery import plugin
-
-    discover = plugin.discover_demos
-    monkeypatch.setattr(plugin, "discover_demos", lambda only=None: discover(only=["sentiment"]))
-
-
 @pytest.mark.parametrize("command", [[], ["serve"], ["list"], ["train"], ["limits"], ["ray"], ["spaces"]])
 def test_help_everywhere(txgallery, command):
     status, out, _ = txgallery(*command, "--help")
     assert status == 0 and "usage: txgallery" in out
 
 
-def test_unknown_hub_model_is_reported_by_the_cli_with_the_embedded_default(txgallery, only_sentiment):
-    status, out, _ = txgallery("--log-level", "error", "list", "--models", "--model",
+def test_unknown_hub_model_is_reported_by_the_cli_with_the_embedded_default(txgallery):
+    status, out, _ = txgallery("--log-level", "error", "list", "--demo", "sentiment", "--models", "--model",
                                "sentiment=no-such-org/no-such-model")
     assert status == 1
     assert "sentiment: ERROR" in out and "no-such-org/no-such-model" in out
     assert "embedded default" in out and "minilm-rt-sentiment" in out
 
 
-def test_embedded_model_loads_from_the_cli(txgallery, only_sentiment):
-    status, out, err = txgallery("--log-level", "error", "list", "--models")
+def test_embedded_model_loads_from_the_cli(txgallery):
+    status, out, err = txgallery("--log-level", "error", "list", "--demo", "sentiment", "--models")
     assert status == 0, out + err
-    assert "sentiment: loaded minilm-rt-sentiment (embedded" in out
+    assert "sentiment: loaded minilm-rt-sentiment (embedded" in out and "attention" not in out
 
 
 def test_bad_model_flag_is_a_usage_error_of_the_console_script():

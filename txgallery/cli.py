@@ -62,7 +62,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     """Print every installed demo, its origin, and the reason a broken one did not load; with --models, its models."""
     from txgallery.plugin import build_entry, discover_demos
 
-    entries = discover_demos()
+    entries = discover_demos(only=args.demo)
     for entry in entries:
         if entry.ok and build_entry(entry) is not None:  # a demo whose build() fails is broken too
             print(f"{entry.slug:<20} ok      {entry.demo.title} — {entry.demo.description}  [{entry.origin}]")
@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="list installed demos and broken plugins",
                                   description="List installed demos; --models also loads their configured models.")
+    listing.add_argument("--demo", action="append", metavar="SLUG", help="only these demos (repeatable)")
     listing.add_argument("--models", action="store_true", help="load each demo's configured models and report")
     listing.add_argument("--model", action="append", metavar="SLUG=MODEL[,MODEL]", help="as for serve")
     listing.add_argument("--config", metavar="FILE", help="as for serve")
