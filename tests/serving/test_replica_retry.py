@@ -1,7 +1,7 @@
 """What the Ray Serve seam does when a replica dies under a call: retry on another one, or fail with a message.
 
 The handles here are stand-ins that fail the way Ray Serve's do (the exceptions are Ray's own), so every path runs
-quickly and deterministically; tests/test_ray_serve.py kills a real replica under load.
+quickly and deterministically; tests/serving/test_ray_serve.py kills a real replica under load.
 """
 
 from __future__ import annotations

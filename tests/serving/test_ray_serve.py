@@ -112,7 +112,7 @@ def test_checked_in_configs_name_deployments_the_builder_makes():
     with collecting_services() as keys:
         build_gallery(discover_demos())
     built = set(deployment_names(keys).values()) | {INGRESS_NAME}
-    deploy = Path(__file__).resolve().parents[1] / "deploy"
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
     config = yaml.safe_load((deploy / "serve_config.yaml").read_text())
     manifest = yaml.safe_load((deploy / "kuberay" / "rayservice.yaml").read_text())
     for applications in (config, yaml.safe_load(manifest["spec"]["serveConfigV2"])):
@@ -148,7 +148,7 @@ def test_checked_in_configs_batch_what_the_service_classes_batch():
     declared = {name: set(batched_methods(key.cls)) for key, name in deployment_names(keys).items()}
     assert declared["ImageService-vit-fashion-mnist"] == {"predict"}  # what the vision service batches
     assert declared["ClipMatcher-conse-effnet-minilm"] == {"embed_images", "embed_texts"}
-    deploy = Path(__file__).resolve().parents[1] / "deploy"
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
     config = yaml.safe_load((deploy / "serve_config.yaml").read_text())
     manifest = yaml.safe_load((deploy / "kuberay" / "rayservice.yaml").read_text())
     (app,) = config["applications"]
