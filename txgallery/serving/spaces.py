@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from txgallery.lib.threads import prefer_passive_openmp
+from txgallery.paths import PACKAGE_DIR
 from txgallery.serving.seam import (
     ServiceKey,
     collecting_services,
@@ -32,7 +33,7 @@ from txgallery.serving.seam import (
 log = logging.getLogger(__name__)
 
 GPU_SECONDS = 60  # ZeroGPU's budget per call; longer calls are cut off by the Space
-SPACE_TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "spaces"  # in a source checkout
+SPACE_TEMPLATE = PACKAGE_DIR.parent / "deploy" / "spaces"  # in a source checkout
 # Weights and data that `make install` installs with `--no-deps` because their own declared dependencies must not
 # come along (../shared/OFFLINE_ASSETS.md): a requirements.txt cannot say --no-deps, so the Space gets each one
 # re-packed as a wheel that declares no dependency.
