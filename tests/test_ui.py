@@ -9,6 +9,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from txgallery.ui import offer_download, zipped
 
 
@@ -101,3 +103,23 @@ def test_shown_value_is_the_components_own_postprocessing():
     assert shown["path"].endswith(".jpeg") and Image.open(shown["path"]).size == (32, 24)
     assert shown_value(gr.Markdown(), "    **bold**\n    text") == "**bold**\ntext"  # dedented, as Gradio does
     assert shown_value(gr.Image(), None) is None
+
+
+def test_a_link_may_name_an_index_beyond_the_choices_the_page_opens_with():
+    import gradio as gr
+
+    from txgallery.limits import MAX_LINK_INDEX, InputError
+    from txgallery.ui import _index_from_link
+
+    def layers(count: int) -> list:
+        return [(f"layer {i}", i) for i in range(count)]
+
+    with gr.Blocks():
+        layer = gr.Dropdown(layers(6), value=0)
+        heads = gr.CheckboxGroup(layers(12), value=[])
+    grown = _index_from_link(layer, "20", layers)
+    assert grown.value == 20 and len(grown.choices) == 21
+    assert _index_from_link(heads, "1,14", layers).value == [1, 14]
+    for bad in ("-1", "two", str(MAX_LINK_INDEX + 1), ""):
+        with pytest.raises(InputError, match="whole numbers"):
+            _index_from_link(layer, bad, layers)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 
 import gradio as gr
 
-from txgallery.limits import InputError
+from txgallery.limits import MAX_LINK_INDEX, InputError
 from txgallery.models.store import LoadedModel, ModelLoadError, ModelSource
 from txgallery.serving.seam import ServiceUnavailable
 
@@ -252,6 +252,20 @@ def _link_text(component: gr.components.Component, value: Any) -> str | None:
     return str(value)
 
 
+def _index_from_link(component: gr.components.Component, text: str, make_choices: Callable[[int], list]) -> Any:
+    """A layer or head index (or, for a CheckboxGroup, several) from a URL, with choices that reach it."""
+    try:
+        wanted = [int(part) for part in text.split(",") if part != ""]
+    except ValueError:
+        raise InputError("expected whole numbers from 0") from None
+    if any(index < 0 or index > MAX_LINK_INDEX for index in wanted) or (not wanted and not isinstance(
+            component, gr.CheckboxGroup)):
+        raise InputError(f"expected whole numbers from 0 to {MAX_LINK_INDEX}")
+    count = max([len(component.choices or []), *(index + 1 for index in wanted)])
+    value = wanted if isinstance(component, gr.CheckboxGroup) else wanted[0]
+    return component.__class__(choices=make_choices(count), value=value)
+
+
 def _from_link(component: gr.components.Component, text: str, names: dict[str, str]) -> Any:
     """The value a URL parameter gives `component`; InputError when it cannot take it."""
     if isinstance(component, gr.Image):
@@ -299,11 +313,14 @@ def copy_link_button() -> gr.Button:
 
 
 def deep_link(page: gr.Blocks, fields: dict[str, gr.components.Component], run: gr.Button | None = None,
-              examples: dict[str, dict[str, str]] | None = None) -> None:
+              examples: dict[str, dict[str, str]] | None = None,
+              indices: dict[str, Callable[[int], list]] | None = None) -> None:
     """Keep `fields` and the chosen tab in the page's URL, and restore them (then press `run`) when a page is opened
-    with parameters. Image fields go into a URL by example name only (`examples[key]`: name → path). Call it at the
-    end of `build()`, once every tab exists."""
-    examples = examples or {}
+    with parameters. Image fields go into a URL by example name only (`examples[key]`: name → path). `indices` names
+    the choice fields whose choices come from the model a link names (layers, heads): a link may give any index there,
+    the choices grow to hold it (`indices[key](count)` makes them), and the run it starts checks it against the model.
+    Call it at the end of `build()`, once every tab exists."""
+    examples, indices = examples or {}, indices or {}
     tabs = [block for block in page.blocks.values() if isinstance(block, gr.Tab)]
     for tab in tabs:
         tab.id = tab.id if tab.id is not None else _tab_slug(str(tab.label))
@@ -335,7 +352,10 @@ def deep_link(page: gr.Blocks, fields: dict[str, gr.components.Component], run: 
                 values.append(gr.skip())
                 continue
             try:
-                values.append(_from_link(component, query[key], examples.get(key, {})))
+                if key in indices:
+                    values.append(_index_from_link(component, query[key], indices[key]))
+                else:
+                    values.append(_from_link(component, query[key], examples.get(key, {})))
             except InputError as why:
                 problems.append(f"{key}={query[key]!r} ({why})")
                 values.append(gr.skip())

@@ -433,6 +433,9 @@ def answer_analysis(controls: TextControls, shown: TextViews, models: TextModels
         announce_first_use(models.sources.get(model))
         result = service.analyse(text, pair)
         layer_index, head_index = min(int(layer or 0), result.layers - 1), min(int(head or 0), result.heads - 1)
+        if (layer_index, head_index) != (int(layer or 0), int(head or 0)):  # e.g. a link made with a larger model
+            notices.append(f"{model} has {result.layers} layers and {result.heads} heads: showing layer {layer_index}, "
+                           f"head {head_index}.")
         chosen = [h for h in (heads or []) if h < result.heads]
         return (result, service.describe(), "\n\n".join(f"ℹ️ {m}" for m in [*notices, result.notice] if m),
                 gr.Dropdown(choices=choices(result.layers, "layer"), value=layer_index),
@@ -563,7 +566,8 @@ def build(ctx: PageContext) -> gr.Blocks:
         answer_vit(vit, vit_source, vit_explorer)
         answer_exports(controls, export, models)
         deep_link(page, {"model": controls.model, "text": controls.text, "pair": controls.pair,
-                         "layer": controls.layer, "head": controls.head}, run=controls.run)
+                         "layer": controls.layer, "head": controls.head}, run=controls.run,
+                  indices={"layer": lambda count: choices(count, "layer"), "head": lambda count: choices(count, "head")})
     return page
 
 

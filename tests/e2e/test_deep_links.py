@@ -73,6 +73,15 @@ def test_attention_link_opens_the_text_at_a_layer_and_head(page, gallery):
     expect(head_view).to_have_attribute("data-layer", "2", timeout=120_000)
 
 
+def test_attention_link_reaches_a_layer_the_default_model_does_not_have(page, gallery):
+    """The page opens with the 6-layer encoder's choices; a link to SmolLM2's layer 20 still opens layer 20."""
+    page.goto(f"{gallery}/attention?model=smollm2-135m&text=ROMEO+speaks.&layer=20&head=7", wait_until="load",
+              timeout=120_000)
+    expect(page.locator("#attention-headview .txa-headview")).to_have_attribute("data-layer", "20", timeout=240_000)
+    expect(page.locator("#attention-head input")).to_have_value("head 7")
+    expect(page.locator(".toast-body")).to_have_count(0)  # nothing in the link was refused
+
+
 def test_vit_link_names_an_example_never_an_upload(page, gallery, tmp_path):
     page.goto(f"{gallery}/vit?image=test00002-trouser&fusion=max", wait_until="load", timeout=120_000)
     top = page.locator("#vit-top-class")
