@@ -101,7 +101,9 @@ def presenter_bar(page: gr.Blocks) -> None:
             return (presenter_key, gr.Checkbox(visible=False),
                     "📣 **Presenting:** every attendee who follows sees this page.", gr.Timer(active=True))
         warning = "⚠️ This presenter key is not the one the operator set: you are not presenting." if presenter_key else ""
-        return "", gr.Checkbox(value=following), warning, gr.Timer(active=following)
+        if not following:  # leave the toggle alone: an attendee may have ticked it while this answer was on its way
+            return "", gr.skip(), warning, gr.skip()
+        return "", gr.Checkbox(value=True), warning, gr.Timer(active=True)
 
     def choose(following: bool):
         return gr.Timer(active=following), presented() if following else ""

@@ -99,3 +99,21 @@ def test_presenter_mode_is_off_without_a_key():
         assert not presenter.enabled() and not presenter.publish("", "/sentiment")
     finally:
         settings.configure(previous)
+
+
+def test_a_tick_made_while_the_page_starts_is_kept(presented_gallery, browser):
+    """On a slow network the page's start answer arrives after the attendee ticked *Follow*: it must not untick it."""
+    import time
+
+    attendee = browser.new_context().new_page()
+
+    def slow(route):
+        time.sleep(2)  # every plain call of this attendee, the page's start among them, answers 2 s late
+        route.continue_()
+
+    attendee.route("**/gradio_api/run/**", slow)
+    attendee.goto(presented_gallery + "/", wait_until="load", timeout=60_000)
+    attendee.locator("#tx-follow input").check()  # before the start answer is back
+    attendee.wait_for_timeout(5000)
+    expect(attendee.locator("#tx-follow input")).to_be_checked()
+    attendee.context.close()
