@@ -87,3 +87,11 @@ def test_an_abandoned_stream_does_not_block_the_service(backend):
     del stream  # e.g. a Gradio event cancelled by a Stop button: the iterator is dropped, not closed explicitly
     assert service.add(2) == 2
     assert len(service.report()[0]) < 10
+
+
+def test_configs_that_name_the_former_ray_import_path_still_load():
+    """Operators' serve configs written before the move name `txgallery.ray_serve:build_app`."""
+    import importlib
+
+    former, current = importlib.import_module("txgallery.ray_serve"), importlib.import_module("txgallery.serving.ray_serve")
+    assert former.build_app is current.build_app and former.GalleryArgs is current.GalleryArgs
