@@ -90,3 +90,14 @@ def test_every_build_fits_one_screen(run):
     """A page's `build(ctx)` wires panels and events that are written elsewhere in its run.py (about 60 lines at most)."""
     (build,) = [n for n in ast.parse(run.read_text()).body if isinstance(n, ast.FunctionDef) and n.name == "build"]
     assert build.end_lineno - build.lineno + 1 <= 60
+
+
+def test_the_entry_points_import_no_torch():
+    """The CLI, the Space app and each Ray replica set OpenMP's wait policy before torch is imported (torch reads it
+    once): importing them must not import torch (BENCHMARKS.md, "Threads")."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, txgallery, txgallery.cli, txgallery.serving.ray_serve, txgallery.serving.spaces; "
+             "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from txgallery.models import hub
 from txgallery.models.hub import ModelLoadError, ModelSource
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where it runs: importing txgallery must leave OpenMP's policy unset
+    import torch
+
     from txgallery.models.store import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -49,28 +50,34 @@ class ClipProcessor:
 
     def pixels(self, images: Sequence[Any]) -> torch.Tensor:
         """A (N, 3, H, W) batch from PIL images."""
+        import torch
+
         return torch.stack([self.preprocess(image if image.mode == "RGB" else image.convert("RGB")) for image in images])
 
 
 # --- embeddings and similarity (any loaded model of this task) ------------------------------------------------------
 
 
-@torch.inference_mode()
 def embed_images(loaded: LoadedModel, images: Sequence[Any], batch_size: int = 32) -> np.ndarray:
     """L2-normalised embeddings (N, D) of PIL images."""
-    chunks = [loaded.model.encode_image(loaded.tokenizer.pixels(images[i:i + batch_size]).to(loaded.device),
-                                        normalize=True).float().cpu()
-              for i in range(0, len(images), batch_size)]
-    return torch.cat(chunks).numpy()
+    import torch
+
+    with torch.inference_mode():
+        chunks = [loaded.model.encode_image(loaded.tokenizer.pixels(images[i:i + batch_size]).to(loaded.device),
+                                            normalize=True).float().cpu()
+                  for i in range(0, len(images), batch_size)]
+        return torch.cat(chunks).numpy()
 
 
-@torch.inference_mode()
 def embed_texts(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
     """L2-normalised embeddings (M, D) of texts."""
-    chunks = [loaded.model.encode_text(loaded.tokenizer.tokenize(list(texts[i:i + batch_size])).to(loaded.device),
-                                       normalize=True).float().cpu()
-              for i in range(0, len(texts), batch_size)]
-    return torch.cat(chunks).numpy()
+    import torch
+
+    with torch.inference_mode():
+        chunks = [loaded.model.encode_text(loaded.tokenizer.tokenize(list(texts[i:i + batch_size])).to(loaded.device),
+                                           normalize=True).float().cpu()
+                  for i in range(0, len(texts), batch_size)]
+        return torch.cat(chunks).numpy()
 
 
 def logit_scale(model: torch.nn.Module) -> float:
