@@ -48,7 +48,7 @@ def test_clean_text_returns_clean_text_or_a_message(text):
 @given(st.lists(st.text(alphabet="ab#Ġ▁ ", min_size=1, max_size=6), min_size=1, max_size=30),
        st.data())
 def test_merging_word_pieces_keeps_the_total_score(tokens, data):
-    from txgallery_demos.sentiment.run import merge_word_pieces
+    from txgallery_demos.sentiment.service import merge_word_pieces
 
     scores = data.draw(st.lists(st.floats(-1, 1), min_size=len(tokens), max_size=len(tokens)))
     merged = merge_word_pieces(tokens, scores)

@@ -35,7 +35,7 @@ from txgallery.limits import (
     InputError,
 )
 from txgallery.models.store import model_construction
-from txgallery.serving.jobs import TrainingJob, TrainingWorker, train_here, train_on_ray
+from txgallery.serving.jobs import TrainingJob, TrainingWorker, train_here
 
 METHODS = {
     "frozen": "Frozen encoder + head: only the classification head trains",
@@ -716,8 +716,3 @@ def run_local(spec: RunSpec, on_event: Callable[[dict], None] | None = None,
               should_stop: Callable[[], str] | None = None) -> TrainedRun:
     """Build, train and save one run in this process (the benchmarks and tests; the page submits `training_job`)."""
     return train_here(training_job(spec), on_event, should_stop)
-
-
-def run_on_ray(spec: RunSpec, num_workers: int, context=None) -> TrainedRun:
-    """`spec` over `num_workers` Ray Train workers, reloaded here (what `run_training` does on Ray; for tests)."""
-    return train_on_ray(training_job(spec, num_workers), num_workers, context)

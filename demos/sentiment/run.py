@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
-from txgallery_demos.sentiment.service import SentimentClassifier, merge_word_pieces  # noqa: F401 (re-exported)
+from txgallery_demos.sentiment.service import SentimentClassifier
 
 from txgallery.lib.text import clean_text
 from txgallery.lib.uploads import find_column, header_names, read_csv_rows

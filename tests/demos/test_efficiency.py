@@ -21,7 +21,7 @@ from txgallery_demos.efficiency.variants import (
     prune_model,
     pruned_variant,
 )
-from txgallery_demos.sentiment.run import SentimentClassifier
+from txgallery_demos.sentiment.service import SentimentClassifier
 
 from txgallery.lib.datasets import rotten_tomatoes_splits
 from txgallery.limits import InputError

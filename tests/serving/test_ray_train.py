@@ -11,7 +11,7 @@ import torch
 from txgallery_demos.finetune import methods as finetune
 
 from txgallery.lib.datasets import rotten_tomatoes_splits
-from txgallery.serving.jobs import ray_is_running
+from txgallery.serving.jobs import ray_is_running, train_on_ray
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
@@ -38,8 +38,8 @@ def test_two_ray_train_workers_match_the_local_run(tiny_classifier_dir, tmp_path
     local = finetune.run_local(finetune.RunSpec(str(tiny_classifier_dir), config, data, str(tmp_path / "local")))
     assert ray_is_running()
     collector = Collector()
-    distributed = finetune.run_on_ray(finetune.RunSpec(str(tiny_classifier_dir), config, data, str(tmp_path / "ray")),
-                                      num_workers=2, context=collector)
+    spec = finetune.RunSpec(str(tiny_classifier_dir), config, data, str(tmp_path / "ray"))
+    distributed = train_on_ray(finetune.training_job(spec, 2), 2, collector)
 
     assert distributed.result.steps == local.result.steps == 4
     assert distributed.result.losses == pytest.approx(local.result.losses, rel=1e-4)

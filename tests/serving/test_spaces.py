@@ -170,7 +170,7 @@ def test_a_stream_read_from_several_threads_keeps_one_step_at_a_time(spaces_back
 
 @pytest.mark.slow
 def test_space_app_predicts_through_spaces_gpu(zerogpu, monkeypatch):
-    from txgallery_demos.sentiment.run import SentimentClassifier
+    from txgallery_demos.sentiment.service import SentimentClassifier
 
     from txgallery.models import store
 
