@@ -2,7 +2,6 @@
 or `txgallery.ray_serve:app`. The application lives in `txgallery.serving.ray_serve`."""
 
 from txgallery.serving import ray_serve
-from txgallery.serving.ray_serve import build_app  # noqa: F401
 
 
 def __getattr__(name: str):
