@@ -46,3 +46,14 @@ def screenshot_path(name: str) -> Path:
     scratch = Path(tempfile.gettempdir()) / "txgallery-screenshots"
     scratch.mkdir(exist_ok=True)
     return scratch / name
+
+
+def top_class(page, selector: str, timeout_ms: int = 120_000) -> str:
+    """The winning class a `gr.Label` shows, once it shows probabilities (read from Gradio's heading, not from the
+    block's lines: the status tracker's text can come first while the result renders)."""
+    from playwright.sync_api import expect
+    block = page.locator(selector)
+    expect(block).to_contain_text("%", timeout=timeout_ms)
+    heading = block.get_by_test_id("label-output-value")
+    expect(heading).not_to_have_text("", timeout=timeout_ms)
+    return heading.inner_text().strip()

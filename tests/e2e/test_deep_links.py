@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from playwright.sync_api import expect
+from support import top_class
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -19,7 +20,7 @@ def _wait_for_query(page, key: str, value: str) -> None:
 
 
 def _top_label(page) -> str:
-    return page.locator("#sentiment-label-0").inner_text().splitlines()[1]
+    return top_class(page, "#sentiment-label-0")
 
 
 def test_opening_a_link_restores_the_text_and_runs(page, gallery):

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
-from support import CHROMIUM, CHROMIUM_FLAGS, free_port
+from support import CHROMIUM, CHROMIUM_FLAGS, free_port, top_class
 from userpath_actions import DEMOS, OUTSIDE_TEMP
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -159,8 +159,7 @@ def _top_label_of_first_example(page: Page, server: Server, slug: str, label: st
     """Click the page's first example; the top class its `gr.Label` shows."""
     _open(page, server, slug, "Classify")
     _first_example(page)
-    expect(page.locator(label)).to_contain_text("%", timeout=RESULT_TIMEOUT)
-    return page.locator(label).inner_text().splitlines()[1]  # "Prediction…", then the top class
+    return top_class(page, label, RESULT_TIMEOUT)
 
 
 def test_sentiment(page, server):
@@ -239,8 +238,7 @@ def test_finetune_trains_and_its_adapter_downloads(page, server):
     page.get_by_role("tab", name="Try it, download, export").click()
     page.get_by_role("button", name="Base vs tuned").click()  # labels with probabilities, not raw JSON
     for side in ("#finetune-base", "#finetune-tuned"):
-        expect(page.locator(side)).to_contain_text("%", timeout=RESULT_TIMEOUT)
-        assert page.locator(side).inner_text().splitlines()[1] in {"positive", "negative"}
+        assert top_class(page, side, RESULT_TIMEOUT) in {"positive", "negative"}
     page.get_by_role("button", name="Download the adapter").click()
     zipped = _download(page, server)
     assert zipfile.is_zipfile(zipped) and "finetune.json" in zipfile.ZipFile(zipped).namelist()
