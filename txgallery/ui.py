@@ -308,8 +308,81 @@ def copy_link_button() -> gr.Button:
     with gr.Row(elem_classes=["tx-link"]):
         copy = gr.Button("Copy link", size="sm", variant="secondary", scale=0, min_width=100, elem_id="tx-copy-link")
         copied = gr.Markdown(elem_id="tx-copy-link-note")
+        waiting_notice()  # every page's chrome has this row (gallery.render_page), so every page says what it waits for
     copy.click(None, js=_COPY_JS, outputs=copied, api_name=False)
     return copy
+
+
+# Gradio's status tracker over a pending result shows only a timer and "queue: 2/3" or "processing". After
+# WAIT_NOTICE_MS, the first pending result on the page gets a line in words: its place in the queue, the progress its
+# handler reports (gr.Progress desc), or the button whose run the server is still working on.
+WAIT_NOTICE_MS = 2000
+
+_WAITING_JS = r"""
+if (!window.txWaiting) window.txWaiting = (() => {
+  const AFTER_MS = __AFTER_MS__;
+  const since = new WeakMap();  // status tracker -> when this page first saw it pending
+  let pressed = null;           // the label of the last button pressed: what a run is for
+  let line = null;
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest && event.target.closest("button");
+    const text = button && button.innerText.trim();
+    if (text && button.id !== "tx-copy-link") pressed = text;
+  }, true);
+  const describe = (tracker) => {
+    const status = (tracker.querySelector(".progress-text") || {}).textContent || "";
+    const queued = status.match(/queue:\s*(\d+)\s*\/\s*(\d*)/);
+    if (queued) {
+      const of = queued[2] ? ` of ${queued[2]}` : "";
+      return `Waiting in the server's queue: your request is number ${queued[1]}${of} waiting, behind requests ` +
+             "already running. It starts as soon as one finishes.";
+    }
+    const progress = tracker.querySelector("[role=progressbar]");
+    const desc = progress && progress.getAttribute("aria-valuetext");
+    if (desc) return `Still working: ${desc}.`;
+    return `The server is still working on ${pressed ? "“" + pressed + "”" : "your request"}; the result ` +
+           "appears here.";
+  };
+  const elapsed = (tracker, now) => {
+    const timer = ((tracker.querySelector(".progress-text") || {}).textContent || "").match(/([\d.]+)\s*(?:\/[\d.]+)?s\s*$/);
+    return Math.max(now - since.get(tracker), timer ? 1000 * Number(timer[1]) : 0);
+  };
+  const update = () => {
+    const now = performance.now();
+    let shown = null;
+    for (const tracker of document.querySelectorAll("[data-testid=status-tracker]")) {
+      const pending = !tracker.classList.contains("hide") && tracker.getClientRects().length > 0 &&
+                      tracker.querySelector(".progress-text, [role=progressbar]");
+      if (!pending) { since.delete(tracker); continue; }
+      if (!since.has(tracker)) since.set(tracker, now);
+      if (!shown && elapsed(tracker, now) >= AFTER_MS) shown = tracker;
+    }
+    if (!shown) { if (line) { line.remove(); line = null; } return; }
+    if (!line) {
+      line = document.createElement("div");
+      line.id = "tx-waiting";
+      line.setAttribute("role", "status");
+      line.style.cssText = "position:absolute;left:6px;right:6px;bottom:6px;z-index:100;padding:4px 8px;" +
+        "font-size:var(--text-sm, 13px);line-height:1.35;border-radius:6px;color:var(--body-text-color, #111);" +
+        "background:var(--background-fill-primary, #fff);border:1px solid var(--border-color-primary, #999);" +
+        "border-left:4px solid var(--color-accent, #f97316);box-shadow:0 1px 4px rgba(0,0,0,.15)";
+    }
+    const block = shown.parentElement;
+    if (line.parentElement !== block) block.appendChild(line);
+    const text = describe(shown);
+    if (line.textContent !== text) line.textContent = text;
+  };
+  setInterval(update, 250);
+  return {update};
+})();
+"""
+
+
+def waiting_notice() -> gr.HTML:
+    """The script that makes a wait longer than `WAIT_NOTICE_MS` say what it waits for, on every result of the page
+    (an empty element: the line itself goes over the pending result)."""
+    return gr.HTML("", elem_classes=["tx-waiting-script"], container=False, padding=False, min_height=0,
+                   js_on_load=_WAITING_JS.replace("__AFTER_MS__", str(WAIT_NOTICE_MS)))
 
 
 def deep_link(page: gr.Blocks, fields: dict[str, gr.components.Component], run: gr.Button | None = None,

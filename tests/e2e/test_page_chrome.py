@@ -1,10 +1,19 @@
 """The chrome every demo page gets from txgallery/gallery.py, in a real browser: the collapsed "About this model"
-panel, the skip link, the contrast and single line of the navigation and the footer, alt texts on example pictures."""
+panel, the skip link, the contrast and single line of the navigation and the footer, alt texts on example pictures,
+and the line that says what a long wait waits for."""
 
 from __future__ import annotations
 
+import threading
+
+import gradio as gr
 import pytest
 from playwright.sync_api import expect
+from support import free_port
+
+from txgallery import Demo
+from txgallery.gallery import build_single, launch
+from txgallery.plugin import DemoEntry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -116,3 +125,46 @@ def test_example_pictures_have_alt_text_from_their_file_names(page, gallery, pat
     alts = [img.get_attribute("alt") for img in pictures.all()]
     assert all(alt.startswith("Example: ") and len(alt) > len("Example: ") for alt in alts), alts
     assert expected in alts
+
+
+def test_a_wait_longer_than_the_notice_delay_says_what_it_waits_for(browser):
+    """A plugin page whose run waits on the test: the running request and one queued behind it each get a line in
+    words over their result (Gradio alone shows a timer), and the line goes when the result comes."""
+    release = threading.Event()
+
+    def answer(text: str) -> str:
+        release.wait(120)
+        return text.upper()
+
+    def build() -> gr.Blocks:
+        with gr.Blocks() as blocks:
+            text = gr.Textbox("hello", label="Text")
+            run = gr.Button("Shout", elem_id="slow-run")
+            shouted = gr.Textbox(label="Shouted", elem_id="slow-out")
+            run.click(answer, text, shouted, concurrency_limit=1, concurrency_id="slow")
+        return blocks
+
+    demo = Demo(slug="slow", title="Slow page", description="A run that waits.", build=build)
+    app = launch(build_single(DemoEntry(name="slow", origin="test", demo=demo)), port=free_port(), block=False,
+                 quiet=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        first, second = context.new_page(), context.new_page()
+        for tab in (first, second):
+            tab.goto(app.local_url, wait_until="load", timeout=LOAD_TIMEOUT)
+            tab.locator("#slow-run").wait_for(timeout=LOAD_TIMEOUT)
+        first.locator("#slow-run").click()
+        expect(first.locator("#slow-out .progress-text")).to_contain_text("processing", timeout=60_000)
+        second.locator("#slow-run").click()  # behind the first: the event runs one at a time
+        expect(first.locator("#slow-out #tx-waiting")).to_contain_text("still working on “Shout”", timeout=60_000)
+        waiting = second.locator("#slow-out #tx-waiting")
+        expect(waiting).to_contain_text("Waiting in the server's queue: your request is number 1", timeout=60_000)
+        assert waiting.get_attribute("role") == "status"  # read out by screen readers too
+        release.set()
+        for tab in (first, second):
+            expect(tab.locator("#slow-out textarea")).to_have_value("HELLO", timeout=60_000)
+            expect(tab.locator("#tx-waiting")).to_have_count(0)
+    finally:
+        release.set()
+        context.close()
+        app.close()
