@@ -52,3 +52,46 @@ def test_type_switch_layer_and_head_and_see_the_figures_change(page, gallery):
     expect(note).to_contain_text("Layer 3, head 7", timeout=60_000)
     expect(note).to_contain_text("max |difference|")
     page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+def _tab_until(page, selector: str, presses: int = 12) -> None:
+    """Press Tab until the focused element matches `selector` (keyboard reach: no clicks, no programmatic focus)."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("(selector) => document.activeElement?.matches(selector)", selector):
+            return
+    raise AssertionError(f"{presses} Tab presses never reached {selector}")
+
+
+def test_thumbnails_tokens_and_head_filter_work_from_the_keyboard(page, gallery):
+    page.goto(gallery + "/attention?text=The+cat+sat+on+the+mat.&tab=model-view", wait_until="load", timeout=120_000)
+    first = page.locator("#attention-modelview .txa-thumb[data-layer='0'][data-head='0']")
+    expect(first).to_have_attribute("aria-pressed", "true", timeout=120_000)
+    assert first.get_attribute("aria-label") == "layer 0, head 0" and first.get_attribute("role") == "button"
+
+    # the model view: one Tab stop, arrows to layer 1 head 2, Enter opens it as a click does
+    page.get_by_role("tab", name="Model view").focus()
+    _tab_until(page, ".txa-thumb")
+    for key in ("ArrowDown", "ArrowRight", "ArrowRight"):
+        page.keyboard.press(key)
+    page.keyboard.press("Enter")
+    expect(page.locator("#attention-layer input")).to_have_value("layer 1", timeout=60_000)
+    expect(page.locator("#attention-head input")).to_have_value("head 2")
+    opened = page.locator("#attention-modelview .txa-thumb[aria-pressed='true']")
+    expect(opened).to_have_attribute("aria-label", "layer 1, head 2", timeout=60_000)
+    expect(opened).to_be_focused()  # the redrawn grid keeps the keyboard where it was
+
+    # the head view: a focused token keeps only its lines, as hovering does
+    page.get_by_role("tab", name="Head view").click()
+    head_view = page.locator("#attention-headview")
+    expect(head_view.locator(".txa-headview")).to_have_attribute("data-layer", "1", timeout=60_000)
+    _tab_until(page, "#attention-headview text[data-tok]")
+    page.keyboard.press("ArrowDown")
+    expect(head_view.locator("text.on")).to_have_attribute("data-tok", "1")
+    assert 0 < head_view.locator("path.on").count() < head_view.locator("path").count()
+
+    # head filtering: the heads' checkboxes are Tab stops, and Space ticks one
+    page.locator("#attention-head input").focus()
+    _tab_until(page, "#attention-heads input[type=checkbox]")
+    page.keyboard.press("Space")
+    expect(head_view.locator(".txa-headview")).to_have_attribute("data-heads", "0", timeout=60_000)

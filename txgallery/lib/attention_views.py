@@ -155,7 +155,8 @@ def head_view_html(tokens: Sequence[str], attention: np.ndarray, heads: Sequence
              f'xmlns="http://www.w3.org/2000/svg"><style>'
              ".txa-svg text{font:12px monospace;cursor:pointer}.txa-svg path{fill:none;stroke-width:2}"
              ".txa-svg.focus path{display:none}.txa-svg.focus path.on{display:inline}"
-             ".txa-svg text.on{font-weight:bold;fill:#c00}</style>"]
+             ".txa-svg text.on{font-weight:bold;fill:#c00}.txa-svg text:focus{outline:none}"
+             ".txa-svg text:focus-visible{text-decoration:underline}</style>"]
     lines = []
     for head in heads:  # one group per head and query token keeps each line to ~45 bytes at 128 tokens
         weights = attention[head]
@@ -175,8 +176,11 @@ def head_view_html(tokens: Sequence[str], attention: np.ndarray, heads: Sequence
             parts.append(f'<rect x="0" y="{y - 13}" width="{left}" height="{ROW - 2}" fill="{fill}"/>'
                          f'<rect x="{right}" y="{y - 13}" width="{width - right}" height="{ROW - 2}" fill="{fill}"/>')
         label = escape(token)
-        parts.append(f'<text data-side="l" data-tok="{i}" x="{left}" y="{y}" text-anchor="end">{label}</text>'
-                     f'<text data-side="r" data-tok="{i}" x="{right}" y="{y}">{label}</text>')
+        # one Tab stop for the whole view (the first query token); the arrow keys move between tokens (HEAD_VIEW_JS)
+        parts.append(f'<text data-side="l" data-tok="{i}" x="{left}" y="{y}" text-anchor="end" '
+                     f'tabindex="{0 if i == 0 else -1}" aria-label="query token {i}: {label}">{label}</text>'
+                     f'<text data-side="r" data-tok="{i}" x="{right}" y="{y}" tabindex="-1" '
+                     f'aria-label="key token {i}: {label}">{label}</text>')
     parts.append("</svg></div>")
     return "".join(parts)
 
@@ -196,11 +200,33 @@ const isolate = (target) => {
 };
 element.addEventListener('mouseover', (event) => isolate(event.target.closest('text[data-tok]')));
 element.addEventListener('mouseleave', () => isolate(null));
+// the keyboard does what hovering does: a focused token keeps only its lines; Up/Down move along a side, Left/Right
+// cross to the same token on the other side, Escape leaves the view
+element.addEventListener('focusin', (event) => isolate(event.target.closest('text[data-tok]')));
+element.addEventListener('focusout', (event) => { if (!element.contains(event.relatedTarget)) isolate(null); });
+element.addEventListener('keydown', (event) => {
+  const token = event.target.closest('text[data-tok]');
+  if (!token) return;
+  const svg = token.closest('svg');
+  const index = Number(token.dataset.tok), side = token.dataset.side;
+  const moves = {ArrowDown: [side, index + 1], ArrowUp: [side, index - 1], ArrowLeft: ['l', index],
+                 ArrowRight: ['r', index]};
+  if (event.key === 'Escape') { token.blur(); return; }
+  if (!(event.key in moves)) return;
+  const [toSide, toIndex] = moves[event.key];
+  const next = svg.querySelector(`text[data-side="${toSide}"][data-tok="${toIndex}"]`);
+  event.preventDefault();
+  if (!next) return;
+  token.tabIndex = -1;
+  next.tabIndex = 0;
+  next.focus();
+});
 """
 
 
 def model_view_html(attentions: np.ndarray, thumbnail: int = 64, selected: tuple[int, int] | None = None) -> str:
-    """Every layer (rows) × head (columns) as a small attention-map thumbnail; clicking one opens it (MODEL_VIEW_JS).
+    """Every layer (rows) × head (columns) as a small attention-map thumbnail; clicking one, or Enter or Space on it,
+    opens it (MODEL_VIEW_JS).
 
     The thumbnails are one PNG (one encode instead of layers × heads) under a grid of clickable cells.
     """
@@ -234,21 +260,54 @@ def model_view_html(attentions: np.ndarray, thumbnail: int = 64, selected: tuple
     parts.extend(f'<span style="position:absolute;left:{label_w + h * cell}px;top:0">head {h}</span>' for h in range(heads))
     parts.extend(f'<span style="position:absolute;left:0;top:{label_h + l * cell + thumbnail // 2 - 7}px">layer {l}</span>'
                  for l in range(layers))
+    # one Tab stop for the grid (the open thumbnail, else the first); the arrow keys move between cells (MODEL_VIEW_JS)
+    current = selected if selected is not None and selected[0] < layers and selected[1] < heads else (0, 0)
     for layer in range(layers):
         for head in range(heads):
             ring = "outline:3px solid #d62728;" if selected == (layer, head) else ""
-            parts.append(f'<div data-layer="{layer}" data-head="{head}" title="layer {layer}, head {head}: click to '
-                         f'open" style="position:absolute;left:{label_w + head * cell}px;top:{label_h + layer * cell}px;'
+            parts.append(f'<div class="txa-thumb" data-layer="{layer}" data-head="{head}" role="button" '
+                         f'tabindex="{0 if (layer, head) == current else -1}" aria-label="layer {layer}, head {head}" '
+                         f'aria-pressed="{"true" if selected == (layer, head) else "false"}" '
+                         f'title="layer {layer}, head {head}: click (or Enter) to open" '
+                         f'style="position:absolute;left:{label_w + head * cell}px;top:{label_h + layer * cell}px;'
                          f'width:{thumbnail}px;height:{thumbnail}px;cursor:pointer;{ring}"></div>')
     parts.append("</div>")
     return "".join(parts)
 
 
 MODEL_VIEW_JS = """
+let refocus = null;  // the cell opened from the keyboard: focused again once the server has redrawn the grid
+const open = (cell, fromKeyboard) => {
+  refocus = fromKeyboard ? [cell.dataset.layer, cell.dataset.head] : null;
+  trigger('click', {layer: Number(cell.dataset.layer), head: Number(cell.dataset.head)});
+};
 element.addEventListener('click', (event) => {
   const cell = event.target.closest('[data-layer]');
-  if (cell) trigger('click', {layer: Number(cell.dataset.layer), head: Number(cell.dataset.head)});
+  if (cell) open(cell, false);
 });
+// Enter or Space opens a thumbnail, as a click does; the arrow keys move between thumbnails, Home/End along a row
+element.addEventListener('keydown', (event) => {
+  const cell = event.target.closest('.txa-thumb');
+  if (!cell) return;
+  if (event.key === 'Enter' || event.key === ' ') { event.preventDefault(); open(cell, true); return; }
+  const layer = Number(cell.dataset.layer), head = Number(cell.dataset.head);
+  const last = Math.max(...[...element.querySelectorAll('.txa-thumb')].map((c) => Number(c.dataset.head)));
+  const moves = {ArrowRight: [layer, head + 1], ArrowLeft: [layer, head - 1], ArrowDown: [layer + 1, head],
+                 ArrowUp: [layer - 1, head], Home: [layer, 0], End: [layer, last]};
+  if (!(event.key in moves)) return;
+  event.preventDefault();
+  const [toLayer, toHead] = moves[event.key];
+  const next = element.querySelector(`.txa-thumb[data-layer="${toLayer}"][data-head="${toHead}"]`);
+  if (!next) return;
+  cell.tabIndex = -1;
+  next.tabIndex = 0;
+  next.focus();
+});
+new MutationObserver(() => {
+  if (!refocus) return;
+  const cell = element.querySelector(`.txa-thumb[data-layer="${refocus[0]}"][data-head="${refocus[1]}"]`);
+  if (cell && cell.getAttribute('aria-pressed') === 'true') { refocus = null; cell.focus(); }
+}).observe(element, {childList: true, subtree: true});
 """
 
 
