@@ -56,6 +56,51 @@ def test_public_endpoints_name_their_parameters_and_returns(client):
     assert {name: found for name, found in unlabelled.items() if found} == {}
 
 
+def test_every_public_endpoint_is_named_and_says_what_it_does(client):
+    """Each public endpoint has a name (no `fn_index`-only endpoint) and a description, which Gradio takes from its
+    handler's docstring: the API page and the MCP tools show it."""
+    api = client.view_api(return_format="dict", print_info=False)
+    assert api["unnamed_endpoints"] == {}
+    assert [name for name, info in api["named_endpoints"].items() if len(info["description"].strip()) < 20] == []
+
+
+def _fits(schema: dict, value) -> bool:
+    """Whether a JSON value is of the JSON schema's type (and among its `enum`); schemas without a plain type (files,
+    objects) fit anything."""
+    if "enum" in schema and value not in schema["enum"]:
+        return False
+    kind = schema.get("type")
+    if kind == "array":
+        return isinstance(value, list) and all(_fits(schema.get("items", {}), item) for item in value)
+    plain = {"string": str, "integer": int, "number": (int, float), "boolean": bool}.get(kind)
+    return plain is None or (isinstance(value, plain) and (kind == "boolean" or not isinstance(value, bool)))
+
+
+def test_documented_types_are_what_the_server_takes(client):
+    """`view_api` tells the truth: every parameter's default and example are of its documented type (a Dropdown of
+    integer layers was documented as strings, which the server refuses), and a call with the documented types
+    answers: integer layer and head indices, an integer slider as an int."""
+    public = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    misfits = [(name, p["parameter_name"], p["type"], value) for name, info in public.items()
+               for p in info["parameters"]
+               for value in ([p["parameter_default"]] if p["parameter_has_default"] else []) + [p["example_input"]]
+               if value is not None and not _fits(p["type"], value)]
+    assert misfits == []
+    layer = next(p for p in public["/attention_views"]["parameters"] if p["parameter_name"] == "layer")
+    assert layer["python_type"]["type"] == "int"
+    positions = next(p for p in public["/attention_positions"]["parameters"] if p["parameter_name"] == "positions")
+    assert positions["python_type"]["type"] == "int"
+
+    session = Client(client.src, verbose=False)  # the views draw from this session's analysis
+    encoder = public["/attention_analyse"]["parameters"][0]["parameter_default"]
+    analysis = session.predict(encoder, "The cat sat on the mat.", "", 2, 3, [0, 1], api_name="/attention_analyse")
+    assert analysis[2]["value"] == 2 and analysis[3]["value"] == 3  # the layer and head choices, as updates
+    head_view, heatmap = session.predict(5, 11, [11], api_name="/attention_views")
+    assert 'data-layer="5" data-heads="11"' in head_view and heatmap["type"] == "plotly"
+    note, _, _ = session.predict(model=encoder, layer=1, head=0, api_name="/attention_steps")
+    assert "Layer 1, head 0" in note
+
+
 def test_predict_side_by_side_with_a_model_that_cannot_load(client):
     notice, badge_ok, badge_bad, label_ok, label_bad = client.predict(
         "A wonderful, warm and funny film.", api_name="/sentiment_predict")

@@ -80,3 +80,9 @@ def test_limits_command_prints_every_limit_and_the_readme_has_them(txgallery):
     assert all(f"`{name}`" in printed for _, name, _, _ in limits_table())
     readme = (ROOT / "README.md").read_text()
     assert limits_markdown() in readme, "README's limits table is out of date: paste `txgallery limits` into it"
+
+
+def test_serve_with_mcp_but_without_the_mcp_package_says_how_to_install_it(txgallery, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mcp", None)  # what an install without the extra finds
+    status, _, err = txgallery("serve", "--mcp", "--demo", "sentiment")
+    assert status == 2 and "--mcp needs the MCP package" in err and "txgallery[mcp]" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 
@@ -10,6 +11,9 @@ from txgallery import settings
 from txgallery.lib.threads import prefer_passive_openmp
 
 log = logging.getLogger("txgallery")
+
+MCP_PATH = "/gradio_api/mcp/"  # where Gradio serves the MCP tools (streamable HTTP; SSE at .../sse)
+MCP_INSTALL = "pip install 'txgallery[mcp]' (`make install` includes it)"
 
 
 def _setup(args: argparse.Namespace) -> None:
@@ -46,6 +50,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from txgallery.gallery import build_gallery, build_single, launch
     from txgallery.plugin import discover_demos
 
+    if args.mcp and importlib.util.find_spec("mcp") is None:
+        print(f"txgallery: --mcp needs the MCP package: {MCP_INSTALL}", file=sys.stderr)
+        return 2
     entries = discover_demos(only=args.demo or None)
     for entry in entries:
         if not entry.ok:
@@ -54,7 +61,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         (log.info if ok else log.warning)(line)
     app = build_single(entries[0]) if args.demo and len(args.demo) == 1 else build_gallery(entries)
     log.info("serving %d demo(s) on http://%s:%d", len(entries), args.host, args.port)
-    launch(app, host=args.host, port=args.port, share=args.share)
+    if args.mcp:
+        log.info("MCP tools (streamable HTTP) on http://%s:%d%s", args.host, args.port, MCP_PATH)
+    launch(app, host=args.host, port=args.port, share=args.share, mcp_server=args.mcp)
     return 0
 
 
@@ -189,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--presenter-key", metavar="KEY",
                        help="presenter mode: whoever opens a page with ?presenter=KEY leads every attendee who ticks "
                             "'Follow the presenter' (or set $TXGALLERY_PRESENTER_KEY, which `ps` does not show)")
+    serve.add_argument("--mcp", action="store_true",
+                       help=f"also serve every public API endpoint as an MCP tool on {MCP_PATH} (needs: {MCP_INSTALL})")
     serve.add_argument("--allow-hub", action="append", metavar="PATTERN",
                        help="hub ids users may type into pages (glob, repeatable, e.g. 'gpt2' or 'google/*'); "
                             "default: none")

@@ -208,6 +208,16 @@ def ping(text: str) -> str:
     return text
 
 
+def name_handlers_after_endpoints(app: gr.Blocks) -> gr.Blocks:
+    """Give each public endpoint's handler its endpoint's name: Gradio's MCP server names a tool after its handler's
+    `__name__`, and the pages name their handlers for the page (`classify` on the sentiment and the ViT page)."""
+    for event in app.fns.values():
+        if event.fn is not None and event.api_visibility == "public" and isinstance(event.api_name, str):
+            handler = getattr(event.fn, "__func__", event.fn)  # a bound method's function takes the name
+            handler.__name__ = event.api_name
+    return app
+
+
 def build_gallery(entries: list[DemoEntry] | None = None, title: str = "txgallery") -> gr.Blocks:
     """The whole gallery as one `gr.Blocks` with a route per demo."""
     entries = discover_demos() if entries is None else entries
@@ -225,7 +235,7 @@ def build_gallery(entries: list[DemoEntry] | None = None, title: str = "txgaller
         with app.route(entry.demo.title if entry.demo else f"⚠️ {entry.name}", f"/{entry.slug}"):
             presenter_bar(app)
             render_page(entry, built[entry.slug], following)
-    return app
+    return name_handlers_after_endpoints(app)
 
 
 def build_single(entry: DemoEntry) -> gr.Blocks:
@@ -235,7 +245,7 @@ def build_single(entry: DemoEntry) -> gr.Blocks:
         presenter_bar(app)
         render_page(entry, blocks)
         gr.api(ping, api_name="ping")
-    return app
+    return name_handlers_after_endpoints(app)
 
 
 # Gradio recomputes its monitoring summary (pandas, over up to 10,000 past events) after every event by default, which

@@ -115,6 +115,19 @@ def choices(count: int, what: str) -> list[tuple[str, int]]:
     return [(f"{what} {i}", i) for i in range(count)]
 
 
+def documented_as_indices(component: gr.Dropdown | gr.CheckboxGroup) -> gr.Dropdown | gr.CheckboxGroup:
+    """Document a layer or head choice in the API as the whole number(s) the server takes: Gradio documents every
+    Dropdown and CheckboxGroup choice as a string, whatever its value (`gr.Dropdown.api_info`)."""
+
+    def schema() -> dict:
+        values = [value for _, value in component.choices]  # the choices of a new session: 0 … count - 1
+        index = {"type": "integer", "minimum": min(values), "maximum": max(values)}
+        return {"type": "array", "items": index} if isinstance(component, gr.CheckboxGroup) else index
+
+    component.api_info = schema  # read when the page's config and API page are made
+    return component
+
+
 def analysed(result: AttentionResult | None) -> AttentionResult:
     """The page's last analysis, for the views that follow it (`InputError` before the first)."""
     if result is None:
@@ -295,10 +308,13 @@ def text_controls(models: TextModels) -> TextControls:
                 f"{MAX_ATTENTION_TOKENS_DECODER} for the decoder; longer text is cut, with a notice.")
     notice = gr.Markdown(label="Notice", elem_id="attention-notice")
     with gr.Row():
-        layer = gr.Dropdown(choices(6, "layer"), value=0, label="Layer", elem_id="attention-layer")
-        head = gr.Dropdown(choices(12, "head"), value=0, label="Head (heatmap, step by step)", elem_id="attention-head")
-        heads = gr.CheckboxGroup(choices(12, "head"), value=[], label="Heads in the head view (none = all)",
-                                 elem_id="attention-heads")
+        layer = documented_as_indices(gr.Dropdown(choices(6, "layer"), value=0, label="Layer",
+                                                  elem_id="attention-layer"))
+        head = documented_as_indices(gr.Dropdown(choices(12, "head"), value=0, label="Head (heatmap, step by step)",
+                                                 elem_id="attention-head"))
+        heads = documented_as_indices(gr.CheckboxGroup(choices(12, "head"), value=[],
+                                                       label="Heads in the head view (none = all)",
+                                                       elem_id="attention-heads"))
     return TextControls(model, badge, text, pair, run, notice, layer, head, heads, result)
 
 
@@ -339,7 +355,7 @@ def text_view_tabs() -> TextViews:
         steps_plot = gr.Plot(label="Q·Kᵀ → scale → mask → softmax", elem_id="attention-steps")
         vectors_plot = gr.Plot(label="Q, K, V and the output of this head", elem_id="attention-vectors")
     with gr.Tab("Positional encodings"):
-        positions = gr.Slider(8, MAX_POSITIONS_SHOWN, value=64, step=8, label="Positions")
+        positions = gr.Slider(8, MAX_POSITIONS_SHOWN, value=64, step=8, precision=0, label="Positions")
         show_positions = gr.Button("Show positional encodings")
         positions_note = gr.Markdown(label="Which positional encoding")
         position_plots = [gr.Image(label=label, type="numpy", format="png", interactive=False)
@@ -428,6 +444,9 @@ def answer_analysis(controls: TextControls, shown: TextViews, models: TextModels
 
     @user_errors
     def analyse(model: str, text: str, pair: str, layer: int, head: int, heads: list[int]):
+        """Analyse a text (and an optional second sentence, encoders only) with the chosen model: its badge, notices,
+        its layer and head choices, the model view (HTML) and per-head statistics. The session's later calls
+        (/attention_views, /attention_steps, /attention_figure, /attention_tensors) draw from this analysis."""
         text, pair, notices = clean_inputs(text, pair)
         service = models.explorer(model)
         announce_first_use(models.sources.get(model))
@@ -446,11 +465,15 @@ def answer_analysis(controls: TextControls, shown: TextViews, models: TextModels
 
     @user_errors
     def layer_views(result, layer: int, head: int, heads: list[int]):
+        """The head view (HTML) of one layer for the chosen heads (none = all) and the heatmap of one head, from the
+        session's last /attention_analyse."""
         result = analysed(result)
         return head_view(result, layer, heads), heatmap_figure(result, layer, head)
 
     @user_errors
     def step_views(model: str, result, layer: int, head: int):
+        """One head recomputed from the model's own weights (Q·Kᵀ, scale, mask, softmax, · V), from the session's last
+        /attention_analyse: a note with the difference from the model's attention, and two figures."""
         result = analysed(result)
         steps = models.explorer(model).steps(result.text, result.pair, layer, head)
         title = f"{result.model} · layer {layer}, head {head}"
@@ -495,6 +518,8 @@ def answer_positions(controls: TextControls, shown: TextViews, models: TextModel
 
     @user_errors
     def position_views(model: str, positions: int):
+        """The sinusoidal positional encoding beside the chosen model's own (learned vectors or RoPE) over the first
+        `positions` positions: a note and two pictures."""
         return pictures(model, max(2, min(int(positions), MAX_POSITIONS_SHOWN)))
 
     shown.show_positions.click(position_views, [controls.model, shown.positions],
@@ -507,6 +532,8 @@ def answer_vit(panel: VitPanel, source: ModelSource | ModelLoadError, service: V
 
     @user_errors
     def vit_views(image, head_fusion: str, discard_ratio: float):
+        """A ViT's top classes for a picture, its attention rollout from [CLS] to the patches, and each layer's own
+        [CLS] attention, laid over the picture."""
         if service is None:
             raise source
         result = service.analyse(load_image(image or None))
@@ -526,6 +553,8 @@ def answer_exports(controls: TextControls, panel: ExportPanel, models: TextModel
 
     @user_errors
     def download_figure(model: str, result, figure: str, file_format: str, layer: int, head: int):
+        """One figure of a head (heatmap, step by step, or Q, K, V) from the session's last /attention_analyse, as a PNG
+        or SVG file."""
         result = analysed(result)
         if figure == "heatmap":
             drawn = heatmap_figure(result, layer, head, interactive=False)
@@ -537,6 +566,8 @@ def answer_exports(controls: TextControls, panel: ExportPanel, models: TextModel
 
     @user_errors
     def download_tensors(result, file_format: str):
+        """Every layer's attention from the session's last /attention_analyse, with its tokens, as an NPZ (float32) or
+        JSON file."""
         return str(export_tensors(analysed(result), file_format))
 
     panel.figure_button.click(download_figure, [c.model, c.result, panel.figure, panel.figure_format, c.layer, c.head],

@@ -138,8 +138,8 @@ class DistilTab:
 def distil_tab() -> DistilTab:
     """A student trained with and without the teacher, on the same data and steps."""
     with gr.Row():
-        layers = gr.Slider(1, MAX_STUDENT_LAYERS, value=2, step=1, label="Student layers (teacher: 6)")
-        steps = gr.Slider(20, MAX_DISTIL_STEPS, value=200, step=20, label="Training steps (each run)")
+        layers = gr.Slider(1, MAX_STUDENT_LAYERS, value=2, step=1, precision=0, label="Student layers (teacher: 6)")
+        steps = gr.Slider(20, MAX_DISTIL_STEPS, value=200, step=20, precision=0, label="Training steps (each run)")
         temperature = gr.Slider(1, 8, value=2, step=0.5, label="Temperature")
         alpha = gr.Slider(0, 1, value=0.7, step=0.05, label="Weight of the teacher's loss (alpha)")
     return DistilTab(layers, steps, temperature, alpha,

@@ -293,22 +293,23 @@ def train_tab() -> TrainTab:
     upload = gr.File(label=f"CSV with text,label columns (≤ {MAX_UPLOAD_BYTES // 2**20} MB, "
                            f"≤ {MAX_CSV_ROWS:,} rows used)", file_types=[".csv"], visible=False)
     with gr.Row():
-        steps = gr.Slider(1, 300, value=40, step=1, label="Steps", elem_id="finetune-steps")
+        steps = gr.Slider(1, 300, value=40, step=1, precision=0, label="Steps", elem_id="finetune-steps")
         learning_rate = gr.Number(value=finetune.DEFAULT_LEARNING_RATE["lora"], label="Learning rate")
-        batch_size = gr.Slider(1, 64, value=16, step=1, label="Batch size", elem_id="finetune-batch")
+        batch_size = gr.Slider(1, 64, value=16, step=1, precision=0, label="Batch size", elem_id="finetune-batch")
     note, show_lora, show_freeze, show_adapter = method_settings("lora")
     method_note = gr.Markdown(note, elem_id="finetune-method-settings")
     with gr.Column(visible=show_lora, elem_id="finetune-lora-settings") as lora_box:
         with gr.Row():
-            rank = gr.Slider(1, 64, value=8, step=1, label="LoRA rank r", elem_id="finetune-rank")
-            alpha = gr.Slider(1, 64, value=16, step=1, label="LoRA alpha", elem_id="finetune-alpha")
+            rank = gr.Slider(1, 64, value=8, step=1, precision=0, label="LoRA rank r", elem_id="finetune-rank")
+            alpha = gr.Slider(1, 64, value=16, step=1, precision=0, label="LoRA alpha", elem_id="finetune-alpha")
             dropout = gr.Slider(0, 0.5, value=0.1, step=0.05, label="LoRA dropout", elem_id="finetune-dropout")
         targets = gr.CheckboxGroup(label="LoRA target modules (this model's own names, in every layer)",
                                    elem_id="finetune-targets")
     with gr.Row(visible=show_freeze) as freeze_box:
-        freeze_layers = gr.Slider(0, 6, value=4, step=1, label="Freeze the first N layers", elem_id="finetune-freeze")
+        freeze_layers = gr.Slider(0, 6, value=4, step=1, precision=0, label="Freeze the first N layers",
+                                  elem_id="finetune-freeze")
     with gr.Row(visible=show_adapter) as adapter_box:
-        adapter_size = gr.Slider(1, 128, value=16, step=1, label="Adapter bottleneck size m",
+        adapter_size = gr.Slider(1, 128, value=16, step=1, precision=0, label="Adapter bottleneck size m",
                                  elem_id="finetune-adapter")
     with gr.Row():
         start = gr.Button("Train", variant="primary")

@@ -335,14 +335,14 @@ def decoding_controls(prefix: str, strategy: str = "greedy") -> list[gr.componen
     with gr.Row():
         temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature", elem_id=f"{prefix}-temperature",
                                 **first["temperature"])
-        top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k (0 = off)", elem_id=f"{prefix}-top-k",
+        top_k = gr.Slider(0, 200, value=50, step=1, precision=0, label="Top-k (0 = off)", elem_id=f"{prefix}-top-k",
                           **first["top_k"])
         top_p = gr.Slider(0.05, 1, value=0.95, step=0.01, label="Top-p (1 = off)", elem_id=f"{prefix}-top-p",
                           **first["top_p"])
     with gr.Row():
         penalty = gr.Slider(0.5, 2, value=1.0, step=0.05, label="Repetition penalty (1 = off)",
                             info="used in every mode")
-        beams = gr.Slider(1, GENERATION_MAX_BEAMS, value=4, step=1, label="Beams (beam search)",
+        beams = gr.Slider(1, GENERATION_MAX_BEAMS, value=4, step=1, precision=0, label="Beams (beam search)",
                           elem_id=f"{prefix}-beams", **first["beams"])
     # UI only and instant: no queue, no public endpoint; a restored link's Decoding fires it too
     choice.change(knob_updates, choice, [temperature, top_k, top_p, beams], api_name=False, queue=False,
@@ -382,7 +382,8 @@ def generate_tab() -> GenerateTab:
             with gr.Column(scale=2):
                 with gr.Row():
                     chat = gr.Checkbox(label="Chat template (instruct models)", value=False)
-                    max_new = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens")
+                    max_new = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=48, step=1, precision=0,
+                                        label="Max new tokens")
                     seed = gr.Number(value=0, precision=0, label="Seed")
                 knobs = decoding_controls("generation")
         notice = gr.Markdown(label="Notice", elem_id="generation-notice")
@@ -437,7 +438,7 @@ def compare_tab() -> CompareTab:
         prompt = gr.Textbox(label="Prompt", lines=2, value=EXAMPLES[1], elem_id="generation-compare-prompt")
         with gr.Row():
             chat = gr.Checkbox(label="Chat template", value=False)
-            max_new = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=40, step=1, label="Max new tokens")
+            max_new = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=40, step=1, precision=0, label="Max new tokens")
             seed = gr.Number(value=0, precision=0, label="Seed")
         with gr.Row():
             knobs_a, stats_a, output_a = compare_side("A", "greedy")

@@ -263,11 +263,15 @@ def answer_single_text(panel: SingleTextPanel, classifiers: Classifiers) -> None
 
     @user_errors
     def classify(text: str):
+        """The sentiment of a text with each configured model: a notice (what was cut or cleaned), each model's badge,
+        and each model's label with its probabilities."""
         notice, badges, probabilities = classify_text(classifiers, text)
         return [shown_value(component, value) for component, value in zip(answer, [notice, *badges, *probabilities])]
 
     @user_errors
     def explain(text: str):
+        """Each configured model's word attributions for a text (Integrated Gradients towards the predicted label): the
+        words with a signed score each."""
         return _one_or_many(explain_text(classifiers, text))
 
     def show_keys(*values):
@@ -290,6 +294,8 @@ def answer_batch(panel: BatchPanel, classifiers: Classifiers) -> None:
 
     @user_errors
     def classify_many(texts: str, csv_file):
+        """The sentiment of many texts, one per line or from a CSV file with a text column, with every configured model:
+        a table, the table as a CSV file, and a notice."""
         return batch_predictions(classifiers, texts, csv_file)
 
     panel.run.click(classify_many, inputs=[panel.lines, panel.upload],

@@ -236,9 +236,9 @@ def decoding_panel(names: list[str]) -> DecodingPanel:
     return DecodingPanel(
         model=gr.Dropdown(names, value=names[0], label="Model", visible=len(names) > 1),
         decoding=gr.Radio(["greedy", "beam search"], value="greedy", label="Decoding", elem_id="seq2seq-decoding"),
-        beams=gr.Slider(2, MAX_SEQ2SEQ_BEAMS, value=4, step=1, label="Beams (beam search)", elem_id="seq2seq-beams",
-                        **beams_setting("greedy")),
-        max_new=gr.Slider(1, MAX_SEQ2SEQ_NEW_TOKENS, value=16, step=1, label="Max new tokens"))
+        beams=gr.Slider(2, MAX_SEQ2SEQ_BEAMS, value=4, step=1, precision=0, label="Beams (beam search)",
+                        elem_id="seq2seq-beams", **beams_setting("greedy")),
+        max_new=gr.Slider(1, MAX_SEQ2SEQ_NEW_TOKENS, value=16, step=1, precision=0, label="Max new tokens"))
 
 
 @dataclass
@@ -280,6 +280,9 @@ def answer_generate(inputs: InputPanel, controls: DecodingPanel, results: Result
 
     @user_errors
     def generate(text: str, task: str, model: str, decoding: str, beams: int, max_new_tokens: int):
+        """Generate the output of an encoder–decoder model for a text with a task prefix, greedy or by beam search: the
+        model's badge, a notice, the output text, the layer and head choices ('average' or an index), and the cross-
+        attention and encoder self-attention heatmaps."""
         result, notice, badge = generate_text(services, tasks, text, task, model, decoding, beams, max_new_tokens)
         cross, encoder = attention_figures(result, "average", "average")
         layers, heads = result.cross_attention.shape[:2]
@@ -289,6 +292,8 @@ def answer_generate(inputs: InputPanel, controls: DecodingPanel, results: Result
 
     @user_errors
     def redraw(result: Seq2SeqResult | None, layer: str, head: str):
+        """The cross-attention and encoder self-attention heatmaps of the session's last /seq2seq_generate for one layer
+        and head: 'average', or an index as a string ('0', '1', …) that /seq2seq_generate offered."""
         return attention_figures(result, layer, head)
 
     gr.on([inputs.run.click, inputs.text.submit], generate,

@@ -299,6 +299,8 @@ def answer_then_draw(panel: ClassifyPanel, source: ModelSource | ModelLoadError,
 
     @user_errors
     def classify(image: dict | str | None, head_fusion: str, discard_ratio: float):
+        """Classify a picture with the page's ViT (or CNN): the top class with its probability (Markdown) and the top 5
+        as a bar plot."""
         head_fusion, discard_ratio = check_rollout_settings(head_fusion, discard_ratio)
         result = classified(upload_path(image), head_fusion, discard_ratio)
         name, probability = result.top[0]
@@ -306,6 +308,8 @@ def answer_then_draw(panel: ClassifyPanel, source: ModelSource | ModelLoadError,
 
     @user_errors
     def explain(image: dict | str | None, head_fusion: str, discard_ratio: float):
+        """What the ViT saw of a picture: its patch grid and the attention rollout of [CLS] laid over it (pictures), and
+        a caption; empty for a CNN."""
         head_fusion, discard_ratio = check_rollout_settings(head_fusion, discard_ratio)
         result = classified(upload_path(image), head_fusion, discard_ratio)  # the classification's, when it just ran
         if result.geometry is None:
@@ -328,6 +332,8 @@ def answer_positions(panel: ClassifyPanel, source: ModelSource | ModelLoadError,
 
     @functools.lru_cache(maxsize=1)  # a refusal (a CNN, a model that cannot load) is an exception: not kept
     def drawn() -> np.ndarray:
+        """How similar the ViT's learned position embeddings are to each other: one small map per patch position (a
+        picture)."""
         if service is None:
             raise source
         return position_picture(service.position_embeddings())
@@ -357,6 +363,7 @@ def answer_comparison(panel: ComparePanel, compared: Services) -> None:
 
     @user_errors
     def compare(image):
+        """Classify one photo with every model of the comparison (ViT and CNN): each model's badge and top classes."""
         picture = np.asarray(load_image(image))
         badges, plots = [], []
         for _, source, service in compared:
