@@ -29,6 +29,7 @@ class CallResult:
     ok: bool
     seconds: float
     error: str = ""
+    output: str = ""  # the result event's data (JSON), kept only when asked for (`keep_output`)
 
 
 @dataclass
@@ -80,7 +81,7 @@ async def _uploaded(http: httpx.AsyncClient, value):
     return {"path": response.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
 
 
-async def call_once(http: httpx.AsyncClient, call: ApiCall) -> CallResult:
+async def call_once(http: httpx.AsyncClient, call: ApiCall, keep_output: bool = False) -> CallResult:
     """Send one call through Gradio's HTTP API (uploading its files first) and wait for its result or error event."""
     start = time.perf_counter()
     try:
@@ -98,24 +99,26 @@ async def call_once(http: httpx.AsyncClient, call: ApiCall) -> CallResult:
                         data = line.split(":", 1)[1].strip()
                         message = json.loads(data) if data not in ("", "null") else "error event without a message"
                         return CallResult(call.api_name, False, time.perf_counter() - start, str(message))
-                    return CallResult(call.api_name, True, time.perf_counter() - start)
+                    return CallResult(call.api_name, True, time.perf_counter() - start,
+                                      output=line[5:].strip() if keep_output else "")
         return CallResult(call.api_name, False, time.perf_counter() - start, f"stream ended after event {event!r}")
     except (httpx.HTTPError, KeyError, ValueError, OSError) as exc:
         return CallResult(call.api_name, False, time.perf_counter() - start, f"{type(exc).__name__}: {exc}")
 
 
 async def _client(base_url: str, mix: list[ApiCall], rng: random.Random, deadline: float, max_calls: int,
-                  results: list[CallResult]) -> None:
+                  results: list[CallResult], keep_output: bool) -> None:
     async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(600, connect=30)) as http:
         for _ in range(max_calls):
             if time.monotonic() >= deadline:
                 return
-            results.append(await call_once(http, rng.choice(mix)))
+            results.append(await call_once(http, rng.choice(mix), keep_output))
 
 
 async def run_load_async(base_url: str, mix: list[ApiCall], clients: int, calls_per_client: int = 1_000_000,
                          duration_s: float = float("inf"), seed: int = 0,
-                         memory_probe: Callable[[], float] | None = None, probe_every_s: float = 5.0) -> LoadReport:
+                         memory_probe: Callable[[], float] | None = None, probe_every_s: float = 5.0,
+                         keep_output: bool = False) -> LoadReport:
     """Run `clients` concurrent clients until each sent `calls_per_client` calls or `duration_s` passed."""
     if not mix:
         raise ValueError("no calls to send: no demo declares traffic")
@@ -123,7 +126,7 @@ async def run_load_async(base_url: str, mix: list[ApiCall], clients: int, calls_
     start = time.monotonic()
     deadline = start + duration_s
     tasks = [asyncio.create_task(_client(base_url, mix, random.Random(seed + i), deadline, calls_per_client,
-                                         report.results)) for i in range(clients)]
+                                         report.results, keep_output)) for i in range(clients)]
 
     async def probe() -> None:
         while True:
