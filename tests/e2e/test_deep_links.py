@@ -1,5 +1,6 @@
 """Deep links in a real browser: a page's inputs and tab live in its URL; opening a URL restores them and runs; Back
-and Forward step through what was run; *Copy link* gives the URL."""
+and Forward step through what was run; *Copy link* gives a URL that reopens every page's inputs, view and result in a
+new browser."""
 
 from __future__ import annotations
 
@@ -97,8 +98,143 @@ def test_vit_link_names_an_example_never_an_upload(page, gallery, tmp_path):
     assert "fusion=max" in page.url
 
 
-def test_copy_link_shows_the_link(page, gallery):
-    page.goto(f"{gallery}/sentiment", wait_until="load", timeout=120_000)
-    page.get_by_label("Text").first.fill(POSITIVE)
+# --- Copy link, opened in a new browser context, on every page --------------------------------------------------------
+# Per page: what an attendee does first (`make`), then what the page shows (`read`: its inputs, the chosen view and the
+# result, once the result is there). The link from *Copy link*, opened in a fresh context (no cookies, no storage),
+# must read the same. Fine-tuning and efficiency do not run from a link (a training or a measurement is not started by
+# opening a page): their links restore the settings and the tab.
+
+def _value(page, selector: str) -> str:
+    return page.locator(selector).first.input_value()
+
+
+def _selected_tab(page) -> str:
+    return page.locator("#tx-demo [role=tab][aria-selected=true]").first.inner_text().strip()
+
+
+def _make_sentiment(page) -> None:
+    page.get_by_label("Text").first.fill(NEGATIVE)
+    page.locator("#sentiment-run").click()
+
+
+def _read_sentiment(page) -> dict:
+    return {"label": _top_label(page), "text": page.get_by_label("Text").first.input_value()}
+
+
+def _make_attention(page) -> None:
+    page.locator("#attention-text textarea").fill("The cat sat on the mat.")
+    page.locator("#attention-run").click()
+    expect(page.locator("#attention-headview .txa-headview")).to_have_attribute("data-layer", "0", timeout=120_000)
+    page.locator("#attention-layer input").click()
+    page.get_by_role("option", name="layer 2", exact=True).click()
+    _wait_for_query(page, "layer", "2")
+
+
+def _read_attention(page) -> dict:
+    view = page.locator("#attention-headview .txa-headview")
+    expect(view).to_have_attribute("data-layer", "2", timeout=120_000)
+    return {"text": _value(page, "#attention-text textarea"), "layer": _value(page, "#attention-layer input"),
+            "tokens": page.locator("#attention-headview svg text").all_inner_texts(),
+            "lines": page.locator("#attention-headview path").count()}
+
+
+def _make_generation(page) -> None:
+    page.locator("#generation-prompt textarea").fill("The sea is")
+    number = page.locator("#tx-demo input[type=number]").first  # "Max new tokens": a short run
+    number.fill("6")
+    number.press("Enter")
+    _wait_for_query(page, "max_new", "6")
+    page.locator("#generation-run").click()
+
+
+def _read_generation(page) -> dict:
+    output = page.locator("#generation-output")
+    expect(page.locator("#generation-stats")).to_contain_text("finished:", timeout=240_000)  # the stream has ended
+    return {"prompt": _value(page, "#generation-prompt textarea"), "strategy": page.locator(
+        "#generation-strategy input:checked").get_attribute("value"), "output": output.inner_text()}
+
+
+def _make_seq2seq(page) -> None:
+    page.locator("#tx-demo .gallery-item, #tx-demo tr.tr-body").nth(1).click()  # an example: it runs
+
+
+def _read_seq2seq(page) -> dict:
+    output = page.locator("#seq2seq-output textarea")
+    expect(output).not_to_have_value("", timeout=180_000)
+    return {"text": _value(page, "#seq2seq-text textarea"), "task": _value(page, "#seq2seq-task input"),
+            "output": output.input_value()}
+
+
+def _make_vit(page) -> None:
+    page.locator("#tx-demo .gallery-item").nth(2).click()  # an example picture: it runs, and its name is the link's
+
+
+def _read_vit(page) -> dict:
+    top = page.locator("#vit-top-class")
+    expect(top).to_contain_text("%", timeout=120_000)
+    return {"image": page.locator("#vit-image img").count() > 0, "top": top.inner_text(),
+            "link": dict(p.split("=", 1) for p in page.url.split("?", 1)[1].split("&"))}
+
+
+def _make_clip(page) -> None:
+    page.get_by_label("Labels (comma or line separated)").fill("cat, dog, rocket")
+    page.locator("#tx-demo .gallery-item").first.click()
+
+
+def _read_clip(page) -> dict:
+    return {"top": top_class(page, "#clip-label"), "labels": page.get_by_label("Labels (comma or line separated)")
+            .input_value(), "image": page.locator("#clip-image img").count() > 0}
+
+
+def _make_finetune(page) -> None:
+    page.locator("#finetune-method input").click()
+    page.get_by_role("option", name="full", exact=False).first.click()
+    _wait_for_query(page, "method", "full")
+    page.get_by_role("tab", name="Compare").click()
+    _wait_for_query(page, "tab", "compare")
+
+
+def _read_finetune(page) -> dict:
+    expect(page.get_by_role("tab", name="Compare")).to_have_attribute("aria-selected", "true", timeout=60_000)
+    expect(page.locator("#finetune-method input")).not_to_have_value("LoRA", timeout=60_000)
+    return {"method": _value(page, "#finetune-method input"), "tab": _selected_tab(page)}
+
+
+def _make_efficiency(page) -> None:
+    page.get_by_label("onnx-int8", exact=True).uncheck()
+    page.get_by_label("pruning", exact=True).check()
+    _wait_for_query(page, "techniques", "int8,onnx,pruning")
+    page.get_by_role("tab", name="Distil").click()
+    _wait_for_query(page, "tab", "distil")
+
+
+def _read_efficiency(page) -> dict:
+    expect(page.get_by_role("tab", name="Distil")).to_have_attribute("aria-selected", "true", timeout=60_000)
+    expect(page.get_by_label("pruning", exact=True)).to_be_checked(timeout=60_000)
+    return {"techniques": [t for t in ("int8", "onnx", "onnx-int8", "pruning", "compile")
+                           if page.get_by_label(t, exact=True).is_checked()], "tab": _selected_tab(page)}
+
+
+COPY_LINK_PAGES = {slug: (globals()[f"_make_{slug}"], globals()[f"_read_{slug}"])
+                   for slug in ("attention", "sentiment", "generation", "seq2seq", "vit", "clip", "finetune",
+                                "efficiency")}
+
+
+@pytest.mark.parametrize("slug", COPY_LINK_PAGES)
+def test_a_copied_link_opens_the_same_inputs_and_result_in_a_new_browser(page, browser, gallery, slug):
+    make, read = COPY_LINK_PAGES[slug]
+    page.goto(f"{gallery}/{slug}", wait_until="load", timeout=120_000)
+    page.locator("#tx-copy-link").wait_for(timeout=120_000)
+    make(page)
+    shown = read(page)
     page.locator("#tx-copy-link").click()
-    expect(page.locator("#tx-copy-link-note")).to_contain_text("text=", timeout=30_000)
+    note = page.locator("#tx-copy-link-note")
+    expect(note).to_contain_text(f"/{slug}?", timeout=30_000)
+    link = note.inner_text().split(": ", 1)[1].strip()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        other = context.new_page()
+        other.goto(link, wait_until="load", timeout=120_000)
+        assert read(other) == shown, link
+    finally:
+        context.close()
