@@ -14,8 +14,9 @@ How it fits together:
   local instances — no demo changes;
 - inside a model replica the instance runs on a `LocalBackend` (one model thread, as in `txgallery serve`).
   Batchable methods (a `batched_methods` attribute on the service class, or `user_config`) take a list
-  and return a list of the same length; concurrent calls are concatenated by `@serve.batch` into one forward pass
-  and split again (what that gains: BENCHMARKS.md, "Serving"). Generator methods stream through
+  and return a list of the same length; concurrent calls are concatenated by a `CallBatcher` into one forward pass
+  and split again, each batch taking every call that waited while the previous one ran (what that gains:
+  BENCHMARKS.md, "Serving" and "Capacity"). Generator methods stream through
   `handle.options(stream=True)`; callables passed as arguments (progress callbacks) are relayed back as events of a
   stream and run where the caller is (the UI replica).
 """
@@ -24,16 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import importlib
 import logging
 import queue
 import re
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 from pydantic import BaseModel, field_validator
 from ray import serve
@@ -137,6 +139,59 @@ class CallbackRef:
 _END = object()
 
 
+class CallBatcher:
+    """Joins concurrent calls of one batchable method into one call, each batch formed when the previous one is done.
+
+    A batch takes every call waiting then (up to `max_batch_size` calls): those that arrived while the previous batch
+    ran, so under load batches fill. A call that finds the service idle waits up to `wait_s` for company. Ray's
+    `@serve.batch` (2.60) forms its next batch while the previous one still runs, from the calls that arrive within
+    its wait of the first, so under load its batches stay small (BENCHMARKS.md, "Capacity").
+    """
+
+    def __init__(self, run: Callable[[list[list]], Awaitable[list]], max_batch_size: int, wait_s: float) -> None:
+        self.run, self.max_batch_size, self.wait_s = run, max_batch_size, wait_s
+        self.waiting: deque[tuple[list, asyncio.Future, float]] = deque()  # (items, caller's future, arrival)
+        self.arrived = asyncio.Event()
+        self.worker: asyncio.Task | None = None
+
+    async def __call__(self, items: list) -> Any:
+        """The result `run` gave for this call's items, once its batch has run."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((items, future, time.monotonic()))
+        self.arrived.set()
+        if self.worker is None or self.worker.done():
+            self.worker = asyncio.ensure_future(self._work())
+        return await future
+
+    async def _work(self) -> None:
+        while self.waiting:
+            deadline = self.waiting[0][2] + self.wait_s  # from the first call's arrival, not from now
+            while len(self.waiting) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
+                self.arrived.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.arrived.wait(), left)
+            taken = [self.waiting.popleft() for _ in range(min(max(1, self.max_batch_size), len(self.waiting)))]
+            batch = [(items, future) for items, future, _ in taken if not future.done()]  # drop cancelled callers
+            if not batch:
+                continue
+            try:
+                results = await self.run([items for items, _ in batch])
+            except BaseException as exc:  # every caller of the batch hears of it; a cancelled worker stops here
+                for _, future in batch:
+                    if future.done():
+                        continue
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                    else:
+                        future.cancel()
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), result in zip(batch, results):
+                if not future.done():
+                    future.set_result(result)
+
+
 @serve.deployment
 class ModelService:
     """One service class (`module:Class` + its arguments) as a deployment; its methods are called by name."""
@@ -148,7 +203,7 @@ class ModelService:
         self.local = LocalBackend()
         self.batched = set(batched_methods(self.key.cls))
         self.max_batch_size, self.batch_wait_timeout_s = 16, 0.01
-        self.batchers: dict[str, Any] = {}
+        self.batchers: dict[str, CallBatcher] = {}
         try:  # load the model now, so a replica counts as ready once it can answer
             self.local.start(self.key)
         except Exception as exc:  # a model that cannot load is reported per call (the page says why), not fatal
@@ -160,13 +215,12 @@ class ModelService:
         self.batch_wait_timeout_s = float(config.get("batch_wait_timeout_s", self.batch_wait_timeout_s))
         self.batched = set(config.get("batched_methods", self.batched))
         for batcher in self.batchers.values():
-            batcher.set_max_batch_size(self.max_batch_size)
-            batcher.set_batch_wait_timeout_s(self.batch_wait_timeout_s)
+            batcher.max_batch_size, batcher.wait_s = self.max_batch_size, self.batch_wait_timeout_s
 
     async def _run(self, method: str, args: tuple, kwargs: dict) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, self.local.call, self.key, method, args, kwargs)
 
-    def _batcher(self, method: str):
+    def _batcher(self, method: str) -> CallBatcher:
         if method not in self.batchers:
             async def run_batch(calls: list[list]) -> list[tuple[bool, Any]]:
                 try:
@@ -179,8 +233,7 @@ class ModelService:
                     start += len(call)
                 return out
 
-            self.batchers[method] = serve.batch(max_batch_size=self.max_batch_size,
-                                                batch_wait_timeout_s=self.batch_wait_timeout_s)(run_batch)
+            self.batchers[method] = CallBatcher(run_batch, self.max_batch_size, self.batch_wait_timeout_s)
         return self.batchers[method]
 
     async def _run_one(self, method: str, items: list) -> tuple[bool, Any]:
