@@ -319,6 +319,7 @@ def copy_link_button() -> gr.Button:
 WAIT_NOTICE_MS = 2000
 
 _WAITING_JS = r"""
+(element.closest(".block.tx-waiting-script") || element).style.display = "none";  // a script host: no room in the row
 if (!window.txWaiting) window.txWaiting = (() => {
   const AFTER_MS = __AFTER_MS__;
   const since = new WeakMap();  // status tracker -> when this page first saw it pending
@@ -340,8 +341,7 @@ if (!window.txWaiting) window.txWaiting = (() => {
     const progress = tracker.querySelector("[role=progressbar]");
     const desc = progress && progress.getAttribute("aria-valuetext");
     if (desc) return `Still working: ${desc}.`;
-    return `The server is still working on ${pressed ? "“" + pressed + "”" : "your request"}; the result ` +
-           "appears here.";
+    return `The server is still working on ${pressed ? "“" + pressed + "”" : "your request"}.`;
   };
   const elapsed = (tracker, now) => {
     const timer = ((tracker.querySelector(".progress-text") || {}).textContent || "").match(/([\d.]+)\s*(?:\/[\d.]+)?s\s*$/);
@@ -349,14 +349,18 @@ if (!window.txWaiting) window.txWaiting = (() => {
   };
   const update = () => {
     const now = performance.now();
-    let shown = null;
+    const waiting = [];
     for (const tracker of document.querySelectorAll("[data-testid=status-tracker]")) {
       const pending = !tracker.classList.contains("hide") && tracker.getClientRects().length > 0 &&
                       tracker.querySelector(".progress-text, [role=progressbar]");
       if (!pending) { since.delete(tracker); continue; }
       if (!since.has(tracker)) since.set(tracker, now);
-      if (!shown && elapsed(tracker, now) >= AFTER_MS) shown = tracker;
+      if (elapsed(tracker, now) >= AFTER_MS) waiting.push(tracker);
     }
+    // the first pending result in sight that is tall enough to hold the line (not a one-line notice above it)
+    const box = (tracker) => tracker.parentElement.getBoundingClientRect();
+    const inSight = waiting.filter((tracker) => box(tracker).bottom > 0 && box(tracker).top < innerHeight);
+    const shown = inSight.find((tracker) => box(tracker).height >= 64) || inSight[0] || waiting[0];
     if (!shown) { if (line) { line.remove(); line = null; } return; }
     if (!line) {
       line = document.createElement("div");

@@ -156,7 +156,7 @@ def test_a_wait_longer_than_the_notice_delay_says_what_it_waits_for(browser):
         first.locator("#slow-run").click()
         expect(first.locator("#slow-out .progress-text")).to_contain_text("processing", timeout=60_000)
         second.locator("#slow-run").click()  # behind the first: the event runs one at a time
-        expect(first.locator("#slow-out #tx-waiting")).to_contain_text("still working on “Shout”", timeout=60_000)
+        expect(first.locator("#slow-out #tx-waiting")).to_have_text("The server is still working on “Shout”.", timeout=60_000)
         waiting = second.locator("#slow-out #tx-waiting")
         expect(waiting).to_contain_text("Waiting in the server's queue: your request is number 1", timeout=60_000)
         assert waiting.get_attribute("role") == "status"  # read out by screen readers too
