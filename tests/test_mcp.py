@@ -14,6 +14,7 @@ import pytest
 from support import free_port
 
 pytest.importorskip("mcp", reason="the mcp extra (pip install 'txgallery[mcp]') is not installed")
+pytestmark = pytest.mark.slow  # a server process of its own
 
 # the sentiment and ViT pages both name handlers `classify` and `explain`: the tools must still be told apart
 DEMOS = ("sentiment", "vit")
