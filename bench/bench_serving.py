@@ -4,7 +4,7 @@
 
 In one run, on 127.0.0.1 (run it inside a loopback-only namespace: it starts Ray):
   serve        `txgallery serve --demo sentiment --preload` as a child process (one model thread)
-  ray batched  the Ray Serve app, sentiment only, ONE model replica, `@serve.batch` up to 16 calls per forward
+  ray batched  the Ray Serve app, sentiment only, ONE model replica, batching up to 16 calls per forward (`CallBatcher`)
   ray 1-by-1   the same app redeployed with max_batch_size=1 (the one-at-a-time baseline for batching)
 For each: `/sentiment_predict` and the `/ping` echo (the HTTP + Gradio floor, no model) at each client count,
 through a raw HTTP client (httpx, Gradio's two-step call API) and, for sentiment, through gradio_client;

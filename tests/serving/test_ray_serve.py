@@ -156,6 +156,12 @@ def test_checked_in_configs_batch_what_the_service_classes_batch():
                   if d["name"] != INGRESS_NAME and "batched_methods" in (d.get("user_config") or {})}
     assert configured, "the config sets batched_methods for no deployment"
     assert configured == {name: declared[name] for name in configured}
+    # and where a class batches, the config lets batches form: more than one call each, more in flight than a batch
+    for entry in app["deployments"]:
+        if entry["name"] in declared and declared[entry["name"]]:
+            batching = {**app["args"], **(entry.get("user_config") or {})}
+            assert batching["max_batch_size"] > 1, entry["name"]
+            assert entry.get("max_ongoing_requests", 64) >= batching["max_batch_size"], entry["name"]
     assert yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"] == config["applications"]
 
 
