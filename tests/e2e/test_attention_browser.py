@@ -23,7 +23,7 @@ def test_type_switch_layer_and_head_and_see_the_figures_change(page, gallery):
     page.locator("#attention-run").click()
     head_view = page.locator("#attention-headview .txa-headview")
     expect(head_view).to_have_attribute("data-layer", "0", timeout=120_000)
-    assert "fox" in page.locator("#attention-headview svg").text_content()
+    assert "fox" in page.locator("#attention-headview svg.txa-svg").text_content()
     lines_layer_0 = page.locator("#attention-headview path").count()
     assert lines_layer_0 > 0
 

@@ -66,7 +66,7 @@ def test_attention_link_opens_the_text_at_a_layer_and_head(page, gallery):
     page.goto(f"{gallery}/attention?text=The+cat+sat+on+the+mat.&layer=2&head=3", wait_until="load", timeout=120_000)
     head_view = page.locator("#attention-headview .txa-headview")
     expect(head_view).to_have_attribute("data-layer", "2", timeout=120_000)
-    assert "mat" in page.locator("#attention-headview svg").text_content()
+    assert "mat" in page.locator("#attention-headview svg.txa-svg").text_content()
     expect(page.locator("#attention-head input")).to_have_value("head 3")
     page.locator("#attention-layer input").click()
     page.get_by_role("option", name="layer 4").click()  # a view change after a run: a new history entry

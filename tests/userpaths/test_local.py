@@ -176,7 +176,7 @@ def test_attention(page, server):
     _first_example(page)
     head_view = page.locator("#attention-headview .txa-headview")
     expect(head_view).to_have_attribute("data-layer", "0", timeout=RESULT_TIMEOUT)
-    assert "animal" in page.locator("#attention-headview svg").text_content()  # the first example's words
+    assert "animal" in page.locator("#attention-headview svg.txa-svg").text_content()  # the first example's words
     page.get_by_role("tab", name="Export").click()
     page.get_by_role("button", name="Download figure").click()
     figure = _download(page, server)
