@@ -178,13 +178,14 @@ def test_single_demo_app_has_the_demo_and_the_chrome():
     assert "minilm-rt-sentiment" in str(app.config)  # the model badge
 
 
-def test_efficiency_lab_measures_variants_over_http(client):
-    table, chart, downloads = client.predict(["int8"], 0.5, False, api_name="/efficiency_measure")
-    variants = [row[0] for row in table["data"]]
-    assert variants == ["fp32 (baseline)", "int8 dynamic (PyTorch)"]
+def test_efficiency_lab_measures_over_http(client):
+    """The baseline alone, as a program gets it (the variants are measured in tests/demos/test_efficiency.py; int8
+    through the page in tests/e2e and tests/userpaths)."""
+    table, chart, downloads = client.predict([], 0.5, False, api_name="/efficiency_measure")
+    assert [row[0] for row in table["data"]] == ["fp32 (baseline)"]
     column = table["headers"].index("agreement_with_fp32")
-    assert table["data"][0][column] == 1.0 and table["data"][1][column] >= 0.95
-    assert len(downloads) == 2 and all(str(path).endswith(".zip") for path in downloads)
+    assert table["data"][0][column] == 1.0 and 0.7 < table["data"][0][table["headers"].index("accuracy")] <= 1.0
+    assert len(downloads) == 1 and str(downloads[0]).endswith(".zip")
 
 
 # The sliders' own range checks answer first over HTTP (the lab's checks are tested in tests/demos/).

@@ -25,7 +25,6 @@ from txgallery_demos.efficiency.variants import (
     onnx_int8_variant,
     onnx_variant,
     parameter_count,
-    predictions,
     pruned_variant,
     results_table,
 )
@@ -70,16 +69,15 @@ class EfficiencyLab:
         if "compile" in techniques:
             steps.append(("torch.compile", lambda: compiled_variant(model, tokenizer, out / "fp32", data.texts)))
         measurements: list[Measurement] = []
-        reference: list[int] = []
+        reference: list[int] | None = None  # the fp32 baseline's predictions, once measured
         for i, (name, make) in enumerate(steps):
             if progress:
                 progress(i / len(steps), f"building and measuring {name}")
             started = time.perf_counter()
             variant = make()
-            build_s = time.perf_counter() - started
-            if not reference:
-                reference = predictions(variant.model, variant.tokenizer, data.texts)
-            measurements.append(measure(variant, data, reference, build_s))
+            measurement, predicted = measure(variant, data, reference, time.perf_counter() - started)
+            reference = predicted if reference is None else reference
+            measurements.append(measurement)
         return results_table(measurements), measurements
 
     def archive(self, saved: str) -> bytes:

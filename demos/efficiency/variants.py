@@ -33,7 +33,9 @@ from txgallery.models.onnx import (
 from txgallery.paths import home
 
 EVAL_SIZE = 500  # held-out Rotten Tomatoes sentences each variant is scored on (never trained on)
-LATENCY_RUNS = 20  # timed calls per batch size, after warm-up
+LATENCY_RUNS = 20  # at most this many timed calls per batch size, after warm-up
+LATENCY_MIN_RUNS = 5  # at least this many, however slow the variant
+LATENCY_BUDGET_S = 2.0  # the page stops timing a batch size after this, so a slow variant does not hold it
 
 
 # --- the variants (plain functions) --------------------------------------------------------------------------------
@@ -187,25 +189,33 @@ def predictions(model, tokenizer, texts: list[str], max_length: int = 64, batch_
 
 
 @torch.inference_mode()
-def latency_ms(model, tokenizer, texts: list[str], batch_size: int, runs: int = LATENCY_RUNS) -> tuple[float, float]:
-    """p50 and p95 of one forward at `batch_size` (tokenization excluded), after two warm-up calls."""
+def latency_ms(model, tokenizer, texts: list[str], batch_size: int, runs: int = LATENCY_RUNS, warmup: int = 2,
+               budget_s: float | None = LATENCY_BUDGET_S) -> tuple[float, float]:
+    """p50 and p95 of one forward at `batch_size` (tokenization excluded), after `warmup` calls: `runs` timed calls,
+    or fewer (never under LATENCY_MIN_RUNS) once they have taken `budget_s` (None: all `runs`)."""
     batch = tokenizer((texts * batch_size)[:batch_size], padding=True, truncation=True, max_length=64,
                       return_tensors="pt")
-    samples = []
-    for i in range(runs + 2):
+    for _ in range(warmup):
+        model(**batch)
+    samples: list[float] = []
+    while len(samples) < runs:
         start = time.perf_counter()
         model(**batch)
-        if i >= 2:
-            samples.append((time.perf_counter() - start) * 1e3)
+        samples.append((time.perf_counter() - start) * 1e3)
+        if budget_s is not None and len(samples) >= min(runs, LATENCY_MIN_RUNS) and sum(samples) > budget_s * 1e3:
+            break
     samples.sort()
     return statistics.median(samples), samples[min(len(samples) - 1, int(0.95 * len(samples)))]
 
 
-def measure(variant: Variant, data: LabelledTexts, reference: list[int], build_s: float = 0.0) -> Measurement:
-    """Accuracy, agreement with the fp32 predictions, latency at batch 1 and 32, size and parameters."""
+def measure(variant: Variant, data: LabelledTexts, reference: list[int] | None = None, build_s: float = 0.0,
+            latency_budget_s: float | None = LATENCY_BUDGET_S) -> tuple[Measurement, list[int]]:
+    """Accuracy, agreement with the fp32 predictions (`reference`; None: this is the baseline), latency at batch 1
+    and 32, size and parameters; and the variant's predictions, the reference for the next ones."""
     predicted = predictions(variant.model, variant.tokenizer, data.texts)
-    b1 = latency_ms(variant.model, variant.tokenizer, data.texts[:1], 1)
-    b32 = latency_ms(variant.model, variant.tokenizer, data.texts[:32], 32)
+    reference = predicted if reference is None else reference
+    b1 = latency_ms(variant.model, variant.tokenizer, data.texts[:1], 1, budget_s=latency_budget_s)
+    b32 = latency_ms(variant.model, variant.tokenizer, data.texts[:32], 32, budget_s=latency_budget_s)
     return Measurement(
         variant=variant.name,
         accuracy=sum(p == y for p, y in zip(predicted, data.labels)) / len(data),
@@ -213,7 +223,7 @@ def measure(variant: Variant, data: LabelledTexts, reference: list[int], build_s
         p50_batch1_ms=b1[0], p95_batch1_ms=b1[1], p50_batch32_ms=b32[0], p95_batch32_ms=b32[1],
         size_mb=size_on_disk(variant.saved) / 1e6, parameters_m=variant.parameters / 1e6, build_s=build_s,
         saved=str(variant.saved),
-    )
+    ), predicted
 
 
 def results_table(measurements: list[Measurement]) -> pd.DataFrame:
@@ -253,7 +263,7 @@ def model_sizes(tokenizer, texts: list[str]) -> pd.DataFrame:
         rows.append({"shape": name, "parameters (M)": parameters / 1e6, "fp32 weights (MB)": parameters * 4 / 1e6,
                      # few runs: the table is about orders of magnitude, and BERT-base at batch 32 is slow on a CPU
                      "p50 batch 1 (ms)": latency_ms(model, tokenizer, texts[:1], 1, runs=8)[0],
-                     "p50 batch 32 (ms)": latency_ms(model, tokenizer, texts[:32], 32, runs=2)[0]})
+                     "p50 batch 32 (ms)": latency_ms(model, tokenizer, texts[:32], 32, runs=2, warmup=1)[0]})
     return pd.DataFrame(rows).round(1)
 
 

@@ -181,7 +181,7 @@ def test_the_lab_zips_only_what_it_saved(base, tmp_path):
 
 def test_distillation_reports_honestly(base, tmp_path):
     splits = rotten_tomatoes_splits()
-    steps = 40
+    steps = 24
     result = distil(base.model, base.tokenizer, layers=1, steps=steps, train=splits.train.head(steps * 32),
                     test=splits.test.head(200), out_dir=tmp_path / "student")
     assert len(result.losses_with_teacher) == len(result.losses_without_teacher) == steps
@@ -200,3 +200,15 @@ def test_distillation_reports_honestly(base, tmp_path):
 def test_bad_distillation_settings(base, kwargs, message):
     with pytest.raises(InputError, match=message):
         distil(base.model, base.tokenizer, **kwargs)
+
+
+@pytest.mark.parametrize("budget_s, timed", [(None, "all"), (0.0, "minimum"), (3600.0, "all")])
+def test_latency_times_at_least_the_minimum_and_stops_at_its_budget(budget_s, timed):
+    """The page's measurement stops after its time budget (never under LATENCY_MIN_RUNS); the bench times every run."""
+    from txgallery_demos.efficiency.variants import LATENCY_MIN_RUNS, LATENCY_RUNS, latency_ms
+
+    calls = []
+    model = lambda **batch: calls.append(batch)  # noqa: E731 - counts forwards
+    tokenizer = lambda texts, **kwargs: {"input_ids": texts}  # noqa: E731
+    latency_ms(model, tokenizer, ["a"], 1, warmup=2, budget_s=budget_s)
+    assert len(calls) == 2 + {"all": LATENCY_RUNS, "minimum": LATENCY_MIN_RUNS}[timed]

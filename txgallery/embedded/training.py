@@ -108,6 +108,7 @@ def make_lora_classifier(base_dir: str | Path, recipe: LoraRecipe, num_labels: i
 
 
 @torch.no_grad()
+@torch.inference_mode()  # no autograd graph: scoring a trainable (LoRA) model would otherwise record one per batch
 def accuracy(model, tokenizer, data: LabelledTexts, max_length: int = 64, batch_size: int = 64) -> float:
     """Share of `data` that `model` labels correctly."""
     model.eval()
