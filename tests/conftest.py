@@ -81,6 +81,36 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture()
+def txgallery(capsys, monkeypatch):
+    """`txgallery(*args)` runs the command in this process and returns (exit status, stdout, stderr); the settings,
+    root logger and OpenMP policy it installs are put back afterwards."""
+    import logging
+    import os
+
+    from txgallery import settings
+    from txgallery.cli import main
+
+    previous, root = settings.current(), logging.getLogger()
+    handlers, level, wait_policy = list(root.handlers), root.level, os.environ.get("OMP_WAIT_POLICY")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            status = main(list(args))
+        except SystemExit as exit_:  # argparse's own exits: --help and usage errors
+            status = exit_.code
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    yield run
+    settings.configure(previous)
+    root.handlers[:], root.level = handlers, level
+    if wait_policy is None:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+    else:
+        os.environ["OMP_WAIT_POLICY"] = wait_policy
+
+
 @pytest.fixture(scope="session")
 def gallery(tmp_path_factory):
     """The full gallery, launched in this process on 127.0.0.1, configured with the embedded sentiment model and a

@@ -6,8 +6,6 @@ the entry point and its exit status stay covered.
 
 from __future__ import annotations
 
-import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,33 +13,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture()
-def txgallery(capsys, monkeypatch):
-    """`txgallery(*args)` runs the command in this process and returns (exit status, stdout, stderr); the settings,
-    root logger and OpenMP policy it installs are put back afterwards."""
-    from txgallery import settings
-    from txgallery.cli import main
-
-    previous, root = settings.current(), logging.getLogger()
-    handlers, level, wait_policy = list(root.handlers), root.level, os.environ.get("OMP_WAIT_POLICY")
-
-    def run(*args: str) -> tuple[int, str, str]:
-        try:
-            status = main(list(args))
-        except SystemExit as exit_:  # argparse's own exits: --help and usage errors
-            status = exit_.code
-        captured = capsys.readouterr()
-        return status, captured.out, captured.err
-
-    yield run
-    settings.configure(previous)
-    root.handlers[:], root.level = handlers, level
-    if wait_policy is None:
-        os.environ.pop("OMP_WAIT_POLICY", None)
-    else:
-        os.environ["OMP_WAIT_POLICY"] = wait_policy
 
 
 @pytest.mark.parametrize("command", [[], ["serve"], ["list"], ["train"], ["limits"], ["ray"], ["spaces"]])

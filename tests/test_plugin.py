@@ -84,17 +84,15 @@ def test_only_filter_and_missing_demo():
     assert "no demo named" in missing.error
 
 
-def test_txgallery_list_shows_broken_plugins(plugin_dist):
-    site = plugin_dist("thirdparty_broken", "raise ImportError('needs the package frobnicate')\n")
-    other = plugin_dist("thirdparty_badbuild", GOOD_PLUGIN.replace(
+def test_txgallery_list_shows_broken_plugins(plugin_dist, txgallery):
+    plugin_dist("thirdparty_broken", "raise ImportError('needs the package frobnicate')\n")
+    plugin_dist("thirdparty_badbuild", GOOD_PLUGIN.replace(
         'gr.Markdown("hello from a third-party plugin")', "raise RuntimeError('no GPU here')").replace(
         "thirdparty_hello", "thirdparty_badbuild"))
-    env = {"PYTHONPATH": f"{site}:{other}", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-m", "txgallery.cli", "list"], capture_output=True, text=True, env=env,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert "sentiment" in out.stdout and "ok" in out.stdout
-    lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
+    status, out, err = txgallery("list")
+    assert status == 0, err
+    assert "sentiment" in out and "ok" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert "BROKEN" in lines["thirdparty_broken"] and "frobnicate" in lines["thirdparty_broken"]
     assert "BROKEN" in lines["thirdparty_badbuild"] and "no GPU here" in lines["thirdparty_badbuild"]
     assert " ok " in lines["sentiment"]
