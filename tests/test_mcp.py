@@ -13,7 +13,6 @@ import httpx
 import pytest
 from support import free_port
 
-pytest.importorskip("mcp", reason="the mcp extra (pip install 'txgallery[mcp]') is not installed")
 pytestmark = pytest.mark.slow  # a server process of its own
 
 # the sentiment and ViT pages both name handlers `classify` and `explain`: the tools must still be told apart
