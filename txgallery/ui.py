@@ -205,6 +205,8 @@ def examples_that_run(samples: list, inputs: gr.components.Component | list, run
 _LINK_JS = r"""
 window.txLink = window.txLink || (() => {
   let ran = false, ready = false;  // before ready, Gradio selects the first tab while mounting: not a user's choice
+  // the query the page was opened with: edits made while the page starts change the URL, but are not a link to run
+  const opened = new URLSearchParams(location.search);
   addEventListener("popstate", () => location.reload());
   const encode = (value, names) => {
     if (value === null || value === undefined || value === "") return null;
@@ -227,7 +229,8 @@ window.txLink = window.txLink || (() => {
       if (ran) { history.pushState(null, "", url); ran = false; } else history.replaceState(null, "", url);
     },
     ran() { ran = true; },
-    ready() { ready = true; },
+    ready() { ready = true; document.documentElement.dataset.txLinkReady = "1"; },
+    opened,
   };
 })();
 """
@@ -450,7 +453,7 @@ def deep_link(page: gr.Blocks, fields: dict[str, gr.components.Component], run: 
                                     f"document.getElementById({json.dumps(run.elem_id)})?.click();")
     page.load(restore, None, [*fields.values(), *groups], api_name=False, show_progress="hidden").then(
         None, api_name=False, js=f"() => {{{_LINK_JS}; window.txLink.ready(); "
-                                 f"const query = new URLSearchParams(location.search); {press} }}")
+                                 f"const query = window.txLink.opened; {press} }}")
 
 
 def lesson_panel(lesson: str, open: bool = False) -> gr.Accordion:

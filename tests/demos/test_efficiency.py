@@ -181,7 +181,7 @@ def test_the_lab_zips_only_what_it_saved(base, tmp_path):
 
 def test_distillation_reports_honestly(base, tmp_path):
     splits = rotten_tomatoes_splits()
-    steps = 24
+    steps = 40
     result = distil(base.model, base.tokenizer, layers=1, steps=steps, train=splits.train.head(steps * 32),
                     test=splits.test.head(200), out_dir=tmp_path / "student")
     assert len(result.losses_with_teacher) == len(result.losses_without_teacher) == steps

@@ -237,3 +237,35 @@ def test_a_copied_link_opens_the_same_inputs_and_result_in_a_new_browser(page, b
         assert read(other) == shown, link
     finally:
         context.close()
+
+
+def test_an_edit_made_while_the_page_starts_is_not_a_link_to_run(browser, gallery, tmp_path):
+    """An attendee types labels before the page's start answer is back (the URL then has `?labels=`), then uploads a
+    photo: the start must not press Run as if the page had been opened with a link (that run, with no picture, said
+    "Please upload an image" and swallowed the upload's own run)."""
+    import skimage.data
+    from PIL import Image
+
+    photo = tmp_path / "my_cat.jpg"
+    Image.fromarray(skimage.data.chelsea()).save(photo)
+    context = browser.new_context()
+    page = context.new_page()
+    held, runs, holding = [], [], [True]
+    # the page's start events wait until the edit is made
+    page.route("**/gradio_api/queue/join**", lambda route: held.append(route) if holding else route.continue_())
+    page.on("request", lambda request: "queue/join" in request.url and "car, cat, rocket" in (request.post_data or "")
+            and runs.append(request))  # each classification the page asks for carries the labels
+    try:
+        page.goto(gallery + "/clip", wait_until="load", timeout=120_000)
+        page.locator("#clip-image input[type=file]").wait_for(state="attached", timeout=120_000)
+        page.get_by_label("Labels (comma or line separated)").fill("car, cat, rocket")
+        _wait_for_query(page, "labels", "car, cat, rocket")
+        holding.clear()
+        for route in held:
+            route.continue_()
+        page.wait_for_function("document.documentElement.dataset.txLinkReady === '1'", timeout=120_000)
+        page.locator("#clip-image input[type=file]").set_input_files(str(photo))  # the upload runs the classifier
+        assert top_class(page, "#clip-label") == "cat"
+        assert len(runs) == 1, [request.post_data for request in runs]  # the upload's run, and no run from the start
+    finally:
+        context.close()
