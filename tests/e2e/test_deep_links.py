@@ -140,7 +140,10 @@ def _read_attention(page) -> dict:
 
 def _make_generation(page) -> None:
     page.locator("#generation-prompt textarea").fill("The sea is")
-    _wait_for_query(page, "prompt", "The sea is")
+    number = page.locator("#tx-demo input[type=number]").first  # "Max new tokens": a short run
+    number.fill("6")
+    number.press("Enter")
+    _wait_for_query(page, "max_new", "6")
     page.locator("#generation-run").click()
 
 
@@ -148,7 +151,8 @@ def _read_generation(page) -> dict:
     output = page.locator("#generation-output")
     expect(page.locator("#generation-stats")).to_contain_text("finished:", timeout=240_000)  # the stream has ended
     return {"prompt": _value(page, "#generation-prompt textarea"), "strategy": page.locator(
-        "#generation-strategy input:checked").get_attribute("value"), "output": output.inner_text()}
+        "#generation-strategy input:checked").get_attribute("value"), "output": output.inner_text(),
+        "max new tokens": _value(page, "#tx-demo input[type=number]")}
 
 
 def _make_seq2seq(page) -> None:
