@@ -1,9 +1,10 @@
 """The first screen of every page, on a laptop and on a phone: the input, an example and the run button are visible
-without scrolling."""
+without scrolling; on the phone, the first example runs when tapped."""
 
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -20,6 +21,19 @@ PAGES = {
     "efficiency": ("#tx-demo input[type=checkbox]", "button:text-is('Build and measure')"),
 }
 WITHOUT_EXAMPLES = {"finetune", "efficiency"}  # their inputs are settings, not samples
+# what a clicked example shows once it has run (on the phone: tests/userpaths/test_local.py clicks them on a laptop)
+RESULT_TIMEOUT = 120_000
+RESULTS = {
+    "attention": lambda page: expect(page.locator("#attention-headview .txa-headview")).to_have_attribute(
+        "data-layer", "0", timeout=RESULT_TIMEOUT),
+    "sentiment": lambda page: expect(page.locator("#sentiment-label-0")).to_contain_text("%", timeout=RESULT_TIMEOUT),
+    "generation": lambda page: expect(page.locator("#generation-stats")).to_contain_text("finished",
+                                                                                        timeout=RESULT_TIMEOUT),
+    "seq2seq": lambda page: expect(page.locator("#seq2seq-output textarea")).not_to_have_value("",
+                                                                                              timeout=RESULT_TIMEOUT),
+    "vit": lambda page: expect(page.locator("#vit-top-class")).to_contain_text("%", timeout=RESULT_TIMEOUT),
+    "clip": lambda page: expect(page.locator("#clip-label")).to_contain_text("%", timeout=RESULT_TIMEOUT),
+}
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
@@ -40,5 +54,8 @@ def test_the_first_screen_holds_input_example_and_button(browser, gallery, slug,
         below = {what: round(box["y"] + box["height"]) for what, locator in wanted.items()
                  if (box := locator.bounding_box()) is None or box["y"] + box["height"] > height}
         assert not below, f"/{slug} at {width}×{height}: below the first screen (bottom px): {below}"
+        if viewport == "phone" and slug in RESULTS:
+            wanted["first example"].click()  # it fills the inputs and runs
+            RESULTS[slug](page)
     finally:
         context.close()
