@@ -274,7 +274,12 @@ def _unhealthy(status: dict) -> list[str]:
 def _wait_until_healthy(cluster: Cluster, timeout_s: float) -> dict:
     deadline, status, problems = time.monotonic() + timeout_s, {}, ["no status yet"]
     while time.monotonic() < deadline:
-        with contextlib.suppress(AssertionError):
+        with contextlib.suppress(AssertionError, httpx.HTTPError):
+            # the REST API is cheap to poll; `serve status` (a process that imports Ray) runs once the app looks done
+            app = (cluster.serve_details().get("applications") or {}).get(APP) or {}
+            if app.get("status") not in ("RUNNING", "DEPLOY_FAILED") and time.monotonic() < deadline - 15:
+                time.sleep(2)
+                continue
             status = cluster.status()
             problems, before = _unhealthy(status), problems
             if problems != before:
@@ -284,7 +289,7 @@ def _wait_until_healthy(cluster: Cluster, timeout_s: float) -> dict:
                 return status
             if (status.get("applications") or {}).get(APP, {}).get("status") == "DEPLOY_FAILED":
                 break
-        time.sleep(10)
+        time.sleep(2)
     pytest.fail(f"the app was not healthy within {timeout_s:.0f} s: {problems}\n{cluster.diagnosis()}")
 
 
