@@ -61,6 +61,12 @@ div.nav-holder > nav > a {color: var(--body-text-color); font-size: var(--text-m
                           padding: var(--size-1) 6px;}
 div.nav-holder > nav > a.active {font-weight: 600;}
 div.gradio-container footer, div.gradio-container footer :is(a, button, span, div) {color: var(--body-text-color);}
+/* WCAG AA in the light theme: Gradio's orange (primary 500) gives 2.8:1 as a primary button's background and as the
+   selected tab's text, and its subdued grey (neutral 400) 1.9:1 (a slider's range); primary 700 and neutral 600 pass.
+   The dark theme declares its own values on .dark, which win inside it. */
+:root:not(.dark) {--button-primary-background-fill: var(--primary-700); --button-primary-background-fill-hover:
+  var(--primary-800); --button-primary-border-color: var(--primary-700); --color-accent: var(--primary-700);
+  --body-text-color-subdued: var(--neutral-600);}
 """
 
 # Gradio re-renders examples, so a MutationObserver gives every example picture an alt text from its file name

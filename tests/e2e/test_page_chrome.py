@@ -90,11 +90,15 @@ def test_the_skip_link_is_the_first_tab_stop_and_moves_focus_into_the_demo(page,
     expect(page.locator("#tx-skip")).to_be_hidden()
 
 
-@pytest.mark.parametrize("path, ready", [("/sentiment", "#tx-demo textarea"), ("/", ".tx-card")])
-def test_navigation_and_footer_text_pass_wcag_aa_contrast(page, gallery, path, ready):
+@pytest.mark.parametrize("path, ready", [("/sentiment", "#tx-demo textarea"), ("/efficiency", "#tx-demo input"),
+                                         ("/", ".tx-card")])
+def test_navigation_body_text_and_buttons_pass_wcag_aa_contrast(page, gallery, path, ready):
     _open(page, gallery + path, ready)
     page.locator("footer").wait_for(timeout=LOAD_TIMEOUT)
-    for selector, least in (("div.nav-holder nav a", 9), ("footer, footer *", 2)):
+    chrome = [("div.nav-holder nav a", 9), ("footer, footer *", 2)]
+    # a demo's buttons (the primary one, tabs) and its text (labels, a slider's range, lessons)
+    demo = [("#tx-demo button", 3), ("#tx-demo :is(p, li, label, span)", 4)] if path != "/" else []
+    for selector, least in chrome + demo:
         measured = page.evaluate(CONTRAST_JS, selector)
         assert len(measured) >= least, (selector, measured)
         low = [m for m in measured if m["ratio"] < 4.5]
