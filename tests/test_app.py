@@ -218,3 +218,35 @@ def test_distillation_streams_and_reports(client):
     assert "beats" in verdict or "did not help" in verdict
     assert {row[2] for row in curves["data"]} == {"with teacher", "without teacher"}
     assert str(archive).endswith(".zip")
+
+
+def test_a_session_makes_block_configs_only_when_it_needs_them():
+    """Gradio's own session state makes the config of every block in the app when a session starts, and each plain API
+    call is a new session; the gallery's makes a block's config when the session first needs it, with the same
+    result where one is read (Gradio's deep-link route reads them all)."""
+    import gradio as gr
+    from gradio.state_holder import SessionState
+
+    from tests.support import free_port
+    from txgallery.gallery import PageSessionState, launch, ping
+
+    with gr.Blocks() as app:
+        with gr.Tab("many"):
+            for i in range(40):
+                gr.Textbox(f"box {i}", label=f"box {i}")
+                gr.Slider(0, 10, value=i % 10, label=f"slider {i}")
+        text, shouted = gr.Textbox(label="text"), gr.Textbox(label="shouted")
+        gr.Button("Shout").click(lambda value: value.upper(), text, shouted, api_name="shout")
+        gr.api(ping, api_name="ping")
+    launch(app, port=free_port(), block=False, quiet=True)
+    try:
+        client = Client(app.local_url, verbose=False)
+        assert client.predict("x", api_name="/ping") == "x"
+        assert client.predict("abc", api_name="/shout") == "ABC"
+        session = app.state_holder[client.session_hash]
+        assert isinstance(session, PageSessionState)
+        assert len(session.config_values) <= 4 < len(app.blocks)  # the two calls' inputs and outputs, not all 80 boxes
+        assert {"ABC"} <= {c.get("props", {}).get("value") for c in session.components}
+        assert list(PageSessionState(app).components) == list(SessionState(app).components)
+    finally:
+        app.close()

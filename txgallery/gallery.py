@@ -11,6 +11,7 @@ import logging
 import os
 
 import gradio as gr
+from gradio.state_holder import SessionState, StateHolder
 
 from txgallery.limits import (
     DEFAULT_CONCURRENCY,
@@ -254,6 +255,49 @@ def build_single(entry: DemoEntry) -> gr.Blocks:
     return name_handlers_after_endpoints(app)
 
 
+class PageSessionState(SessionState):
+    """A session's state that makes a block's config when the session first needs it.
+
+    Gradio's own makes the config of every block of the app when a session starts, and every plain API call is a new
+    session: for the gallery, every block of all eight pages on each call (BENCHMARKS.md, "The gallery's echo").
+    """
+
+    def __init__(self, blocks: gr.Blocks):
+        super().__init__(_ConfigOnly(blocks.default_config))  # the parent's eager loop then finds no block to do
+        self.app_block_ids = blocks.blocks.keys()
+
+    @property
+    def components(self):
+        """Every block's config (what Gradio's deep-link route reads), made now for the blocks not made yet."""
+        for key, block in self.blocks_config.blocks.items():
+            if key in self.app_block_ids and key not in self.config_values:
+                self.config_values[key] = self.blocks_config.config_for_block(key, [], block)
+        return super().components
+
+
+class _ConfigOnly:
+    """What `SessionState.__init__` reads of a `Blocks`: its default config, and no block to make a config for."""
+
+    def __init__(self, default_config):
+        self.default_config = default_config
+        self.blocks = {}
+
+
+class PageStateHolder(StateHolder):
+    """Gradio's session store, with a `PageSessionState` per session."""
+
+    def __getitem__(self, session_id: str) -> SessionState:
+        if session_id not in self.session_data:
+            self.session_data[session_id] = PageSessionState(self.blocks)
+        return super().__getitem__(session_id)
+
+
+def keep_sessions_light(app: gr.Blocks) -> gr.Blocks:
+    """Make the sessions of a launched or mounted app `PageSessionState`s (before its first session)."""
+    app.state_holder.__class__ = PageStateHolder  # Gradio's app and the Blocks share this one object; no session yet
+    return app
+
+
 # Gradio recomputes its monitoring summary (pandas, over up to 10,000 past events) after every event by default, which
 # competes with the next requests on a small machine (BENCHMARKS.md, "ViT"); the summary only feeds Gradio's
 # monitoring page, which can be that many events behind.
@@ -274,8 +318,11 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sha
     """Queue and launch with the gallery's limits (upload size, queue size, concurrency), styles and page script."""
     queue(app)
     app.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_SIZE, css=CSS,
-               head=page_head(), prevent_thread_lock=not block, show_error=True, state_session_capacity=MAX_SESSIONS,
+               head=page_head(), prevent_thread_lock=True, show_error=True, state_session_capacity=MAX_SESSIONS,
                **kwargs)
+    keep_sessions_light(app)
+    if block:
+        app.block_thread()
     return app
 
 

@@ -485,7 +485,13 @@ class GalleryIngress:
         import gradio as gr
         from fastapi import FastAPI
 
-        from txgallery.gallery import CSS, build_gallery, page_head, queue
+        from txgallery.gallery import (
+            CSS,
+            build_gallery,
+            keep_sessions_light,
+            page_head,
+            queue,
+        )
         from txgallery.limits import MAX_SESSIONS, MAX_UPLOAD_SIZE
 
         app = FastAPI()
@@ -502,8 +508,10 @@ class GalleryIngress:
         # the model deployments queue and batch; the UI only has to let the calls through
         queue(blocks, self.args.ui_concurrency)
         blocks.state_session_capacity = MAX_SESSIONS  # mount_gradio_app reads it from the Blocks (launch takes it)
-        return gr.mount_gradio_app(app, blocks, path="", max_file_size=MAX_UPLOAD_SIZE, css=CSS, head=page_head(),
-                                   show_error=True, ssr_mode=False)
+        app = gr.mount_gradio_app(app, blocks, path="", max_file_size=MAX_UPLOAD_SIZE, css=CSS, head=page_head(),
+                                  show_error=True, ssr_mode=False)
+        keep_sessions_light(blocks)
+        return app
 
 
 def build_app(args: dict | GalleryArgs | None = None):
