@@ -3,6 +3,7 @@
     serve run txgallery.serving.ray_serve:app                                   # every installed demo, default options
     serve run txgallery.serving.ray_serve:build_app replicas=2 num_gpus=0.25    # the builder, with arguments
     serve deploy deploy/serve_config.yaml                               # on a cluster (deploy/README.md)
+    serve run ...:build_ui_shard shard=1 demos=...                      # one more UI shard (below)
     txgallery ray serve                                                 # a local Ray on 127.0.0.1
 
 How it fits together:
@@ -19,6 +20,14 @@ How it fits together:
   BENCHMARKS.md, "Serving" and "Capacity"). Generator methods stream through
   `handle.options(stream=True)`; callables passed as arguments (progress callbacks) are relayed back as events of a
   stream and run where the caller is (the UI replica).
+
+UI shards: one UI replica is the cluster's limit (BENCHMARKS.md, "Capacity"), and it cannot have two replicas, since
+Serve's proxy sends each request to any replica while a Gradio session (its queue, its uploads) lives in one. So more
+UI runs as more applications: `build_ui_shard` makes one holding only a `GalleryIngress`, on its own route prefix
+`/ui-<shard>`, whose handles reach the main application's model deployments by name. With `ui_shards: N` the main
+application's ingress (shard 0, at `/`) answers a browser's GET of the landing page or of a page (`/<slug>?...`) with
+a redirect to the next shard's prefix in turn, so new visitors spread over the shards and every later request of
+their sessions stays on one. Programs use `/` or a shard's prefix directly (deploy/README.md, "UI shards").
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import importlib
+import itertools
 import logging
 import queue
 import re
@@ -53,6 +63,9 @@ from txgallery.serving.seam import (
 log = logging.getLogger(__name__)
 
 INGRESS_NAME = "GalleryIngress"
+MODELS_APP = "txgallery"  # the application name the shipped config gives `build_app`
+# UI shard k (k ≥ 1) is served under this prefix + k; shard 0 is the main application, at `/`
+SHARD_PREFIX = "/ui-"
 # JSON: which replica of which deployment answered how many calls, and which services ran inside the UI replica
 SERVED_ROUTE = "/txgallery/served"
 
@@ -78,12 +91,23 @@ class GalleryArgs(BaseModel):
     # per deployment, by class name or deployment name: Serve options such as num_replicas, autoscaling_config,
     # ray_actor_options, max_ongoing_requests, user_config (a config's `deployments:` section can do the same)
     deployments: dict[str, dict[str, Any]] = {}
+    # how many UI shards the operator runs, this application's ingress (shard 0) included: with more than one, it
+    # redirects browsers' page visits to `/ui-<k>/...` in turn (the applications of `build_ui_shard`)
+    ui_shards: int = 1
 
     @field_validator("demos", "models", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         # `serve run ... models=sentiment=embedded;attention=embedded` passes one string
         return [part for part in value.split(";") if part] if isinstance(value, str) else value
+
+
+class UiShardArgs(GalleryArgs):
+    """Arguments of `build_ui_shard`: the main application's (demos, models, config: the same, so that the
+    deployment names match), which application holds the model deployments, and this shard's number."""
+
+    models_app: str = MODELS_APP
+    shard: int = 1
 
 
 # Deployments get their service class as a `module:QualName` path, not as the class: unpickling a class imports its
@@ -465,17 +489,57 @@ def _configure(args: GalleryArgs) -> None:
     settings.configure(settings.load_settings(args.models or None, args.config))
 
 
+class SpreadVisitors:
+    """ASGI middleware of UI shard 0: a browser's GET of the landing page or of a page goes to the shards in turn.
+
+    Turn k = 0 serves it here; turn k ≥ 1 answers 307 to the same path and query under `/ui-<k>`. Nothing else is
+    redirected: Gradio's own requests (`/gradio_api/...`, `/config`, assets) and programs' calls stay where they are
+    sent, so a session's requests all reach the shard that served its page.
+    """
+
+    def __init__(self, app: Callable, pages: set[str], shards: int) -> None:
+        self.app, self.shards = app, shards
+        self.paths = {"/"} | {f"/{slug}" for slug in pages} | {f"/{slug}/" for slug in pages}
+        self.turns = itertools.count()
+
+    def _page_visit(self, scope: dict) -> str | None:
+        """The page path a browser asked for (without the application's root path), or None."""
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return None
+        root, path = scope.get("root_path", ""), scope["path"]
+        path = path[len(root):] if root and path.startswith(root) else path
+        accept = dict(scope.get("headers", ())).get(b"accept", b"")
+        return path if path in self.paths and b"text/html" in accept else None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        path = self._page_visit(scope)
+        shard = next(self.turns) % self.shards if path is not None else 0
+        if not shard:
+            await self.app(scope, receive, send)
+            return
+        location = f"{scope.get('root_path', '')}{SHARD_PREFIX}{shard}{path}"
+        if scope.get("query_string"):
+            location += "?" + scope["query_string"].decode("latin-1")
+        await send({"type": "http.response.start", "status": 307,
+                    "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0"),
+                                (b"cache-control", b"no-store")]})  # the next visit takes the next turn
+        await send({"type": "http.response.body", "body": b""})
+
+
 @serve.deployment(name=INGRESS_NAME, num_replicas=1)
 @serve.ingress()
 class GalleryIngress:
     """The gallery UI: FastAPI with the Gradio app mounted at `/`; one replica, since sessions live in its memory."""
 
-    def __init__(self, args: dict, routes: list[tuple[str, tuple, str]], handles: dict[str, Any]) -> None:
+    def __init__(self, args: dict, routes: list[tuple[str, tuple, str]], handles: dict[str, Any] | None) -> None:
         from txgallery.plugin import discover_demos
 
-        self.args = GalleryArgs.model_validate(args)
+        self.args = UiShardArgs.model_validate(args)  # the main application passes no shard fields: shard 0
+        self.shard = self.args.shard if handles is None else 0
         _configure(self.args)
         keys = {ServiceKey(import_class(path), tuple(service_args)): name for path, service_args, name in routes}
+        if handles is None:  # a UI shard: the model deployments are the main application's, reached by name
+            handles = {name: serve.get_deployment_handle(name, app_name=self.args.models_app) for name in keys.values()}
         self.backend = RayServeBackend({key: handles[name] for key, name in keys.items()}, keys,
                                        self.args.retry_window_s)
         set_backend(self.backend)
@@ -499,7 +563,11 @@ class GalleryIngress:
         @app.get(SERVED_ROUTE)
         def served() -> dict:
             return {"replicas": self.backend.served_by(), "retried": self.backend.retried,
-                    "in_ui_replica": self.backend.in_ui_replica()}
+                    "in_ui_replica": self.backend.in_ui_replica(), "shard": self.shard}
+
+        if self.shard == 0 and self.args.ui_shards > 1:
+            app.add_middleware(SpreadVisitors, pages={entry.slug for entry in self.entries},
+                               shards=self.args.ui_shards)
 
         # Off the replica's event loop: a page may call its service while it is built (a component whose value is a
         # function is filled once then), and a handle's blocking `.result()` refuses to run on an event loop
@@ -514,13 +582,12 @@ class GalleryIngress:
         return app
 
 
-def build_app(args: dict | GalleryArgs | None = None):
-    """The Serve application: one `ModelService` deployment per service the demos connect to, under one UI ingress."""
+def _service_names(args: GalleryArgs) -> dict[ServiceKey, str]:
+    """The deployment name of every service the chosen demos connect to, found by building the gallery once."""
     from txgallery import settings
     from txgallery.gallery import build_gallery
     from txgallery.plugin import discover_demos
 
-    args = GalleryArgs.model_validate(args or {}) if not isinstance(args, GalleryArgs) else args
     previous = settings.current()
     _configure(args)
     try:
@@ -528,7 +595,22 @@ def build_app(args: dict | GalleryArgs | None = None):
             build_gallery(discover_demos(only=args.demos or None))  # builds every page: no model is loaded
     finally:
         settings.configure(previous)  # the settings travel to the UI replica as args; this process keeps its own
-    names = deployment_names(keys)
+    return deployment_names(keys)
+
+
+def _routes(names: dict[ServiceKey, str]) -> list[tuple[str, tuple, str]]:
+    return [(class_path(key.cls), key.args, name) for key, name in names.items()]
+
+
+def _ingress(args: GalleryArgs):
+    return GalleryIngress.options(ray_actor_options={"num_cpus": args.ui_num_cpus},
+                                  max_ongoing_requests=4 * args.ui_concurrency)
+
+
+def build_app(args: dict | GalleryArgs | None = None):
+    """The Serve application: one `ModelService` deployment per service the demos connect to, under one UI ingress."""
+    args = GalleryArgs.model_validate(args or {}) if not isinstance(args, GalleryArgs) else args
+    names = _service_names(args)
     handles = {}
     for key, name in names.items():
         options = dict(num_replicas=args.replicas, max_ongoing_requests=args.max_ongoing_requests,
@@ -541,10 +623,19 @@ def build_app(args: dict | GalleryArgs | None = None):
         if "autoscaling_config" in options:  # Serve refuses both
             options.pop("num_replicas", None)
         handles[name] = ModelService.options(name=name, **options).bind(class_path(key.cls), key.args)
-    routes = [(class_path(key.cls), key.args, name) for key, name in names.items()]
-    return GalleryIngress.options(ray_actor_options={"num_cpus": args.ui_num_cpus},
-                                  max_ongoing_requests=4 * args.ui_concurrency
-                                  ).bind(args.model_dump(), routes, handles)
+    return _ingress(args).bind(args.model_dump(), _routes(names), handles)
+
+
+def build_ui_shard(args: dict | UiShardArgs | None = None):
+    """One more UI shard: an application of one `GalleryIngress` that calls the model deployments of `models_app`.
+
+    Give it the main application's `demos`, `models` and `config` (the deployment names follow from them) and serve
+    it under the route prefix `/ui-<shard>`, which the main application's redirects point to.
+    """
+    args = UiShardArgs.model_validate(args or {}) if not isinstance(args, UiShardArgs) else args
+    if args.shard < 1:
+        raise ValueError("shard 0 is the main application (build_app); UI shards are numbered from 1")
+    return _ingress(args).bind(args.model_dump(), _routes(_service_names(args)), None)
 
 
 def __getattr__(name: str):
