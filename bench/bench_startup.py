@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,22 +22,8 @@ from pathlib import Path
 
 import httpx
 
-BARE_APP = """
-import gradio as gr
-
-def ping(text: str) -> str:
-    return text
-
-with gr.Blocks() as app:
-    gr.api(ping, api_name="ping")
-app.launch(server_name="127.0.0.1", server_port={port})
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from served import BARE_ECHO_APP, free_port  # noqa: E402
 
 
 def time_to_landing(command: list[str], port: int, home: Path, cwd: Path, timeout: float = 300) -> float:
@@ -73,11 +58,11 @@ def main() -> None:
         home.mkdir()
         cwd.mkdir()
         try:
-            port = _free_port()
+            port = free_port()
             times["bare Gradio app (baseline)"].append(time_to_landing(
-                [sys.executable, "-c", BARE_APP.format(port=port)], port, home, cwd))
+                [sys.executable, "-c", BARE_ECHO_APP.format(port=port)], port, home, cwd))
             for name in ("gallery, cold HOME", "gallery, warm HOME"):
-                port = _free_port()
+                port = free_port()
                 times[name].append(time_to_landing([txgallery, "serve", "--port", str(port)], port, home, cwd))
         finally:
             shutil.rmtree(root, ignore_errors=True)

@@ -6,6 +6,7 @@ import json
 import mimetypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,21 +14,45 @@ from pathlib import Path
 
 import httpx
 
+# the baseline every gallery figure is read against: a one-endpoint Gradio app, launched as Gradio's docs show
+BARE_ECHO_APP = """
+import gradio as gr
 
-def start_server(port: int, demo: str = "sentiment", timeout: float = 300,
-                 extra: tuple[str, ...] = ()) -> subprocess.Popen:
-    """`txgallery serve --demo DEMO [EXTRA…]` on 127.0.0.1:port, waiting until it answers."""
-    server = subprocess.Popen([sys.executable, "-m", "txgallery.cli", "--log-level", "warning", "serve", "--demo",
-                               demo, "--port", str(port), "--preload", *extra], start_new_session=True)
+def ping(text: str) -> str:
+    return text
+
+with gr.Blocks() as app:
+    gr.api(ping, api_name="ping")
+app.launch(server_name="127.0.0.1", server_port={port})
+"""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_process(command: list[str], port: int, timeout: float = 300, **popen) -> subprocess.Popen:
+    """Spawn `command` in its own session and wait until `/` answers 200 on 127.0.0.1:port."""
+    process = subprocess.Popen(command, start_new_session=True, **popen)
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
-                return server
+                return process
         except httpx.HTTPError:
-            time.sleep(1)
-    os.killpg(server.pid, signal.SIGTERM)
-    raise RuntimeError("server did not start")
+            time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGTERM)
+    raise RuntimeError(f"{command[:4]} did not answer on port {port} in {timeout} s")
+
+
+def start_server(port: int, demo: str = "sentiment", timeout: float = 300,
+                 extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`txgallery serve --demo DEMO [EXTRA…]` on 127.0.0.1:port, waiting until it answers."""
+    return start_process([sys.executable, "-m", "txgallery.cli", "--log-level", "warning", "serve", "--demo", demo,
+                          "--port", str(port), "--preload", *extra], port, timeout)
 
 
 def stop_server(server: subprocess.Popen) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from gradio_client import Client, handle_file
@@ -248,5 +250,44 @@ def test_a_session_makes_block_configs_only_when_it_needs_them():
         assert len(session.config_values) <= 4 < len(app.blocks)  # the two calls' inputs and outputs, not all 80 boxes
         assert {"ABC"} <= {c.get("props", {}).get("value") for c in session.components}
         assert list(PageSessionState(app).components) == list(SessionState(app).components)
+    finally:
+        app.close()
+
+
+def test_gradio_keeps_a_result_file_only_as_long_as_the_limit_says(monkeypatch, tmp_path):
+    """Gradio copies every file a page returns into its cache dir and, unless told, keeps it for as long as the disk
+    lasts (an efficiency run offers hundreds of MB); the gallery deletes copies older than GRADIO_CACHE_AGE_S."""
+    import time
+
+    import gradio as gr
+
+    from tests.support import free_port
+    from txgallery import Demo, gallery
+    from txgallery.plugin import DemoEntry
+
+    monkeypatch.setattr(gallery, "GRADIO_CACHE_SWEEP_S", 1)
+    monkeypatch.setattr(gallery, "GRADIO_CACHE_AGE_S", 2)
+
+    def report(text: str) -> str:
+        (tmp_path / "report.txt").write_text(text)
+        return str(tmp_path / "report.txt")
+
+    def build():
+        with gr.Blocks() as page:
+            text, saved = gr.Textbox(), gr.File()
+            text.submit(report, text, saved, api_name="report")
+        return page
+
+    app = gallery.launch(gallery.build_single(DemoEntry(name="report", origin="tests", demo=Demo(
+        slug="report", title="Report", description="returns a file", build=build))),
+        port=free_port(), block=False, quiet=True)
+    try:
+        cached = Path(Client(app.local_url, verbose=False, download_files=False).predict(
+            "hello", api_name="/report")["path"])
+        assert cached.is_file() and cached.read_text() == "hello" and tmp_path not in cached.parents
+        deadline = time.monotonic() + 60
+        while cached.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not cached.exists()
     finally:
         app.close()

@@ -15,6 +15,8 @@ from gradio.state_holder import SessionState, StateHolder
 
 from txgallery.limits import (
     DEFAULT_CONCURRENCY,
+    GRADIO_CACHE_AGE_S,
+    GRADIO_CACHE_SWEEP_S,
     MAX_SESSIONS,
     MAX_UPLOAD_SIZE,
     QUEUE_SIZE,
@@ -229,7 +231,7 @@ def build_gallery(entries: list[DemoEntry] | None = None, title: str = "txgaller
     """The whole gallery as one `gr.Blocks` with a route per demo."""
     entries = discover_demos() if entries is None else entries
     built = {e.slug: build_entry(e) for e in entries}  # build first: a build failure turns the card red
-    with gr.Blocks(title=title) as app:
+    with gr.Blocks(title=title, delete_cache=(GRADIO_CACHE_SWEEP_S, GRADIO_CACHE_AGE_S)) as app:
         gr.Markdown(f"# {title}\nInteractive transformer demos. Every demo runs offline on an embedded model; "
                     "configure hub models when online (`txgallery serve --help`).")
         presenter_bar(app)
@@ -248,7 +250,8 @@ def build_gallery(entries: list[DemoEntry] | None = None, title: str = "txgaller
 def build_single(entry: DemoEntry) -> gr.Blocks:
     """One demo alone, with the same chrome as in the gallery."""
     blocks = build_entry(entry)
-    with gr.Blocks(title=entry.demo.title if entry.demo else entry.name) as app:
+    with gr.Blocks(title=entry.demo.title if entry.demo else entry.name,
+                   delete_cache=(GRADIO_CACHE_SWEEP_S, GRADIO_CACHE_AGE_S)) as app:
         presenter_bar(app)
         render_page(entry, blocks)
         gr.api(ping, api_name="ping")

@@ -12,6 +12,8 @@ QUEUE_SIZE = 64  # requests waiting per app before new ones are turned away
 DEFAULT_CONCURRENCY = 2  # events of one demo running at once (one model thread serves them in turn)
 MAX_SESSIONS = 200  # sessions whose state the server keeps (each browser tab; each plain API call is one); the least recently used is dropped
 DOWNLOAD_RETENTION_S = 3600  # seconds a file offered for download stays in the temp dir (Gradio keeps its own copy)
+GRADIO_CACHE_AGE_S = 3600  # seconds Gradio's copy of a result or an upload is kept (its cache dir); older ones are deleted
+GRADIO_CACHE_SWEEP_S = 600  # how often the server deletes those older copies; all of them go when it stops
 MAX_LINK_INDEX = 255  # a layer or head index a deep link may name; the model it runs then checks its own count
 MAX_PRESENTER_URL_CHARS = 4000  # a presenter page URL (path and query) that followers open; longer ones are not shared
 
