@@ -188,6 +188,9 @@ def test_efficiency_lab_measures_over_http(client):
     column = table["headers"].index("agreement_with_fp32")
     assert table["data"][0][column] == 1.0 and 0.7 < table["data"][0][table["headers"].index("accuracy")] <= 1.0
     assert len(downloads) == 1 and str(downloads[0]).endswith(".zip")
+    # the table names the download beside it, never a directory on the server
+    assert table["data"][0][table["headers"].index("download")] == Path(downloads[0]).name
+    assert not any("/" in str(cell) for cell in table["data"][0])
 
 
 # The sliders' own range checks answer first over HTTP (the lab's checks are tested in tests/demos/).

@@ -56,8 +56,8 @@ machine the gallery runs on — accuracy on held-out sentences, latency at batch
   long-running server with steady shapes, on GPUs above all; on a small CPU the gain is often small — measure.
 
 **Try:** pruning at 0.3 vs 0.7 sparsity; structured vs unstructured; a 1-layer vs 4-layer student.
-Every variant can be downloaded; a saved directory serves in the sentiment demo with
-`txgallery serve --model sentiment=embedded,<directory>`.
+Every variant can be downloaded (the *download* column names its zip); unzipped, it serves in the sentiment demo
+with `txgallery serve --model sentiment=embedded,<directory>`.
 """
 
 
@@ -84,11 +84,19 @@ def results_chart(frame: pd.DataFrame) -> Figure:
     return figure
 
 
+def downloads_named(frame: pd.DataFrame) -> pd.DataFrame:
+    """The results table with each variant's download (`int8.zip`) where the lab's server-side directory was: the
+    path means nothing on an attendee's laptop, the zip beside the table does."""
+    download = frame["saved"].map(lambda saved: f"{Path(saved).name}.zip")
+    return frame.drop(columns="saved").assign(download=download)
+
+
 def distillation_text(result: DistillationResult) -> str:
-    """The verdict, with the teacher's and the student's sizes and where the student was saved."""
+    """The verdict, with the teacher's and the student's sizes and the student's download."""
     return (f"**{result.verdict}** Teacher (6 layers): {result.teacher_accuracy:.3f}. Student: "
             f"{result.layers} layers, {result.student_parameters_m:.1f}M parameters, {result.steps} "
-            f"steps; held-out accuracy on {EVAL_SIZE} Rotten Tomatoes sentences. Saved to `{result.saved}`.")
+            f"steps; held-out accuracy on {EVAL_SIZE} Rotten Tomatoes sentences. Download: "
+            f"`{result.saved.name}.zip`.")
 
 
 # --- the tabs (each returns the components it makes) --------------------------------------------------------------
@@ -238,7 +246,7 @@ class LabEvents:
                     progress(share, desc=what)
             frame, measurements = run.result()
             files = [offer_download(f"{Path(m.saved).name}.zip", lab.archive(m.saved)) for m in measurements]
-        return frame, results_chart(frame), files
+        return downloads_named(frame), results_chart(frame), files
 
     @user_errors
     def train_student(self, student_layers: int, steps: int, temperature: float, alpha: float):
