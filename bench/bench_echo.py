@@ -61,16 +61,16 @@ def main() -> None:
                              ports["gradio sessions"], timeout=600, **quiet)]
     clients = {name: httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) for name, port in ports.items()}
     try:
-        paths = {
-            "bare Gradio app: echo (baseline)": lambda i: http_call(clients["bare"], "ping", [f"x{i}"]),
-            "gallery: /ping echo": lambda i: http_call(clients["gallery"], "ping", [f"x{i}"]),
-            "gallery with Gradio's sessions: /ping echo": lambda i: http_call(clients["gradio sessions"], "ping",
-                                                                              [f"x{i}"]),
-            "gallery: /sentiment_predict": lambda i: http_call(clients["gallery"], "sentiment_predict",
-                                                               [f"{TEXT} ({i})"]),
-            "gallery with Gradio's sessions: /sentiment_predict": lambda i: http_call(
-                clients["gradio sessions"], "sentiment_predict", [f"{TEXT} ({i})"]),
-        }
+        paths = {"bare Gradio app: echo (baseline)": lambda i: http_call(clients["bare"], "ping", [f"x{i}"])}
+        for name, label in (("gallery", "gallery"), ("gradio sessions", "gallery with Gradio's sessions")):
+            client = clients[name]
+            paths |= {
+                f"{label}: /ping echo": lambda i, c=client: http_call(c, "ping", [f"x{i}"]),
+                f"{label}: /sentiment_predict": lambda i, c=client: http_call(c, "sentiment_predict",
+                                                                              [f"{TEXT} ({i})"]),
+                f"{label}: /attention_analyse": lambda i, c=client: http_call(
+                    c, "attention_analyse", ["minilm-l6", f"{TEXT} ({i})", "", 0, 0, []]),
+            }
         samples = interleaved(paths, args.rounds, warmup=10)
     finally:
         for client in clients.values():

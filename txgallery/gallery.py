@@ -23,7 +23,13 @@ from txgallery.limits import (
 )
 from txgallery.plugin import DemoEntry, build_entry, discover_demos, page_context
 from txgallery.presenter import presenter_bar
-from txgallery.ui import copy_link_button, lesson_panel, model_badge, tag_line
+from txgallery.ui import (
+    copy_link_button,
+    lesson_panel,
+    model_badge,
+    tag_line,
+    waiting_notice,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +216,7 @@ def render_page(entry: DemoEntry, blocks: gr.Blocks | None, following: DemoEntry
     if following is not None and following.demo is not None:
         gr.Markdown(f"**Next:** [{following.demo.title}]({following.slug}) — {following.demo.topic}",
                     elem_classes=["tx-next"])
+    waiting_notice()  # last: its host hides itself, and until then it sits below everything
 
 
 def ping(text: str) -> str:

@@ -311,7 +311,6 @@ def copy_link_button() -> gr.Button:
     with gr.Row(elem_classes=["tx-link"]):
         copy = gr.Button("Copy link", size="sm", variant="secondary", scale=0, min_width=100, elem_id="tx-copy-link")
         copied = gr.Markdown(elem_id="tx-copy-link-note")
-        waiting_notice()  # every page's chrome has this row (gallery.render_page), so every page says what it waits for
     copy.click(None, js=_COPY_JS, outputs=copied, api_name=False)
     return copy
 
