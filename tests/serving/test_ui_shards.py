@@ -35,8 +35,10 @@ def shards(local_ray) -> str:
     port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(ARGS), name=APP, route_prefix="/")
-        serve.run(build_ui_shard({**ARGS, "shard": 1, "models_app": APP}), name=SHARD_APP, route_prefix=SHARD_PREFIX)
+        # both at once, as `serve deploy` of a config does: the shard waits for the main application's deployments
+        serve.run_many([serve.RunTarget(build_ui_shard({**ARGS, "shard": 1, "models_app": APP}), name=SHARD_APP,
+                                        route_prefix=SHARD_PREFIX),
+                        serve.RunTarget(build_app(ARGS), name=APP, route_prefix="/")])
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
@@ -49,6 +51,34 @@ def _label(result) -> str:
 
 def _served(url: str) -> dict:
     return httpx.get(url + "/txgallery/served", timeout=60).json()
+
+
+def test_the_serve_configs_commented_second_shard_is_a_valid_application():
+    """deploy/serve_config.yaml ships one shard; its commented txgallery-ui-1 application, uncommented beside the
+    txgallery app with `ui_shards: 2`, is a valid Serve config whose shard sits where shard 0's redirects point."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from txgallery.serving import ray_serve
+
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "serve_config.yaml").read_text()
+    (main,) = yaml.safe_load(text)["applications"]
+    lines = text.splitlines()
+    block = []
+    for line in lines[lines.index("# - name: txgallery-ui-1"):]:
+        if not line.startswith("#"):
+            break
+        block.append(line[2:])
+    (shard,) = yaml.safe_load("\n".join(block))
+    main_args = lines[lines.index(f"- name: {main['name']}"):lines.index("  deployments:")]
+    assert any(line.strip().startswith("# ui_shards: 2") for line in main_args)  # where to switch shard 0's redirects on
+    main = {**main, "args": {**main["args"], "ui_shards": 2}}
+    ServeDeploySchema.model_validate({"applications": [main, shard]})
+    args = ray_serve.UiShardArgs.model_validate(shard["args"])
+    assert (args.models_app, shard["route_prefix"]) == (main["name"], f"{ray_serve.SHARD_PREFIX}{args.shard}")
+    assert shard["import_path"] == "txgallery.serving.ray_serve:build_ui_shard"
+    assert [(d["name"], d["num_replicas"]) for d in shard["deployments"]] == [(ray_serve.INGRESS_NAME, 1)]
+    assert ray_serve.GalleryArgs.model_validate(main["args"]).ui_shards == 2
 
 
 def test_a_shard_holds_only_a_ui_and_calls_the_main_apps_model_deployment(shards):
@@ -101,6 +131,14 @@ def test_page_visits_are_spread_over_the_shards_and_nothing_else_moves(shards):
         assert event.status_code == 200 and event.json()["event_id"]
         result = http.get(f"/gradio_api/call/ping/{event.json()['event_id']}", headers=BROWSER)
         assert result.status_code == 200 and "hello" in result.text
+
+
+def test_a_shard_whose_models_app_lacks_a_deployment_says_so(shards):
+    from txgallery.serving.ray_serve import model_handles
+
+    assert set(model_handles([SENTIMENT], APP, wait_s=0)) == {SENTIMENT}
+    with pytest.raises(RuntimeError, match="give this UI shard its demos, models and config"):
+        model_handles([SENTIMENT, "SentimentClassifier-elsewhere"], APP, wait_s=0)
 
 
 @pytest.mark.e2e

@@ -108,6 +108,9 @@ class UiShardArgs(GalleryArgs):
 
     models_app: str = MODELS_APP
     shard: int = 1
+    # `serve deploy` builds the applications side by side: a shard may start before `models_app` has registered its
+    # deployments, and waits for them this long before it fails with a message
+    models_wait_s: float = 300.0
 
 
 # Deployments get their service class as a `module:QualName` path, not as the class: unpickling a class imports its
@@ -489,6 +492,20 @@ def _configure(args: GalleryArgs) -> None:
     settings.configure(settings.load_settings(args.models or None, args.config))
 
 
+def model_handles(names: list[str], app_name: str, wait_s: float) -> dict[str, Any]:
+    """Handles of another application's deployments by name, once it has registered them all (waiting up to wait_s)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return {name: serve.get_deployment_handle(name, app_name=app_name) for name in names}
+        except KeyError as exc:  # Serve's word for a deployment it does not know (yet)
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"{exc.args[0]} (waited {wait_s:g} s for the application {app_name!r}): deploy "
+                                   "it, and give this UI shard its demos, models and config (the deployment names "
+                                   "are made from them)") from None
+            time.sleep(1)
+
+
 class SpreadVisitors:
     """ASGI middleware of UI shard 0: a browser's GET of the landing page or of a page goes to the shards in turn.
 
@@ -539,7 +556,7 @@ class GalleryIngress:
         _configure(self.args)
         keys = {ServiceKey(import_class(path), tuple(service_args)): name for path, service_args, name in routes}
         if handles is None:  # a UI shard: the model deployments are the main application's, reached by name
-            handles = {name: serve.get_deployment_handle(name, app_name=self.args.models_app) for name in keys.values()}
+            handles = model_handles(list(keys.values()), self.args.models_app, self.args.models_wait_s)
         self.backend = RayServeBackend({key: handles[name] for key, name in keys.items()}, keys,
                                        self.args.retry_window_s)
         set_backend(self.backend)
