@@ -14,7 +14,8 @@ alternating at each client count for `--rounds` rounds (the machine is shared: a
 both), each point after one warm-up call per client. Prints req/s, p50/p95, the CPU each process spent per answered
 call (UI shard 0, UI shard 1, proxy, the rest of Ray, the load generator), the cores the machine's other work took
 meanwhile (this machine is shared: a busy neighbour takes cores from the shards), and 2 shards / 1 shard per client
-count.
+count; then the ceilings that the CPU per call implies (each UI shard and each proxy one process, at most a core;
+all of them sharing the node's cores), beside the measured figures and for bigger nodes.
 """
 
 from __future__ import annotations
@@ -168,33 +169,60 @@ def _left_behind(before: set[int]) -> list[str]:
         time.sleep(0.5)
 
 
+def ceiling(cpu: dict[str, float], shards: int, cores: float, proxies: int = 1, clients_here: bool = True) -> float:
+    """The calls/s that CPU per call allows: each UI shard and each proxy is one process (at most one core, its
+    GIL), and all processes together share `cores`; without `clients_here`, the load generator runs elsewhere."""
+    ui = cpu["UI shard 0"] + cpu["UI shard 1"]  # per call, the shards together
+    rest = cpu["proxy"] + cpu["other Ray"] + (cpu["load generator"] if clients_here else 0.0)
+    return min(shards * 1e3 / ui, proxies * 1e3 / cpu["proxy"], cores * 1e3 / (ui + rest))
+
+
 def report(rows: list[dict], levels: list[int], args, seconds: float, left: list[str]) -> None:
-    """The table (median of the rounds per point), CPU per call, and 2 shards / 1 shard per client count."""
+    """The table (median of the rounds per point) with CPU per call and the ceiling it implies, 2 shards / 1 shard
+    per client count, and the ceilings that CPU per call predicts on bigger nodes."""
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}; "
           f"load average {os.getloadavg()[0]:.1f}; {date.today()}; {seconds / 60:.1f} min in all; "
           f"{args.seconds:g} s per point, {args.rounds} round(s), median of the rounds\n")
 
-    def median(shards: int, clients: int, key: str) -> float:
-        return statistics.median(r[key] for r in rows if r["shards"] == shards and r["clients"] == clients)
+    def chosen(shards: int, clients: int) -> list[dict]:
+        return [r for r in rows if r["shards"] == shards and r["clients"] == clients]
 
-    print("| UI shards | clients | req/s | p50 ms | p95 ms | failed | " + " | ".join(f"CPU ms/call: {role}" for role in ROLES)
-          + " | cores busy | other work, cores |")
-    print("|---|---|---|---|---|---|" + "---|" * (len(ROLES) + 2))
+    def median(shards: int, clients: int, key: str) -> float:
+        return statistics.median(r[key] for r in chosen(shards, clients))
+
+    def cpu(shards: int, clients: int) -> dict[str, float]:
+        return {role: statistics.median(r["cpu_ms"][role] for r in chosen(shards, clients)) for role in ROLES}
+
+    print("| UI shards | clients | req/s | p50 ms | p95 ms | failed | "
+          + " | ".join(f"CPU ms/call: {role}" for role in ROLES)
+          + " | cores busy | other work, cores | CPU-bound ceiling, req/s |")
+    print("|---|---|---|---|---|---|" + "---|" * (len(ROLES) + 3))
     for clients in levels:
         for shards in (1, 2):
-            chosen = [r for r in rows if r["shards"] == shards and r["clients"] == clients]
-            cpu = {role: statistics.median(r["cpu_ms"][role] for r in chosen) for role in ROLES}
-            print(f"| {shards} | {clients} | {median(shards, clients, 'rps'):.1f} | {median(shards, clients, 'p50'):.1f} | "
-                  f"{median(shards, clients, 'p95'):.1f} | {sum(r['failed'] for r in chosen)} | "
-                  + " | ".join(f"{cpu[role]:.1f}" for role in ROLES) + f" | {median(shards, clients, 'busy'):.0%} | {median(shards, clients, 'others'):.2f} |")
+            free = (os.cpu_count() or 1) - median(shards, clients, "others")  # the cores this bench had
+            print(f"| {shards} | {clients} | {median(shards, clients, 'rps'):.1f} | "
+                  f"{median(shards, clients, 'p50'):.1f} | {median(shards, clients, 'p95'):.1f} | "
+                  f"{sum(r['failed'] for r in chosen(shards, clients))} | "
+                  + " | ".join(f"{cpu(shards, clients)[role]:.1f}" for role in ROLES)
+                  + f" | {median(shards, clients, 'busy'):.0%} | {median(shards, clients, 'others'):.2f} | "
+                  f"{ceiling(cpu(shards, clients), shards, free):.0f} |")
     print()
     for clients in levels:
-        each = [f"{b['rps'] / a['rps']:.2f}×" for a, b in zip(
-            [r for r in rows if r["shards"] == 1 and r["clients"] == clients],
-            [r for r in rows if r["shards"] == 2 and r["clients"] == clients])]
+        each = [f"{b['rps'] / a['rps']:.2f}×" for a, b in zip(chosen(1, clients), chosen(2, clients))]
         print(f"{clients} clients: 2 shards / 1 shard = {median(2, clients, 'rps') / median(1, clients, 'rps'):.2f}× "
               f"(medians; per round {', '.join(each)})")
-    print(f"processes of Ray left: {len(left)}")
+    top = max(levels)
+    print(f"\nDerived, not measured: ceilings in req/s with C cores in all (clients elsewhere), from the CPU per call "
+          f"above at {top} clients (1 shard: its row; more shards: the 2-shard row); one proxy per node "
+          "(`proxy_location: EveryNode`), so P proxies = P nodes behind the load balancer\n")
+    print("| cores C | proxies P | 1 shard | 2 shards | 4 shards | 2 shards / 1 |")
+    print("|---|---|---|---|---|---|")
+    for cores in (2, 4, 8, 16):
+        for proxies in (1, 2):
+            one = ceiling(cpu(1, top), 1, cores, proxies, clients_here=False)
+            two, four = (ceiling(cpu(2, top), n, cores, proxies, clients_here=False) for n in (2, 4))
+            print(f"| {cores} | {proxies} | {one:.0f} | {two:.0f} | {four:.0f} | {two / one:.2f}× |")
+    print(f"\nprocesses of Ray left: {len(left)}")
 
 
 if __name__ == "__main__":
