@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import gradio as gr
+from gradio.processing_utils import hash_file
 
 from txgallery.limits import MAX_LINK_INDEX, InputError
 from txgallery.models.store import LoadedModel, ModelLoadError, ModelSource
@@ -213,9 +214,10 @@ window.txLink = window.txLink || (() => {
     if (typeof value === "boolean") return value ? "1" : "0";
     if (Array.isArray(value)) return value.join(",");
     if (typeof value === "object") {  // a file: only an example's name goes into a URL, never an upload
-      const file = (value.orig_name || value.path || value.url || "").split("/").pop();
-      const name = file.replace(/\.[^.]*$/, "");
-      return names && names.includes(name) ? name : null;
+      // Gradio keeps a file in a folder named after its content: an upload that only shares an example's name differs
+      const parts = (value.path || "").split("/");
+      const name = (value.orig_name || parts[parts.length - 1] || "").replace(/\.[^.]*$/, "");
+      return names && names[name] && names[name] === parts[parts.length - 2] ? name : null;
     }
     return String(value);
   };
@@ -408,7 +410,7 @@ def deep_link(page: gr.Blocks, fields: dict[str, gr.components.Component], run: 
     groups = list(dict.fromkeys(tab.parent for tab in tabs))
 
     for key, component in fields.items():
-        names = list(examples.get(key, {}))
+        names = {name: hash_file(path) for name, path in examples.get(key, {}).items()}  # name → Gradio's cache folder
         fallback = _link_text(component, component.value)
         component.change(None, inputs=component, api_name=False,
                          js=f"(value) => {{{_LINK_JS}; window.txLink.set({json.dumps(key)}, value, "

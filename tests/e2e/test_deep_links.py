@@ -84,7 +84,7 @@ def test_attention_link_reaches_a_layer_the_default_model_does_not_have(page, ga
     expect(page.locator(".toast-body", has_text="cannot be used here")).to_have_count(0)  # nothing was refused
 
 
-def test_vit_link_names_an_example_never_an_upload(page, gallery, tmp_path):
+def test_vit_link_names_an_example_never_an_upload_even_one_named_like_an_example(page, gallery, tmp_path):
     page.goto(f"{gallery}/vit?image=test00002-trouser&fusion=max", wait_until="load", timeout=120_000)
     top = page.locator("#vit-top-class")
     expect(top).to_contain_text("Trouser", timeout=120_000)
@@ -96,6 +96,15 @@ def test_vit_link_names_an_example_never_an_upload(page, gallery, tmp_path):
     page.locator("#vit-image input[type=file]").set_input_files(str(upload))
     page.wait_for_function("() => !new URLSearchParams(location.search).has('image')", timeout=30_000)
     assert "fusion=max" in page.url
+    # an upload that only shares an example's file name is not that example either
+    page.goto(f"{gallery}/vit?image=test00002-trouser&fusion=max", wait_until="load", timeout=120_000)
+    expect(top).to_contain_text("Trouser", timeout=120_000)  # the link's run is done: nothing sets the image after
+    _wait_for_query(page, "image", "test00002-trouser")
+    (tmp_path / "named").mkdir()
+    namesake = tmp_path / "named" / "test00002-trouser.png"
+    Image.new("L", (28, 28), 200).save(namesake)
+    page.locator("#vit-image input[type=file]").set_input_files(str(namesake))
+    page.wait_for_function("() => !new URLSearchParams(location.search).has('image')", timeout=30_000)
 
 
 # --- Copy link, opened in a new browser context, on every page --------------------------------------------------------
