@@ -209,8 +209,9 @@ def report(rows: list[dict], levels: list[int], args, seconds: float, left: list
     print()
     for clients in levels:
         each = [f"{b['rps'] / a['rps']:.2f}×" for a, b in zip(chosen(1, clients), chosen(2, clients))]
+        best = max(r["rps"] for r in chosen(2, clients)) / max(r["rps"] for r in chosen(1, clients))
         print(f"{clients} clients: 2 shards / 1 shard = {median(2, clients, 'rps') / median(1, clients, 'rps'):.2f}× "
-              f"(medians; per round {', '.join(each)})")
+              f"(medians; best round of each {best:.2f}×; per round {', '.join(each)})")
     top = max(levels)
     print(f"\nDerived, not measured: ceilings in req/s with C cores in all (clients elsewhere), from the CPU per call "
           f"above at {top} clients (1 shard: its row; more shards: the 2-shard row); one proxy per node "

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, field_validator
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError, TaskCancelledError
 
@@ -93,7 +93,7 @@ class GalleryArgs(BaseModel):
     deployments: dict[str, dict[str, Any]] = {}
     # how many UI shards the operator runs, this application's ingress (shard 0) included: with more than one, it
     # redirects browsers' page visits to `/ui-<k>/...` in turn (the applications of `build_ui_shard`)
-    ui_shards: int = 1
+    ui_shards: int = Field(1, ge=1)
 
     @field_validator("demos", "models", mode="before")
     @classmethod
@@ -107,7 +107,7 @@ class UiShardArgs(GalleryArgs):
     deployment names match), which application holds the model deployments, and this shard's number."""
 
     models_app: str = MODELS_APP
-    shard: int = 1
+    shard: int = Field(1, ge=1)  # shard 0 is the main application's ingress
     # `serve deploy` builds the applications side by side: a shard may start before `models_app` has registered its
     # deployments, and waits for them this long before it fails with a message
     models_wait_s: float = 300.0
@@ -650,8 +650,6 @@ def build_ui_shard(args: dict | UiShardArgs | None = None):
     it under the route prefix `/ui-<shard>`, which the main application's redirects point to.
     """
     args = UiShardArgs.model_validate(args or {}) if not isinstance(args, UiShardArgs) else args
-    if args.shard < 1:
-        raise ValueError("shard 0 is the main application (build_app); UI shards are numbered from 1")
     return _ingress(args).bind(args.model_dump(), _routes(_service_names(args)), None)
 
 
