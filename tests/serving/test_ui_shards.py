@@ -81,6 +81,39 @@ def test_the_serve_configs_commented_second_shard_is_a_valid_application():
     assert ray_serve.GalleryArgs.model_validate(main["args"]).ui_shards == 2
 
 
+def test_only_a_browsers_page_visit_is_sent_to_another_shard_and_the_root_path_is_kept():
+    """SpreadVisitors alone, on ASGI scopes: under a global root path (Serve's `http_options.root_path`) the redirect
+    keeps it; other methods, other paths and programs' requests reach the app, and turns go 0, 1, 2, 0, …"""
+    import asyncio
+
+    from txgallery.serving.ray_serve import SpreadVisitors
+
+    reached = []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+
+    def visit(spread, method="GET", path="/gallery/sentiment", accept=BROWSER["accept"], query=b"text=hi"):
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": method, "path": path, "root_path": "/gallery", "query_string": query,
+                 "headers": [(b"accept", accept.encode())]}
+        asyncio.run(spread(scope, None, send))
+        return dict(sent[0]["headers"])[b"location"].decode() if sent else None
+
+    spread = SpreadVisitors(app, pages={"sentiment"}, shards=3)
+    assert [visit(spread) for _ in range(4)] == [None, "/gallery/ui-1/sentiment?text=hi",
+                                                 "/gallery/ui-2/sentiment?text=hi", None]
+    assert visit(spread, path="/gallery/", query=b"") == "/gallery/ui-1/"  # the landing page, at turn 4
+    for other in ({"method": "HEAD"}, {"method": "POST"}, {"accept": "*/*"}, {"path": "/gallery/config"},
+                  {"path": "/gallery/gradio_api/info"}, {"path": "/gallery/sentiment/extra"}):
+        assert visit(spread, **other) is None, other
+    assert len(reached) == 2 + 6
+
+
 def test_a_shard_holds_only_a_ui_and_calls_the_main_apps_model_deployment(shards):
     from ray import serve
 

@@ -3,7 +3,7 @@
     serve run txgallery.serving.ray_serve:app                                   # every installed demo, default options
     serve run txgallery.serving.ray_serve:build_app replicas=2 num_gpus=0.25    # the builder, with arguments
     serve deploy deploy/serve_config.yaml                               # on a cluster (deploy/README.md)
-    serve run ...:build_ui_shard shard=1 demos=...                      # one more UI shard (below)
+    serve deploy CONFIG   # with `ui_shards: 2` and an app of `build_ui_shard` at /ui-1 (deploy/serve_config.yaml, end)
     txgallery ray serve                                                 # a local Ray on 127.0.0.1
 
 How it fits together:
