@@ -357,7 +357,7 @@ def test_the_ui_replica_builds_pages_that_call_their_service_while_built():
     previous = get_backend()
     set_backend(backend)
     try:
-        ingress = types.SimpleNamespace(args=GalleryArgs(), backend=backend, entries=entries())
+        ingress = types.SimpleNamespace(args=GalleryArgs(), backend=backend, entries=entries(), shard=0)
         app = asyncio.run(GalleryIngress.func_or_class.__serve_build_asgi_app__(ingress))
     finally:
         set_backend(previous)
