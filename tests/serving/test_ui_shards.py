@@ -55,7 +55,8 @@ def _served(url: str) -> dict:
 
 def test_the_serve_configs_commented_second_shard_is_a_valid_application():
     """deploy/serve_config.yaml ships one shard; its commented txgallery-ui-1 application, uncommented beside the
-    txgallery app with `ui_shards: 2`, is a valid Serve config whose shard sits where shard 0's redirects point."""
+    txgallery app whose GalleryIngress has `ui_shards: 2` in its user_config, is a valid Serve config whose shard sits
+    where shard 0's redirects point."""
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
@@ -70,15 +71,14 @@ def test_the_serve_configs_commented_second_shard_is_a_valid_application():
             break
         block.append(line[2:])
     (shard,) = yaml.safe_load("\n".join(block))
-    main_args = lines[lines.index(f"- name: {main['name']}"):lines.index("  deployments:")]
-    assert any(line.strip().startswith("# ui_shards: 2") for line in main_args)  # where to switch shard 0's redirects on
-    main = {**main, "args": {**main["args"], "ui_shards": 2}}
+    (ingress,) = [d for d in main["deployments"] if d["name"] == ray_serve.INGRESS_NAME]
+    assert ingress["user_config"] == {"ui_shards": 1}  # where to switch shard 0's redirects on, in place
+    ingress["user_config"]["ui_shards"] = 2
     ServeDeploySchema.model_validate({"applications": [main, shard]})
     args = ray_serve.UiShardArgs.model_validate(shard["args"])
     assert (args.models_app, shard["route_prefix"]) == (main["name"], f"{ray_serve.SHARD_PREFIX}{args.shard}")
     assert shard["import_path"] == "txgallery.serving.ray_serve:build_ui_shard"
     assert [(d["name"], d["num_replicas"]) for d in shard["deployments"]] == [(ray_serve.INGRESS_NAME, 1)]
-    assert ray_serve.GalleryArgs.model_validate(main["args"]).ui_shards == 2
 
 
 def test_only_a_browsers_page_visit_is_sent_to_another_shard_and_the_root_path_is_kept():
@@ -104,7 +104,7 @@ def test_only_a_browsers_page_visit_is_sent_to_another_shard_and_the_root_path_i
         asyncio.run(spread(scope, None, send))
         return dict(sent[0]["headers"])[b"location"].decode() if sent else None
 
-    spread = SpreadVisitors(app, pages={"sentiment"}, shards=3)
+    spread = SpreadVisitors(app, pages={"sentiment"}, shards=lambda: 3)
     assert [visit(spread) for _ in range(4)] == [None, "/gallery/ui-1/sentiment?text=hi",
                                                  "/gallery/ui-2/sentiment?text=hi", None]
     assert visit(spread, path="/gallery/", query=b"") == "/gallery/ui-1/"  # the landing page, at turn 4

@@ -3,7 +3,7 @@
     serve run txgallery.serving.ray_serve:app                                   # every installed demo, default options
     serve run txgallery.serving.ray_serve:build_app replicas=2 num_gpus=0.25    # the builder, with arguments
     serve deploy deploy/serve_config.yaml                               # on a cluster (deploy/README.md)
-    serve deploy CONFIG   # with `ui_shards: 2` and an app of `build_ui_shard` at /ui-1 (deploy/serve_config.yaml, end)
+    serve deploy CONFIG   # GalleryIngress user_config `ui_shards: 2`, an app of `build_ui_shard` at /ui-1 (see its end)
     txgallery ray serve                                                 # a local Ray on 127.0.0.1
 
 How it fits together:
@@ -24,10 +24,11 @@ How it fits together:
 UI shards: one UI replica is the cluster's limit (BENCHMARKS.md, "Capacity"), and it cannot have two replicas, since
 Serve's proxy sends each request to any replica while a Gradio session (its queue, its uploads) lives in one. So more
 UI runs as more applications: `build_ui_shard` makes one holding only a `GalleryIngress`, on its own route prefix
-`/ui-<shard>`, whose handles reach the main application's model deployments by name. With `ui_shards: N` the main
-application's ingress (shard 0, at `/`) answers a browser's GET of the landing page or of a page (`/<slug>?...`) with
-a redirect to the next shard's prefix in turn, so new visitors spread over the shards and every later request of
-their sessions stays on one. Programs use `/` or a shard's prefix directly (deploy/README.md, "UI shards").
+`/ui-<shard>`, whose handles reach the main application's model deployments by name. With `ui_shards: N` (the main
+application's args, or in place by its ingress's `user_config`) the main application's ingress (shard 0, at `/`)
+answers a browser's GET of the landing page or of a page (`/<slug>?...`) with a redirect to the next shard's prefix in
+turn, so new visitors spread over the shards and every later request of their sessions stays on one. Programs use `/`
+or a shard's prefix directly (deploy/README.md, "UI shards").
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ class GalleryArgs(BaseModel):
     # ray_actor_options, max_ongoing_requests, user_config (a config's `deployments:` section can do the same)
     deployments: dict[str, dict[str, Any]] = {}
     # how many UI shards the operator runs, this application's ingress (shard 0) included: with more than one, it
-    # redirects browsers' page visits to `/ui-<k>/...` in turn (the applications of `build_ui_shard`)
+    # redirects browsers' page visits to `/ui-<k>/...` in turn (the applications of `build_ui_shard`); the ingress's
+    # `user_config` overrides it in place (the shipped config sets it there)
     ui_shards: int = Field(1, ge=1)
 
     @field_validator("demos", "models", mode="before")
@@ -514,8 +516,8 @@ class SpreadVisitors:
     sent, so a session's requests all reach the shard that served its page.
     """
 
-    def __init__(self, app: Callable, pages: set[str], shards: int) -> None:
-        self.app, self.shards = app, shards
+    def __init__(self, app: Callable, pages: set[str], shards: Callable[[], int]) -> None:
+        self.app, self.shards = app, shards  # read at each visit: the operator may change it in place
         self.paths = {"/"} | {f"/{slug}" for slug in pages} | {f"/{slug}/" for slug in pages}
         self.turns = itertools.count()
 
@@ -529,8 +531,8 @@ class SpreadVisitors:
         return path if path in self.paths and b"text/html" in accept else None
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        path = self._page_visit(scope)
-        shard = next(self.turns) % self.shards if path is not None else 0
+        path, shards = self._page_visit(scope), self.shards()
+        shard = next(self.turns) % shards if path is not None and shards > 1 else 0
         if not shard:
             await self.app(scope, receive, send)
             return
@@ -553,6 +555,7 @@ class GalleryIngress:
 
         self.args = UiShardArgs.model_validate(args)  # the main application passes no shard fields: shard 0
         self.shard = self.args.shard if handles is None else 0
+        self.ui_shards = self.args.ui_shards  # `reconfigure` may change it in place
         _configure(self.args)
         keys = {ServiceKey(import_class(path), tuple(service_args)): name for path, service_args, name in routes}
         if handles is None:  # a UI shard: the model deployments are the main application's, reached by name
@@ -561,6 +564,12 @@ class GalleryIngress:
                                        self.args.retry_window_s)
         set_backend(self.backend)
         self.entries = discover_demos(only=self.args.demos or None)
+
+    def reconfigure(self, config: dict) -> None:
+        """Apply `user_config`: `ui_shards`, which Serve changes in place, without restarting a replica of the app
+        (changing the application's `args` would restart every deployment in it)."""
+        self.ui_shards = UiShardArgs.model_validate({"ui_shards": config.get("ui_shards", self.args.ui_shards)}
+                                                    ).ui_shards
 
     async def __serve_build_asgi_app__(self):
         import gradio as gr
@@ -582,9 +591,9 @@ class GalleryIngress:
             return {"replicas": self.backend.served_by(), "retried": self.backend.retried,
                     "in_ui_replica": self.backend.in_ui_replica(), "shard": self.shard}
 
-        if self.shard == 0 and self.args.ui_shards > 1:
+        if self.shard == 0:
             app.add_middleware(SpreadVisitors, pages={entry.slug for entry in self.entries},
-                               shards=self.args.ui_shards)
+                               shards=lambda: self.ui_shards)
 
         # Off the replica's event loop: a page may call its service while it is built (a component whose value is a
         # function is filled once then), and a handle's blocking `.result()` refuses to run on an event loop
