@@ -38,7 +38,7 @@ import psutil
 import pytest
 import yaml
 from support import free_port
-from userpath_actions import MAIN_ACTIONS, MainAction
+from userpath_actions import MAIN_ACTIONS, MainAction, _check_sentiment
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # the first test also starts the cluster (minutes)
 
@@ -252,6 +252,20 @@ def _shipped_config_for(cluster: Cluster) -> Path:
     return path
 
 
+def _two_shard_config_for(cluster: Cluster) -> Path:
+    """deploy/serve_config.yaml as deploy/README "UI shards" tells an operator to edit it: `ui_shards: 2` in the UI
+    ingress's user_config, and the commented `txgallery-ui-1` application at the end uncommented."""
+    text, shard_app = CONFIG.read_text(), "# - name: txgallery-ui-1"
+    assert "      ui_shards: 1 " in text and f"\n{shard_app}" in text, "the shipped file's shard lines moved"
+    head, tail = text.replace("      ui_shards: 1 ", "      ui_shards: 2 ").split(f"\n{shard_app}", 1)
+    tail = "\n".join(line[2:] if line.startswith("# ") else line for line in f"{shard_app}{tail}".splitlines())
+    config = yaml.safe_load(f"{head}\n{tail}")
+    config["http_options"].update(host="127.0.0.1", port=cluster.http_port)
+    path = cluster.work / "serve_config_two_shards.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 def _unhealthy(status: dict) -> list[str]:
     """What in a parsed `serve status` is not RUNNING / HEALTHY (empty when everything is)."""
     problems = []
@@ -357,7 +371,7 @@ def test_the_ui_replica_builds_pages_that_call_their_service_while_built():
     previous = get_backend()
     set_backend(backend)
     try:
-        ingress = types.SimpleNamespace(args=GalleryArgs(), backend=backend, entries=entries(), shard=0)
+        ingress = types.SimpleNamespace(args=GalleryArgs(), backend=backend, entries=entries(), shard=0, ui_shards=1)
         app = asyncio.run(GalleryIngress.func_or_class.__serve_build_asgi_app__(ingress))
     finally:
         set_backend(previous)
@@ -464,6 +478,36 @@ def test_after_the_calls_everything_is_healthy_and_replicas_are_on_both_nodes(cl
             "EfficiencyLab-minilm-rt-sentiment", "FinetunePlayground-minilm-l6-smollm2-135m",
             "AttentionExplorer-minilm-l6", "AttentionExplorer-smollm2-135m"}
     assert used <= answered, used - answered
+
+
+def test_two_ui_shards_deploy_over_the_running_app_and_share_its_models(cluster):
+    """deploy/README "UI shards": the shipped file edited for two shards, deployed over the running gallery. The
+    change applies in place (no replica of the running app restarts: it had no spare CPU for a rolling update), a
+    browser's visits are spread (the query kept), and both shards answer through the same model replicas."""
+    from gradio_client import Client
+
+    cluster.run("serve", "deploy", str(_two_shard_config_for(cluster)), "-a", cluster.dashboard, timeout=300)
+    deadline, states = time.monotonic() + READY_TIMEOUT_S, {}
+    while time.monotonic() < deadline:
+        states = {name: app.get("status") for name, app in (cluster.status().get("applications") or {}).items()}
+        if states == {APP: "RUNNING", "txgallery-ui-1": "RUNNING"}:
+            break
+        time.sleep(3)
+    assert states == {APP: "RUNNING", "txgallery-ui-1": "RUNNING"}, cluster.status_text()
+    visits = [httpx.get(cluster.url + "/sentiment?text=hi", headers={"Accept": "text/html"}, timeout=60)
+              for _ in range(2)]
+    assert sorted((v.status_code, v.headers.get("location")) for v in visits) == [
+        (200, None), (307, "/ui-1/sentiment?text=hi")]
+    replicas = {}
+    for prefix, shard in (("", 0), ("/ui-1", 1)):
+        _check_sentiment(Client(f"{cluster.url}{prefix}/", verbose=False).predict(
+            "A wonderful, warm and funny film.", api_name="/sentiment_predict"))
+        served = httpx.get(f"{cluster.url}{prefix}/txgallery/served", timeout=30).json()
+        assert served["shard"] == shard and served["in_ui_replica"] == [], served
+        replicas[shard] = set(served["replicas"]["SentimentClassifier-minilm-rt-sentiment"])
+    deployment = cluster.serve_details()["applications"][APP]["deployments"]["SentimentClassifier-minilm-rt-sentiment"]
+    ids = {replica["replica_id"] for replica in deployment["replicas"]}
+    assert replicas[0] and replicas[1] and replicas[0] | replicas[1] <= ids, (replicas, ids)  # the main app's
 
 
 def test_teardown_leaves_no_ray_process(cluster):
