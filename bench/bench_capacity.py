@@ -54,6 +54,7 @@ sys.path.insert(0, str(PLUGINS))
 sys.path.insert(0, os.path.dirname(__file__))
 
 import psutil  # noqa: E402
+from served import free_port, process_cmdline  # noqa: E402
 from timing import percentiles  # noqa: E402
 
 from txgallery.loadgen import run_load  # noqa: E402
@@ -62,11 +63,6 @@ from txgallery.plugin import ApiCall  # noqa: E402
 # --- the cluster ------------------------------------------------------------------------------------------------------
 
 
-def _cmdline(process: psutil.Process) -> str:
-    with contextlib.suppress(psutil.Error):
-        return " ".join(process.cmdline())
-    return ""
-
 
 class TwoNodeCluster:
     """`ray start --head` plus one `ray start --address` on 127.0.0.1; stopped by pid, every process accounted for."""
@@ -74,7 +70,7 @@ class TwoNodeCluster:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         self.temp = Path(tempfile.mkdtemp(prefix="txgcap-"))  # short: Ray's unix socket paths are ≤ 107 bytes
-        self.port = _free_port()
+        self.port = free_port()
         self.before = {p.pid for p in psutil.Process().children(recursive=True)}
         # the daemons `ray start` leaves behind become this process's children, so they can be found and reaped
         if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
@@ -89,7 +85,7 @@ class TwoNodeCluster:
                   f"--object-store-memory={256 * 2**20}", "--disable-usage-stats"]
         self._ray("start", "--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp}",
                   *common)
-        self._ray("start", f"--address=127.0.0.1:{self.port}", f"--dashboard-agent-listen-port={_free_port()}",
+        self._ray("start", f"--address=127.0.0.1:{self.port}", f"--dashboard-agent-listen-port={free_port()}",
                   *common)
         return f"127.0.0.1:{self.port}"
 
@@ -97,7 +93,7 @@ class TwoNodeCluster:
         """Every live process of this cluster: new descendants, and whatever names its session directory."""
         own = {p.pid: p for p in psutil.Process().children(recursive=True) if p.pid not in self.before}
         for process in psutil.process_iter():
-            if str(self.temp) in _cmdline(process):
+            if str(self.temp) in process_cmdline(process):
                 own.setdefault(process.pid, process)
         return [p for p in own.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
@@ -113,18 +109,11 @@ class TwoNodeCluster:
                 process.kill()
         psutil.wait_procs(alive, timeout=10)
         time.sleep(1)
-        left = [f"{p.pid} {_cmdline(p)[:100]}" for p in self.processes()]
+        left = [f"{p.pid} {process_cmdline(p)[:100]}" for p in self.processes()]
         if not left:
             shutil.rmtree(self.temp, ignore_errors=True)
         return left
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the measurements -------------------------------------------------------------------------------------------------
@@ -138,7 +127,7 @@ ROLES = ("UI replica", "proxy", "model replicas", "bench clients", "Ray daemons"
 
 
 def _role(process: psutil.Process, own: int) -> str:
-    title = _cmdline(process)
+    title = process_cmdline(process)
     if process.pid == own:
         return "bench clients"  # the load generator (and the idle driver)
     if title.startswith("ray::ServeReplica"):
@@ -276,7 +265,7 @@ def main() -> None:
     CpuMeter.cluster = cluster
     rows: list[dict] = []
     started = time.monotonic()
-    http_port = _free_port()
+    http_port = free_port()
     url = f"http://127.0.0.1:{http_port}"
     predict, ping = ApiCall("simulated_predict", ("hello",)), ApiCall("ping", ("hello",))
     left: list[str] = []

@@ -40,20 +40,15 @@ sys.path.insert(0, str(PLUGINS))
 sys.path.insert(0, os.path.dirname(__file__))
 
 import psutil  # noqa: E402
+from served import free_port, process_cmdline  # noqa: E402
 from timing import percentiles  # noqa: E402
 
 from txgallery.loadgen import run_load_async  # noqa: E402
 from txgallery.plugin import ApiCall  # noqa: E402
 
 
-def _cmdline(process: psutil.Process) -> str:
-    with contextlib.suppress(psutil.Error):
-        return " ".join(process.cmdline())
-    return ""
-
-
 def _role(process: psutil.Process, own: int) -> str:
-    title = _cmdline(process)
+    title = process_cmdline(process)
     if process.pid == own:
         return "load generator"  # the clients' event loop (and the idle driver)
     if title.startswith(f"ray::ServeReplica:{SHARD_APP}:"):
@@ -122,7 +117,7 @@ def main() -> None:
 
     from txgallery.serving.ray_serve import build_app, build_ui_shard
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     started, rows = time.monotonic(), []
@@ -150,13 +145,6 @@ def main() -> None:
         raise SystemExit(f"processes of Ray left behind: {left}")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _left_behind(before: set[int]) -> list[str]:
     """The processes Ray started that are still alive a minute after it was shut down (should be none)."""
@@ -165,7 +153,7 @@ def _left_behind(before: set[int]) -> list[str]:
         alive = [p for p in psutil.Process().children(recursive=True)
                  if p.pid not in before and p.status() != psutil.STATUS_ZOMBIE]
         if not alive or time.monotonic() > deadline:
-            return [f"{p.pid} {_cmdline(p)[:100]}" for p in alive]
+            return [f"{p.pid} {process_cmdline(p)[:100]}" for p in alive]
         time.sleep(0.5)
 
 

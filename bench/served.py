@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 # the baseline every gallery figure is read against: a one-endpoint Gradio app, launched as Gradio's docs show
 BARE_ECHO_APP = """
@@ -32,6 +33,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def process_cmdline(process: psutil.Process) -> str:
+    """A process's command line as one string; empty if it is gone or not readable."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
 
 
 def start_process(command: list[str], port: int, timeout: float = 300, **popen) -> subprocess.Popen:
