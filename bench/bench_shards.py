@@ -121,11 +121,12 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     started, rows = time.monotonic(), []
-    app_args = {"demos": ["simulated"], "num_cpus": 0.25, "ui_num_cpus": 1, "ui_shards": 2}
+    app_args = {"demos": ["simulated"], "num_cpus": 0.25, "ui_num_cpus": 1}
+    two_shards = {"deployments": {"GalleryIngress": {"user_config": {"ui_shards": 2}}}}  # shard 0 spreads visitors
     try:
         ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)  # logical CPUs: a scheduling budget
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(app_args), name=MAIN_APP, route_prefix="/")
+        serve.run(build_app({**app_args, **two_shards}), name=MAIN_APP, route_prefix="/")
         serve.run(build_ui_shard({**app_args, "shard": 1}), name=SHARD_APP, route_prefix=SHARD_PREFIX)
         for round_ in range(args.rounds):
             for clients in levels:

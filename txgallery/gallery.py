@@ -9,8 +9,10 @@ import html
 import json
 import logging
 import os
+from collections.abc import Iterator
 
 import gradio as gr
+from gradio.blocks import Block, BlocksConfig
 from gradio.state_holder import SessionState, StateHolder
 
 from txgallery.limits import (
@@ -277,7 +279,7 @@ class PageSessionState(SessionState):
         self.app_block_ids = blocks.blocks.keys()
 
     @property
-    def components(self):
+    def components(self) -> Iterator[dict]:
         """Every block's config (what Gradio's deep-link route reads), made now for the blocks not made yet."""
         for key, block in self.blocks_config.blocks.items():
             if key in self.app_block_ids and key not in self.config_values:
@@ -288,9 +290,9 @@ class PageSessionState(SessionState):
 class _ConfigOnly:
     """What `SessionState.__init__` reads of a `Blocks`: its default config, and no block to make a config for."""
 
-    def __init__(self, default_config):
+    def __init__(self, default_config: BlocksConfig) -> None:
         self.default_config = default_config
-        self.blocks = {}
+        self.blocks: dict[int, Block] = {}
 
 
 class PageStateHolder(StateHolder):

@@ -106,12 +106,18 @@ def test_checked_in_configs_name_deployments_the_builder_makes():
 
     from txgallery.gallery import build_gallery
     from txgallery.plugin import discover_demos
-    from txgallery.serving.ray_serve import INGRESS_NAME, deployment_names
+    from txgallery.serving.ray_serve import (
+        INGRESS_NAME,
+        IngressConfig,
+        deployment_names,
+    )
     from txgallery.serving.seam import collecting_services
 
     with collecting_services() as keys:
         build_gallery(discover_demos())
     built = set(deployment_names(keys).values()) | {INGRESS_NAME}
+    with pytest.raises(ValueError, match="ui_shard"):  # a misspelt key fails the replica, not silently one shard
+        IngressConfig.model_validate({"ui_shard": 2})
     deploy = Path(__file__).resolve().parents[2] / "deploy"
     config = yaml.safe_load((deploy / "serve_config.yaml").read_text())
     manifest = yaml.safe_load((deploy / "kuberay" / "rayservice.yaml").read_text())
@@ -123,6 +129,7 @@ def test_checked_in_configs_name_deployments_the_builder_makes():
         assert {INGRESS_NAME, SENTIMENT} <= named and named <= built, named - built
         ingress = next(d for d in app["deployments"] if d["name"] == INGRESS_NAME)
         assert ingress["num_replicas"] == 1  # Gradio sessions live in one process
+        assert IngressConfig.model_validate(ingress["user_config"]).ui_shards == 1
     assert config["http_options"]["host"] == "0.0.0.0"  # the cluster's proxy; local runs pass 127.0.0.1
 
 

@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 APP, SHARD_APP, SHARD_PREFIX = "txgallery", "txgallery-ui-1", "/ui-1"
 SENTIMENT = "SentimentClassifier-minilm-rt-sentiment"
-ARGS = {"demos": ["sentiment"], "num_cpus": 0.1, "ui_num_cpus": 0.1, "ui_shards": 2}
+ARGS = {"demos": ["sentiment"], "num_cpus": 0.1, "ui_num_cpus": 0.1}
+TWO_SHARDS = {"deployments": {"GalleryIngress": {"user_config": {"ui_shards": 2}}}}  # the main application's ingress
 # what a browser sends when it opens a page; programs (httpx, gradio_client) send `*/*` or JSON
 BROWSER = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 REVIEW = "A warm, funny and moving film."
@@ -38,7 +39,7 @@ def shards(local_ray) -> str:
         # both at once, as `serve deploy` of a config does: the shard waits for the main application's deployments
         serve.run_many([serve.RunTarget(build_ui_shard({**ARGS, "shard": 1, "models_app": APP}), name=SHARD_APP,
                                         route_prefix=SHARD_PREFIX),
-                        serve.RunTarget(build_app(ARGS), name=APP, route_prefix="/")])
+                        serve.RunTarget(build_app({**ARGS, **TWO_SHARDS}), name=APP, route_prefix="/")])
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()

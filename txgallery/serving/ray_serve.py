@@ -24,8 +24,8 @@ How it fits together:
 UI shards: one UI replica is the cluster's limit (BENCHMARKS.md, "Capacity"), and it cannot have two replicas, since
 Serve's proxy sends each request to any replica while a Gradio session (its queue, its uploads) lives in one. So more
 UI runs as more applications: `build_ui_shard` makes one holding only a `GalleryIngress`, on its own route prefix
-`/ui-<shard>`, whose handles reach the main application's model deployments by name. With `ui_shards: N` (the main
-application's args, or in place by its ingress's `user_config`) the main application's ingress (shard 0, at `/`)
+`/ui-<shard>`, whose handles reach the main application's model deployments by name. With `ui_shards: N` in the main
+application's ingress's `user_config` (`IngressConfig`, applied in place) that ingress (shard 0, at `/`)
 answers a browser's GET of the landing page or of a page (`/<slug>?...`) with a redirect to the next shard's prefix in
 turn, so new visitors spread over the shards and every later request of their sessions stays on one. Programs use `/`
 or a shard's prefix directly (deploy/README.md, "UI shards").
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError, TaskCancelledError
 
@@ -92,16 +92,22 @@ class GalleryArgs(BaseModel):
     # per deployment, by class name or deployment name: Serve options such as num_replicas, autoscaling_config,
     # ray_actor_options, max_ongoing_requests, user_config (a config's `deployments:` section can do the same)
     deployments: dict[str, dict[str, Any]] = {}
-    # how many UI shards the operator runs, this application's ingress (shard 0) included: with more than one, it
-    # redirects browsers' page visits to `/ui-<k>/...` in turn (the applications of `build_ui_shard`); the ingress's
-    # `user_config` overrides it in place (the shipped config sets it there)
-    ui_shards: int = Field(1, ge=1)
 
     @field_validator("demos", "models", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         # `serve run ... models=sentiment=embedded;attention=embedded` passes one string
         return [part for part in value.split(";") if part] if isinstance(value, str) else value
+
+
+class IngressConfig(BaseModel):
+    """The UI ingress's `user_config`, which Serve applies in place, without restarting a replica of the application
+    (a change of the application's `args` would restart every deployment in it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    # how many UI shards the operator runs, the main application's ingress (shard 0) included: with more than one, it
+    # redirects browsers' page visits to `/ui-<k>/...` in turn (the applications of `build_ui_shard`)
+    ui_shards: int = Field(1, ge=1)
 
 
 class UiShardArgs(GalleryArgs):
@@ -555,7 +561,7 @@ class GalleryIngress:
 
         self.args = UiShardArgs.model_validate(args)  # the main application passes no shard fields: shard 0
         self.shard = self.args.shard if handles is None else 0
-        self.ui_shards = self.args.ui_shards  # `reconfigure` may change it in place
+        self.ui_shards = IngressConfig().ui_shards  # until Serve calls `reconfigure` with the user_config
         _configure(self.args)
         keys = {ServiceKey(import_class(path), tuple(service_args)): name for path, service_args, name in routes}
         if handles is None:  # a UI shard: the model deployments are the main application's, reached by name
@@ -566,10 +572,8 @@ class GalleryIngress:
         self.entries = discover_demos(only=self.args.demos or None)
 
     def reconfigure(self, config: dict) -> None:
-        """Apply `user_config`: `ui_shards`, which Serve changes in place, without restarting a replica of the app
-        (changing the application's `args` would restart every deployment in it)."""
-        self.ui_shards = UiShardArgs.model_validate({"ui_shards": config.get("ui_shards", self.args.ui_shards)}
-                                                    ).ui_shards
+        """Apply `user_config` (`IngressConfig`): the number of UI shards that shard 0 spreads visitors over."""
+        self.ui_shards = IngressConfig.model_validate(config).ui_shards
 
     async def __serve_build_asgi_app__(self):
         import gradio as gr
@@ -629,8 +633,8 @@ def _routes(names: dict[ServiceKey, str]) -> list[tuple[str, tuple, str]]:
 
 
 def _ingress(args: GalleryArgs):
-    return GalleryIngress.options(ray_actor_options={"num_cpus": args.ui_num_cpus},
-                                  max_ongoing_requests=4 * args.ui_concurrency)
+    options = dict(ray_actor_options={"num_cpus": args.ui_num_cpus}, max_ongoing_requests=4 * args.ui_concurrency)
+    return GalleryIngress.options(**{**options, **args.deployments.get(INGRESS_NAME, {})})
 
 
 def build_app(args: dict | GalleryArgs | None = None):
