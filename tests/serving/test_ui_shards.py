@@ -54,24 +54,34 @@ def _served(url: str) -> dict:
     return httpx.get(url + "/txgallery/served", timeout=60).json()
 
 
-def test_the_serve_configs_commented_second_shard_is_a_valid_application():
-    """deploy/serve_config.yaml ships one shard; its commented txgallery-ui-1 application, uncommented beside the
-    txgallery app whose GalleryIngress has `ui_shards: 2` in its user_config, is a valid Serve config whose shard sits
-    where shard 0's redirects point."""
+def _commented_shard(text: str) -> list[str]:
+    """The lines of the commented txgallery-ui-1 application, uncommented (at the indentation of the text's own)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("# - name: txgallery-ui-1"))
+    indent = lines[start].index("#")
+    block = []
+    for line in lines[start:]:
+        if not line[indent:].startswith("#"):
+            break
+        block.append(line[indent + 2:])
+    return block
+
+
+@pytest.mark.parametrize("path", ["serve_config.yaml", "kuberay/rayservice.yaml"])
+def test_the_configs_commented_second_shard_is_a_valid_application(path):
+    """deploy/serve_config.yaml and the KubeRay manifest ship one shard; their commented txgallery-ui-1 application,
+    uncommented beside the txgallery app whose GalleryIngress has `ui_shards: 2` in its user_config, is a valid Serve
+    config whose shard sits where shard 0's redirects point."""
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
     from txgallery.serving import ray_serve
 
-    text = (Path(__file__).resolve().parents[2] / "deploy" / "serve_config.yaml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "deploy" / path).read_text()
+    if path.startswith("kuberay"):
+        text = yaml.safe_load(text)["spec"]["serveConfigV2"]
     (main,) = yaml.safe_load(text)["applications"]
-    lines = text.splitlines()
-    block = []
-    for line in lines[lines.index("# - name: txgallery-ui-1"):]:
-        if not line.startswith("#"):
-            break
-        block.append(line[2:])
-    (shard,) = yaml.safe_load("\n".join(block))
+    (shard,) = yaml.safe_load("\n".join(_commented_shard(text)))
     (ingress,) = [d for d in main["deployments"] if d["name"] == ray_serve.INGRESS_NAME]
     assert ingress["user_config"] == {"ui_shards": 1}  # where to switch shard 0's redirects on, in place
     ingress["user_config"]["ui_shards"] = 2
