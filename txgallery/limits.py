@@ -16,6 +16,8 @@ GRADIO_CACHE_AGE_S = 3600  # seconds Gradio's copy of a result or an upload is k
 GRADIO_CACHE_SWEEP_S = 600  # how often the server deletes those older copies; all of them go when it stops
 MAX_LINK_INDEX = 255  # a layer or head index a deep link may name; the model it runs then checks its own count
 MAX_PRESENTER_URL_CHARS = 4000  # a presenter page URL (path and query) that followers open; longer ones are not shared
+HEALTH_PROBE_TIMEOUT_S = 20  # a model replica's health probe (a small forward) that takes longer marks it unhealthy (Ray Serve replaces it)
+SERVICE_CALL_MAX_S = 1800  # a model replica's thread on one call this long is taken as stuck by its health check; a shorter call only delays the probe
 
 
 def limits_table() -> list[tuple[str, str, str, str]]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from txgallery.lib import attention as att
 from txgallery.lib.vit import ImageClassifier, held_out_note, softmax
@@ -91,6 +92,10 @@ class AttentionExplorer:
         """The model badge for the UI."""
         return model_badge(self.source, self.loaded)
 
+    def check_health(self) -> None:
+        """A small forward of the model: a replica's health check (`txgallery.serving.ray_serve.ServiceHealth`)."""
+        store.check_forward(self.loaded)
+
     def _trace(self, text: str, pair: str = ""):
         if self._last is not None and self._last[0] == (text, pair):
             return self._last[1:]
@@ -174,6 +179,10 @@ class VitExplorer:
     def describe(self) -> str:
         """The model badge: which model, where from, why, its size and its held-out accuracy when it has one."""
         return model_badge(self.source) + self.classifier.summary() + held_out_note(self.loaded.metrics)
+
+    def check_health(self) -> None:
+        """A small forward of the model: a replica's health check (`txgallery.serving.ray_serve.ServiceHealth`)."""
+        self.classifier.predict([Image.new("RGB", (16, 16))])
 
     def analyse(self, image: Any) -> VitResult:
         """Every layer's attention of the ViT on `image` (a PIL image) and its most likely labels."""

@@ -112,6 +112,10 @@ class ClipMatcher:
         """The model badge for the UI."""
         return badge_text(self.source, self.loaded)
 
+    def check_health(self) -> None:
+        """A small forward of the model: a replica's health check (`txgallery.serving.ray_serve.ServiceHealth`)."""
+        clip.embed_texts(self.loaded, ["a photo"])  # past the cache, which would answer without the model
+
     def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
         """L2-normalised embeddings (N, D) of RGB arrays, reusing those computed before."""
         keys = [hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest() for image in images]

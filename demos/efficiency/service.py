@@ -45,6 +45,10 @@ class EfficiencyLab:
         self.source = source
         self.loaded = store.get_store().load(source)
 
+    def check_health(self) -> None:
+        """A small forward of the model: a replica's health check (`txgallery.serving.ray_serve.ServiceHealth`)."""
+        store.check_forward(self.loaded)
+
     def run(self, techniques: list[str], sparsity: float, structured: bool,
             progress: Callable[[float, str], None] | None = None) -> tuple[pd.DataFrame, list[Measurement]]:
         """Build the chosen variants, measure each beside the fp32 baseline, return the table."""

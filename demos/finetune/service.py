@@ -86,6 +86,11 @@ class FinetunePlayground:
             model = (AutoModelForCausalLM if decoder else AutoModel).from_config(config)
         return finetune.layer_module_names(model)
 
+    def check_health(self) -> None:
+        """A replica's health check: the job queue answers (training runs on the jobs' own threads, and each run
+        loads its base model afresh, so there is no loaded model here to probe)."""
+        self.runner.unfinished()  # takes the queue's lock, which a stuck job would hold
+
     def start(self, task: str, config: finetune.FinetuneConfig, owner: str,
               data: finetune.ClassificationData | None = None) -> str:
         """Queue a run of `config` on `task` (or on uploaded `data`); returns the job id at once."""

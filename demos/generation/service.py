@@ -68,6 +68,10 @@ class TextGenerator:
                       f"{metrics['validation_perplexity']:.1f}")
         return badge
 
+    def check_health(self) -> None:
+        """A small forward of the model: a replica's health check (`txgallery.serving.ray_serve.ServiceHealth`)."""
+        store.check_forward(self.loaded)
+
     def has_chat_template(self) -> bool:
         """Whether the tokenizer knows how to wrap a prompt as a chat turn."""
         return bool(getattr(self.tokenizer, "chat_template", None))

@@ -77,6 +77,10 @@ class SentimentClassifier:
             for p, n in zip(probabilities, full_lengths)
         ]
 
+    def check_health(self) -> None:
+        """A small forward of the model: a replica's health check (`txgallery.serving.ray_serve.ServiceHealth`)."""
+        self.predict(["ok"])
+
     def attribute(self, text: str, steps: int = 24) -> list[tuple[str, float]]:
         """Integrated gradients (captum) of the predicted label w.r.t. the input embeddings, summed per word.
 

@@ -17,7 +17,7 @@ import torch
 
 from txgallery.limits import MAX_SEQ2SEQ_SOURCE_TOKENS
 from txgallery.models.hub import ModelLoadError, ModelSource
-from txgallery.models.store import get_store
+from txgallery.models.store import check_forward, get_store
 from txgallery.paths import WEIGHTS_DIR
 from txgallery.ui import model_badge
 
@@ -79,6 +79,10 @@ class TextToText:
         if fill is not None:
             badge += f" (task `sst2 sentence:`) · **fill exact match:** {fill:.3f} (task `fill:`)"
         return badge
+
+    def check_health(self) -> None:
+        """A small forward of the model: a replica's health check (`txgallery.serving.ray_serve.ServiceHealth`)."""
+        check_forward(self.loaded)
 
     def _encode(self, source_text: str):
         return self.tokenizer([source_text], truncation=True, max_length=MAX_SEQ2SEQ_SOURCE_TOKENS,

@@ -38,6 +38,10 @@ class ImageService:
         """The model badge: which model, where from, why, ViT or CNN, and its held-out accuracy when it has one."""
         return model_badge(self.source) + self.classifier.summary() + held_out_note(self.loaded.metrics)
 
+    def check_health(self) -> None:
+        """A small forward of the model: a replica's health check (`txgallery.serving.ray_serve.ServiceHealth`)."""
+        self.predict([np.zeros((16, 16, 3), np.uint8)])
+
     def predict(self, pictures: list[np.ndarray]) -> np.ndarray:
         """Class probabilities (N, classes) for RGB pictures (uint8 arrays)."""
         return self.classifier.predict([Image.fromarray(p) for p in pictures])

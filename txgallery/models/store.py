@@ -203,6 +203,18 @@ class ModelStore:
             return loaded
 
 
+def check_forward(loaded: LoadedModel, text: str = "ok") -> None:
+    """One forward pass of a text model on a few tokens: a model replica's health check (raises if it cannot)."""
+    import torch
+
+    inputs = loaded.tokenizer(text, return_tensors="pt").to(loaded.device)
+    config = getattr(loaded.model, "config", None)
+    if getattr(config, "is_encoder_decoder", False):  # the decoder needs its first token too
+        inputs["decoder_input_ids"] = torch.full((1, 1), config.decoder_start_token_id, device=loaded.device)
+    with torch.inference_mode():
+        loaded.model(**inputs)
+
+
 _store: ModelStore | None = None
 _store_guard = threading.Lock()
 

@@ -187,6 +187,11 @@ class JobRunner:
                 job.status.state = "failed"
                 job.status.message = str(exc) if isinstance(exc, InputError) else f"failed: {type(exc).__name__}: {exc}"
 
+    def unfinished(self) -> int:
+        """How many jobs are queued or running."""
+        with self._lock:
+            return sum(not job.status.finished for job in self._jobs.values())
+
     def status(self, job_id: str) -> JobStatus:
         """A copy of the job's current status."""
         with self._lock:

@@ -20,6 +20,9 @@ How it fits together:
   BENCHMARKS.md, "Serving" and "Capacity"). Generator methods stream through
   `handle.options(stream=True)`; callables passed as arguments (progress callbacks) are relayed back as events of a
   stream and run where the caller is (the UI replica).
+- each model replica's health check (Serve's `check_health`, every 10 s) runs its service's `check_health`, a small
+  real forward, on the model's thread: a model that raises or does not answer in `HEALTH_PROBE_TIMEOUT_S` makes the
+  replica unhealthy, and Serve replaces it (`ServiceHealth`).
 
 UI shards: one UI replica is the cluster's limit (BENCHMARKS.md, "Capacity"), and it cannot have two replicas, since
 Serve's proxy sends each request to any replica while a Gradio session (its queue, its uploads) lives in one. So more
@@ -53,6 +56,7 @@ from ray import serve
 from ray.exceptions import RayActorError, RayTaskError, TaskCancelledError
 
 from txgallery.lib.threads import prefer_passive_openmp
+from txgallery.limits import HEALTH_PROBE_TIMEOUT_S, SERVICE_CALL_MAX_S
 from txgallery.serving.seam import (
     LocalBackend,
     ServiceKey,
@@ -227,6 +231,38 @@ class CallBatcher:
                     future.set_result(result)
 
 
+class ServiceHealth:
+    """A model service's health, as Serve's `check_health` asks for it: the service's own `check_health` (a small
+    forward of its model) on the service's thread, where a stuck model would hold it.
+
+    A probe queued behind a call still within `SERVICE_CALL_MAX_S` (an efficiency run takes minutes) stays queued and
+    counts as healthy: the thread is busy, not stuck. A service whose model never loaded counts as healthy too: its
+    pages say why on every call, and a new replica would not load it either.
+    """
+
+    def __init__(self, backend: LocalBackend, key: ServiceKey, timeout_s: float = HEALTH_PROBE_TIMEOUT_S,
+                 busy_limit_s: float = SERVICE_CALL_MAX_S) -> None:
+        self.backend, self.key, self.timeout_s, self.busy_limit_s = backend, key, timeout_s, busy_limit_s
+        self.probe: concurrent.futures.Future | None = None  # the last probe, which may still be queued
+
+    async def check(self) -> None:
+        """Return if the service answers (or is busy within its limit); raise, saying why, if not."""
+        if not self.backend.started(self.key) or not hasattr(self.key.cls, "check_health"):
+            return
+        if self.probe is None or self.probe.done():
+            self.probe = self.backend.submit(self.key, "check_health")
+        try:  # shielded: a probe still queued at the timeout stays queued, and the next check waits for it again
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self.probe)), self.timeout_s)
+        except TimeoutError:
+            busy = self.backend.busy_for(self.key) or 0.0
+            if self.probe.running():
+                raise RuntimeError(f"{self.key.name}: its model has not answered a small forward in "
+                                   f"{busy:.0f} s") from None
+            if busy > self.busy_limit_s:
+                raise RuntimeError(f"{self.key.name}: its thread has been on one call for {busy:.0f} s, longer than "
+                                   f"SERVICE_CALL_MAX_S ({self.busy_limit_s:.0f} s)") from None
+
+
 @serve.deployment
 class ModelService:
     """One service class (`module:Class` + its arguments) as a deployment; its methods are called by name."""
@@ -239,10 +275,15 @@ class ModelService:
         self.batched = set(batched_methods(self.key.cls))
         self.max_batch_size, self.batch_wait_timeout_s = 16, 0.01
         self.batchers: dict[str, CallBatcher] = {}
+        self.health = ServiceHealth(self.local, self.key)
         try:  # load the model now, so a replica counts as ready once it can answer
             self.local.start(self.key)
         except Exception as exc:  # a model that cannot load is reported per call (the page says why), not fatal
             log.warning("%s could not start: %s", self.key.name, exc)
+
+    async def check_health(self) -> None:
+        """Serve's health check: the service's own small forward answers (`ServiceHealth`)."""
+        await self.health.check()
 
     def reconfigure(self, config: dict) -> None:
         """Apply `user_config`: `max_batch_size`, `batch_wait_timeout_s`, `batched_methods`."""
@@ -331,6 +372,9 @@ class EchoService:
     def echo(self, items: list) -> list:
         """The items, unchanged (batchable)."""
         return list(items)
+
+    def check_health(self) -> None:
+        """Answers: there is no model to run."""
 
     def countdown(self, n: int) -> Iterator[int]:
         """n, n-1, …, 1, one at a time (streamed)."""

@@ -24,9 +24,10 @@ import inspect
 import logging
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class LocalBackend:
     def __init__(self) -> None:
         self._instances: dict[ServiceKey, Any] = {}
         self._threads: dict[ServiceKey, ThreadPoolExecutor] = {}
+        self._busy_since: dict[ServiceKey, float] = {}  # when the service's thread began its current task
         self._guard = threading.Lock()
 
     def _executor(self, key: ServiceKey) -> ThreadPoolExecutor:
@@ -84,13 +86,36 @@ class LocalBackend:
             self._instances[key] = key.cls(*key.args)
         return self._instances[key]
 
+    def _on_thread(self, key: ServiceKey, task: Callable[[], Any]) -> Future:
+        def timed() -> Any:
+            self._busy_since[key] = time.monotonic()
+            try:
+                return task()
+            finally:
+                del self._busy_since[key]
+
+        return self._executor(key).submit(timed)
+
     def start(self, key: ServiceKey) -> None:
         """Create the instance now (loading its model) instead of at the first call."""
-        self._executor(key).submit(self._instance, key).result()
+        self._on_thread(key, lambda: self._instance(key)).result()
+
+    def started(self, key: ServiceKey) -> bool:
+        """Whether the service's instance exists (its model loaded)."""
+        return key in self._instances
+
+    def busy_for(self, key: ServiceKey) -> float | None:
+        """Seconds the service's thread has spent on its current task; None when it is idle."""
+        since = self._busy_since.get(key)
+        return None if since is None else time.monotonic() - since
+
+    def submit(self, key: ServiceKey, method: str, args: tuple = (), kwargs: dict | None = None) -> Future:
+        """Queue `instance.method(*args, **kwargs)` on the service's thread; its future."""
+        return self._on_thread(key, lambda: getattr(self._instance(key), method)(*args, **(kwargs or {})))
 
     def call(self, key: ServiceKey, method: str, args: tuple, kwargs: dict) -> Any:
         """Run `instance.method(*args, **kwargs)` on the service's thread and wait for the result."""
-        return self._executor(key).submit(lambda: getattr(self._instance(key), method)(*args, **kwargs)).result()
+        return self.submit(key, method, args, kwargs).result()
 
     def stream(self, key: ServiceKey, method: str, args: tuple, kwargs: dict) -> Iterator[Any]:
         """Run the generator `instance.method(...)` on the service's thread, yielding its items here as they come."""
@@ -121,7 +146,7 @@ class LocalBackend:
             else:
                 offer("done", _DONE)
 
-        self._executor(key).submit(produce)
+        self._on_thread(key, produce)
         try:
             while True:
                 kind, value = items.get()

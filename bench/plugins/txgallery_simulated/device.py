@@ -48,6 +48,11 @@ class SimulatedDevice:
             self.holds.append((start, time.monotonic(), len(texts)))
         return [f"{text} · batch of {len(texts)}" for text in texts]
 
+    def check_health(self) -> None:
+        """A replica's health check: the device is free to take a batch (taken and given back, holding it no time)."""
+        with self.device:
+            pass
+
     def device_holds(self) -> list[tuple[float, float, int]]:
         """Every batch so far: (start, end, size), in `time.monotonic()` seconds (comparable across processes)."""
         return list(self.holds)
