@@ -149,3 +149,28 @@ def test_progress_callbacks_are_relayed_again_after_a_retry():
     assert steps == [(1, 2), (1, 2), (2, 2)]
     assert backend.retried == 1
     assert backend.served_by() == {NAME: {"replica-2": 1}}
+
+
+class Typed:
+    """A service nobody declared when the app was built (a model typed into a page)."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+
+    def describe(self) -> str:
+        return f"**model:** `{self.ref}` (typed on the page)"
+
+    def generate(self, prompt: str) -> str:
+        return prompt + " and more"
+
+
+def test_a_service_without_a_deployment_says_on_its_badge_that_it_runs_in_the_ui_replica():
+    backend = RayServeBackend({}, {})
+    key = ServiceKey(Typed, ("gpt2",))
+    try:
+        badge = backend.call(key, "describe", (), {})
+        assert badge.startswith("**model:** `gpt2`") and "Runs inside the UI replica" in badge
+        assert backend.call(key, "generate", ("once",), {}) == "once and more"  # other answers are its own
+        assert backend.in_ui_replica() == [key.name]
+    finally:
+        backend.local.shutdown()

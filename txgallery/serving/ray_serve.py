@@ -73,6 +73,10 @@ MODELS_APP = "txgallery"  # the application name the shipped config gives `build
 SHARD_PREFIX = "/ui-"
 # JSON: which replica of which deployment answered how many calls, and which services ran inside the UI replica
 SERVED_ROUTE = "/txgallery/served"
+# appended to the badge (`describe()`) of a service nobody declared when the app was built, e.g. a model typed into a page
+IN_UI_REPLICA_NOTE = ("\n\n⚠️ **Runs inside the UI replica:** this model was not configured when the Ray Serve app was "
+                      "built, so it has no deployment of its own (no GPU replica, no batching) and shares the UI's "
+                      "CPU. An operator gives it one by configuring it (`models:` in the Serve config).")
 
 
 
@@ -456,7 +460,10 @@ class RayServeBackend:
         """`instance.method(...)` on a replica of the service's deployment; the result comes back here."""
         handle = self._handle(key)
         if handle is None:
-            return self.local.call(key, method, args, kwargs)
+            value = self.local.call(key, method, args, kwargs)
+            if method == "describe" and isinstance(value, str):  # the page's model badge: say where this one runs
+                value += IN_UI_REPLICA_NOTE
+            return value
         if any(callable(v) for v in (*args, *kwargs.values())):
             return self._relay(key, handle, method, args, kwargs)
         retry = _ReplicaRetry(self, key, method)
