@@ -100,5 +100,6 @@ VIT_TOP_K = 5  # classes shown in the bar plot
 MAX_DISCARD_RATIO = 0.95  # share of the weakest attention weights a rollout may drop (more leaves too little to trace)
 
 # --- efficiency ---
+MAX_EFFICIENCY_RUNS_KEPT = 4  # runs whose saved variants stay on disk (hundreds of MB each); a new run deletes older ones (their zips were already offered)
 MAX_DISTIL_STEPS = 600  # training steps of one distillation run (each run trains two students)
 MAX_STUDENT_LAYERS = 4  # layers of a distilled student (the teacher has 6)

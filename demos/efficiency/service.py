@@ -4,6 +4,9 @@ what it saved. The page reaches it through `connect` (wherever it runs) and runs
 
 from __future__ import annotations
 
+import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -30,10 +33,22 @@ from txgallery_demos.efficiency.variants import (
 )
 
 from txgallery.lib.datasets import rotten_tomatoes_splits
-from txgallery.limits import InputError
+from txgallery.limits import MAX_EFFICIENCY_RUNS_KEPT, InputError
 from txgallery.models import store
 from txgallery.paths import home
 from txgallery.ui import zipped
+
+
+RUN_FOLDER = re.compile(r"\d{8}-\d{6}-")  # a run's folder: its start time, then a unique suffix
+
+
+def new_run_folder(root: Path, keep: int = MAX_EFFICIENCY_RUNS_KEPT) -> Path:
+    """A fresh folder for a run's variants under `root`, after deleting all but the newest `keep - 1` earlier runs."""
+    root.mkdir(parents=True, exist_ok=True)
+    earlier = sorted(p for p in root.iterdir() if p.is_dir() and RUN_FOLDER.match(p.name))  # names sort by time
+    for folder in earlier[:max(0, len(earlier) - (keep - 1))]:
+        shutil.rmtree(folder, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
 
 
 class EfficiencyLab:
@@ -58,7 +73,7 @@ class EfficiencyLab:
         if not isinstance(model, torch.nn.Module):
             raise InputError("The lab starts from a PyTorch model; this one is already an ONNX Runtime session.")
         data = rotten_tomatoes_splits().test.head(EVAL_SIZE)
-        out = home() / "efficiency" / time.strftime("%Y%m%d-%H%M%S")
+        out = new_run_folder(home() / "efficiency")
         steps: list[tuple[str, Callable[[], Variant]]] = [
             ("fp32", lambda: fp32_variant(model, tokenizer, out / "fp32"))]
         if "int8" in techniques:

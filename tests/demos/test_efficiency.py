@@ -179,6 +179,20 @@ def test_the_lab_zips_only_what_it_saved(base, tmp_path):
             lab.archive(str(elsewhere))
 
 
+def test_a_new_run_keeps_only_the_newest_earlier_runs_on_disk(tmp_path):
+    """Each run saves hundreds of MB: a workshop's runs must not fill the disk. Students and other folders stay."""
+    from txgallery_demos.efficiency.service import new_run_folder
+
+    earlier = [tmp_path / f"2026120{day}-120000-x{day}" for day in range(1, 7)]
+    for folder in [*earlier, tmp_path / "student-2l"]:
+        (folder / "fp32").mkdir(parents=True)
+    made = new_run_folder(tmp_path, keep=3)
+    assert made.parent == tmp_path and made.is_dir() and not any(made.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([earlier[4].name, earlier[5].name, "student-2l",
+                                                                 made.name])
+    assert new_run_folder(tmp_path, keep=3) != made  # two runs in the same second get folders of their own
+
+
 def test_distillation_reports_honestly(base, tmp_path):
     splits = rotten_tomatoes_splits()
     steps = 40
