@@ -36,6 +36,11 @@ from txgallery.ui import (
 log = logging.getLogger(__name__)
 
 CSS = """
+/* Gradio's theme declares Source Sans Pro 600 with a file that holds only a Cyrillic slice and "A", "B": every other
+   letter of a heading, label or button fell back to another font, so "BERT" read "ʙERT". Its full bold file takes
+   weight 600 (the later rule of the same weight wins), at the same relative URL as Gradio's own rules. */
+@font-face {font-family: "Source Sans Pro"; font-weight: 600; font-style: normal;
+            src: url("static/fonts/SourceSansPro/SourceSansPro-Bold.woff2") format("woff2");}
 .tx-cards {display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 16px;}
 .tx-card {border: 1px solid var(--border-color-primary); border-radius: 12px; padding: 16px; text-decoration: none;
           color: inherit; display: block; background: var(--block-background-fill);}
