@@ -54,8 +54,8 @@ shows all of them at once.
 **Offline**, the page runs an honest **stand-in, not CLIP**: no image–caption data or CLIP weights can be installed
 here, so it composes two pretrained models (ConSE): EfficientNet-Lite0 says which of the 1,000 ImageNet classes it
 sees, and the image becomes the probability-weighted mean of MiniLM sentence embeddings of "a photo of a {{class}}".
-It matches texts through ImageNet's vocabulary only. Online, configure a real open_clip model, e.g.
-`txgallery serve --model clip=ViT-B-32/laion2b_s34b_b79k`.
+It matches texts through ImageNet's vocabulary only. Online, whoever runs the gallery can configure a real open_clip
+model, e.g. `ViT-B-32/laion2b_s34b_b79k` (`--model clip=…`, or `[demos.clip]` in `txgallery.toml`).
 
 **Try:** the same photo with labels that ImageNet knows ("cat, dog, car") and with ones it does not ("happy,
 sad"); change the template ("a drawing of a {{}}"); search the gallery for "something to drink". At most

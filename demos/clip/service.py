@@ -43,7 +43,7 @@ def badge_text(source: ModelSource | ModelLoadError, loaded: store.LoadedModel |
                     if "fashion_mnist_accuracy" in metrics else "")
         badge += ("\n\n⚠️ **Offline stand-in, not CLIP:** EfficientNet-Lite0's top ImageNet classes placed in "
                   f"MiniLM's sentence space (ConSE).{measured} Texts far from ImageNet's 1,000 classes match poorly; "
-                  "configure an open_clip model for the real thing.")
+                  "whoever runs the gallery can configure a real open_clip model (README, \"Configuration\").")
     return badge
 
 

@@ -57,7 +57,7 @@ machine the gallery runs on — accuracy on held-out sentences, latency at batch
 
 **Try:** pruning at 0.3 vs 0.7 sparsity; structured vs unstructured; a 1-layer vs 4-layer student.
 Every variant can be downloaded (the *download* column names its zip); unzipped, it serves in the sentiment demo
-with `txgallery serve --model sentiment=embedded,<directory>`.
+when configured as its model (`--model sentiment=embedded,<directory>`, or `[demos.sentiment]` in `txgallery.toml`).
 """
 
 
@@ -315,7 +315,7 @@ demo = Demo(
     tags=("int8", "ONNX", "pruning", "distillation", "latency"),
     topic="Optimization techniques: quantization, distillation, pruning, ONNX",
     lesson=LESSON,
-    models=(ModelSlot(task=TASK, default="embedded", hub_example="distilbert-base-uncased-finetuned-sst-2-english"),),
+    models=(ModelSlot(task=TASK, default="embedded", hub_example="distilbert/distilbert-base-uncased-finetuned-sst-2-english"),),
 )
 
 

@@ -329,7 +329,7 @@ demo = Demo(
     tags=("encoder", "classification", "BERT", "LoRA", "attribution"),
     topic="Encoder-only transformers: BERT for classification",
     lesson=LESSON,
-    models=(ModelSlot(task=TASK, default="embedded", hub_example="distilbert-base-uncased-finetuned-sst-2-english"),),
+    models=(ModelSlot(task=TASK, default="embedded", hub_example="distilbert/distilbert-base-uncased-finetuned-sst-2-english"),),
     traffic=(ApiCall("sentiment_predict", (EXAMPLES[0],)), ApiCall("sentiment_predict", (EXAMPLES[1],)),
              ApiCall("sentiment_explain", (EXAMPLES[3],)), ApiCall("sentiment_batch", ("\n".join(EXAMPLES), None))),
 )

@@ -193,3 +193,13 @@ def test_smollm2_says_what_its_first_load_does_until_it_is_converted(tmp_path, m
     (tmp_path / "smollm2-135m-instruct" / "config.json").write_text("{}")
     assert first_use_note(smollm2) is None
     assert first_use_note(store.resolve("embedded", "text-classification")) is None  # nothing to do once
+
+
+def test_the_hint_after_a_failed_hub_model_never_suggests_that_same_model():
+    from txgallery.models.tasks import default_hint
+
+    suggested = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
+    assert f"try a hub id such as '{suggested}'" in default_hint(TASK, "textattack/roberta-base-SST-2")
+    for same in (suggested, "distilbert-base-uncased-finetuned-sst-2-english"):  # its old id is the same model
+        hint = default_hint(TASK, same)
+        assert "embedded" in hint and "try a hub id" not in hint

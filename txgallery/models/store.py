@@ -83,7 +83,7 @@ def _explain_load_failure(source: ModelSource, exc: Exception) -> str:
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     text = f"{type(exc).__name__}: {exc}"
-    first_line, hint, cause = text.splitlines()[0], default_hint(source.task), exc.__cause__ or exc
+    first_line, hint, cause = text.splitlines()[0], default_hint(source.task, source.ref), exc.__cause__ or exc
     if source.kind == "local":
         return f"Could not load the local directory {source.ref}: {first_line}. {hint}"
     if source.kind == "embedded":
@@ -118,7 +118,7 @@ def _load_pretrained(source: ModelSource, attentions: bool) -> tuple[Any, Any]:
     except OSError as exc:
         if not offline:
             raise
-        raise hub.unreachable(source.ref, default_hint(source.task)) from exc
+        raise hub.unreachable(source.ref, default_hint(source.task, source.ref)) from exc
     return model, tokenizer
 
 
@@ -252,5 +252,5 @@ def resolve_user_ref(ref: str, task: str, allowed: Callable[[str], bool] = lambd
                              f"hub ids with `txgallery serve --allow-hub PATTERN` (e.g. --allow-hub 'gpt2'). "
                              f"{default_hint(task)}", ref=ref)
     if not hub.hub_reachable():
-        raise hub.unreachable(ref, default_hint(task), cached=False)
+        raise hub.unreachable(ref, default_hint(task, ref), cached=False)
     return resolve(ref, task, reason="typed on the page (allowed by the operator)")

@@ -24,7 +24,7 @@ class Task:
 
 
 TASKS: dict[str, Task] = {
-    "text-classification": Task("AutoModelForSequenceClassification", "distilbert-base-uncased-finetuned-sst-2-english"),
+    "text-classification": Task("AutoModelForSequenceClassification", "distilbert/distilbert-base-uncased-finetuned-sst-2-english"),
     "feature-extraction": Task("AutoModel", "bert-base-uncased"),
     "text-generation": Task("AutoModelForCausalLM", "gpt2"),
     "text2text-generation": Task("AutoModelForSeq2SeqLM", "t5-small"),
@@ -34,7 +34,11 @@ TASKS: dict[str, Task] = {
 }
 
 
-def default_hint(task: str) -> str:
+def default_hint(task: str, failed_ref: str = "") -> str:
+    """What to use instead for `task`: the embedded default and, unless it is the model that failed, a hub id."""
     name = registry.embedded_default(task)
     embedded_part = f"the embedded default is 'embedded' ({name}), which works offline" if name else "no embedded model"
-    return f"For {task}, {embedded_part}; online, try a hub id such as '{TASKS[task].hub_default}'."
+    hub_default = TASKS[task].hub_default
+    if failed_ref.rsplit("/", 1)[-1] == hub_default.rsplit("/", 1)[-1]:  # the same model, maybe under its old id
+        return f"For {task}, {embedded_part}."
+    return f"For {task}, {embedded_part}; online, try a hub id such as '{hub_default}'."
