@@ -124,12 +124,18 @@ def test_a_service_whose_model_never_loaded_stays_healthy(backend):
 def test_every_gallery_service_runs_its_health_probe_on_its_default_model():
     """Each service the gallery connects to defines `check_health`, and it runs on the embedded default (a model
     replica runs exactly this, every 10 s, on Ray Serve)."""
+    from txgallery import settings
     from txgallery.gallery import build_gallery
     from txgallery.plugin import discover_demos
     from txgallery.serving.seam import collecting_services
 
-    with collecting_services() as keys:
-        build_gallery(discover_demos())
+    previous = settings.current()  # another test's session may have configured models that cannot load
+    settings.configure(settings.Settings())
+    try:
+        with collecting_services() as keys:
+            build_gallery(discover_demos())
+    finally:
+        settings.configure(previous)
     assert len({key.cls for key in keys}) >= 8, keys
     backend = LocalBackend()
     try:
