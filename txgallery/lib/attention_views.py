@@ -151,8 +151,10 @@ def head_view_html(tokens: Sequence[str], attention: np.ndarray, heads: Sequence
              f'<div class="txa-legend"><div style="margin-bottom:4px">Layer {layer} · line colour = head, darker line '
              f'= more attention{" · causal: a token only sees itself and earlier tokens" if causal else ""}</div>'
              + head_key_html(heads) + (_segment_key_html() if segments is not None else "") + "</div>",
+             # a narrow screen scrolls the view sideways inside its box: scaled down, its tokens would be unreadable
+             '<div class="txa-scroll" style="overflow-x:auto;max-width:100%">'
              f'<svg class="txa-svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-             f'xmlns="http://www.w3.org/2000/svg"><style>'
+             f'style="max-width:none;display:block" xmlns="http://www.w3.org/2000/svg"><style>'
              ".txa-svg text{font:12px monospace;cursor:pointer}.txa-svg path{fill:none;stroke-width:2}"
              ".txa-svg.focus path{display:none}.txa-svg.focus path.on{display:inline}"
              ".txa-svg text.on{font-weight:bold;fill:#c00}.txa-svg text:focus{outline:none}"
@@ -181,7 +183,7 @@ def head_view_html(tokens: Sequence[str], attention: np.ndarray, heads: Sequence
                      f'tabindex="{0 if i == 0 else -1}" aria-label="query token {i}: {label}">{label}</text>'
                      f'<text data-side="r" data-tok="{i}" x="{right}" y="{y}" tabindex="-1" '
                      f'aria-label="key token {i}: {label}">{label}</text>')
-    parts.append("</svg></div>")
+    parts.append("</svg></div></div>")
     return "".join(parts)
 
 
