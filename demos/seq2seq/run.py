@@ -262,10 +262,11 @@ def results_panel(source: ModelSource | ModelLoadError) -> ResultsPanel:
     with gr.Row():
         layer = gr.Dropdown(["average"], value="average", label="Layer", elem_id="seq2seq-layer")
         head = gr.Dropdown(["average"], value="average", label="Head", elem_id="seq2seq-head")
+    wide = ["tx-wide-figure"]  # on a phone the figure keeps a legible size and scrolls sideways (the gallery's CSS)
     with gr.Tab("Cross-attention (decoder × encoder)"):
-        cross_plot = gr.Plot(label="Cross-attention", elem_id="seq2seq-cross")
+        cross_plot = gr.Plot(label="Cross-attention", elem_id="seq2seq-cross", elem_classes=wide)
     with gr.Tab("Encoder self-attention"):
-        encoder_plot = gr.Plot(label="Encoder self-attention", elem_id="seq2seq-encoder")
+        encoder_plot = gr.Plot(label="Encoder self-attention", elem_id="seq2seq-encoder", elem_classes=wide)
     # under the results it explains
     badge = gr.Markdown(model_badge(source), label="About the model", elem_id="seq2seq-badge")
     return ResultsPanel(notice, output, layer, head, cross_plot, encoder_plot, badge, gr.State(None))
