@@ -67,6 +67,8 @@ CSS = """
      (its 9-point labels stay legible) and scrolls sideways inside its box */
   .tx-wide-figure .matplotlib {overflow-x: auto; align-items: flex-start;}
   .tx-wide-figure .matplotlib img {max-width: none; zoom: 0.75;}
+  /* a row of a picker and its description: stacked, the picker gets the whole width */
+  .tx-stack-on-phone {flex-direction: column; align-items: stretch;}
 }
 /* the skip link sits above the page until it has keyboard focus; only pages with a demo (#tx-demo) offer it */
 .tx-skip {position: fixed; top: 8px; left: 8px; z-index: 10000; padding: 8px 16px; border-radius: 8px;

@@ -459,7 +459,7 @@ def build(ctx: PageContext) -> gr.Blocks:
     """The generation page: streaming generation with every control, per-step view, side by side."""
     studio = Studio(ctx)
     with gr.Blocks(title="Generation studio") as page:
-        with gr.Row():
+        with gr.Row(elem_classes=["tx-stack-on-phone"]):  # side by side, the picker cut the model's name short
             model = gr.Dropdown(studio.names, value=studio.names[0], scale=1, allow_custom_value=True,
                                 label="Model (or type a hub id the operator allows)", elem_id="generation-model")
             badge = gr.Markdown(model_badge(studio.offered[0][1]), label="About the model", elem_id="generation-badge")
