@@ -70,6 +70,12 @@ CSS = """
   /* a row of a picker and its description: stacked, the picker gets the whole width */
   .tx-stack-on-phone {flex-direction: column; align-items: stretch;}
 }
+/* a slider keeps its minimum and maximum in view: Gradio's track refuses to shrink below 112 px, which pushed a
+   three-digit maximum out of a 160 px slider ("25" for 256), and it hides both on screens up to 480 px */
+div.slider_input_container > input[type=range] {min-width: 48px;}
+@media (max-width: 480px) {
+  div.slider_input_container > .min_value, div.slider_input_container > .max_value {display: inline;}
+}
 /* the skip link sits above the page until it has keyboard focus; only pages with a demo (#tx-demo) offer it */
 .tx-skip {position: fixed; top: 8px; left: 8px; z-index: 10000; padding: 8px 16px; border-radius: 8px;
           background: #1f2937; color: #ffffff; font-weight: 600; text-decoration: underline;

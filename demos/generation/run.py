@@ -382,9 +382,9 @@ def generate_tab() -> GenerateTab:
             with gr.Column(scale=2):
                 with gr.Row():
                     chat = gr.Checkbox(label="Chat template (instruct models)", value=False)
-                    max_new = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=48, step=1, precision=0,
-                                        label="Max new tokens")
                     seed = gr.Number(value=0, precision=0, label="Seed")
+                # a row of its own: squeezed between the two, its maximum was cut off
+                max_new = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=48, step=1, precision=0, label="Max new tokens")
                 knobs = decoding_controls("generation")
         notice = gr.Markdown(label="Notice", elem_id="generation-notice")
         stats = gr.Markdown(label="Statistics", elem_id="generation-stats")
