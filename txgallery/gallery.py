@@ -259,7 +259,7 @@ def build_gallery(entries: list[DemoEntry] | None = None, title: str = "txgaller
     built = {e.slug: build_entry(e) for e in entries}  # build first: a build failure turns the card red
     with gr.Blocks(title=title, delete_cache=(GRADIO_CACHE_SWEEP_S, GRADIO_CACHE_AGE_S)) as app:
         gr.Markdown(f"# {title}\nInteractive transformer demos. Every demo runs offline on an embedded model; "
-                    "configure hub models when online (`txgallery serve --help`).")
+                    "whoever runs the gallery can add Hugging Face Hub models (README, \"Configuration\").")
         presenter_bar(app)
         gr.HTML(landing_html(entries), elem_id="tx-landing")
         gr.api(ping, api_name="ping")

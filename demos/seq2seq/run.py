@@ -55,7 +55,7 @@ The embedded model is a small T5 (2 encoder layers + 1 decoder layer, 1.0M weigh
 (`txgallery train t5`) on Rotten Tomatoes sentences, with two prefixes built from the same data: `sst2 sentence:`
 → `positive`/`negative`, and `fill:` — a span cut out and replaced by `<extra_id_0>` → the missing words, which
 is T5's own pre-training objective. It knows nothing else: summaries and translations need a hub model
-(`t5-small`, `google/flan-t5-small`, `facebook/bart-large-cnn`) when you are online.
+(`t5-small`, `google/flan-t5-small`, `facebook/bart-large-cnn`), which whoever runs the gallery can add.
 
 **Try:** a review with `sst2 sentence:` and look at which words the `positive`/`negative` row attends to; the
 `fill:` task with `___` where a word is missing; *beam search* against *greedy*; layers and heads one by one
@@ -76,6 +76,11 @@ TASK_NAMES = {"sentiment": "sentiment", "fill": "fill in the blank", "summarizat
               "translation_en_to_de": "translate to German", "translation_en_to_fr": "translate to French",
               "translation_en_to_ro": "translate to Romanian"}
 HUB_FOR_OTHER_TASKS = "t5-small"  # declares summarisation and translation
+# addressed to whoever runs the gallery (a visitor of a hosted gallery runs no command); no code span at its end,
+# which a narrow screen wrapped away from the closing full stop
+WHO_ADDS_THE_HUB_MODEL = (f"Whoever runs the gallery can add a hub model that was, such as {HUB_FOR_OTHER_TASKS}: "
+                          f"`--model {SLUG}=embedded,{HUB_FOR_OTHER_TASKS}`, or `[demos.{SLUG}]` in txgallery.toml "
+                          "(README, \"Configuration\").")
 
 SENTINEL = "<extra_id_0>"
 BLANK = "___"
@@ -107,16 +112,15 @@ def declared_tasks(config: dict) -> dict[str, str]:
 def check_task(task: str, tasks: dict[str, str], model: str) -> str:
     """The prefix of `task`, or a message that the model was not trained for it and which hub model is."""
     if task not in tasks:
-        raise InputError(f"`{model}` was not trained for “{task}”; it knows: {', '.join(tasks)}. Online, a hub model "
-                         f"can: `txgallery serve --model {SLUG}=embedded,{HUB_FOR_OTHER_TASKS}`.")
+        raise InputError(f"`{model}` was not trained for “{task}”; it knows: {', '.join(tasks)}. "
+                         + WHO_ADDS_THE_HUB_MODEL)
     return tasks[task]
 
 
 def other_tasks_note(tasks: dict[str, str]) -> str:
     """What the model was not trained for, and the hub model that was (empty when it knows every task)."""
     missing = [label.split(" (")[0] for label in TASK_PREFIXES if label not in tasks and "no prefix" not in label]
-    return (f"This model was not trained to {' or '.join(missing)}: online, add a hub model that was, "
-            f"`txgallery serve --model {SLUG}=embedded,{HUB_FOR_OTHER_TASKS}`." if missing else "")
+    return f"This model was not trained to {' or '.join(missing)}. {WHO_ADDS_THE_HUB_MODEL}" if missing else ""
 
 
 # --- input handling (pure functions) -----------------------------------------------------------------------------
