@@ -380,11 +380,11 @@ def generate_tab() -> GenerateTab:
                     stop = gr.Button("Stop", variant="stop", elem_id="generation-stop")
                 examples_that_run(EXAMPLES, prompt, run)
             with gr.Column(scale=2):
+                # a row of its own (squeezed between the chat template and the seed, its maximum was cut off), first
+                max_new = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=48, step=1, precision=0, label="Max new tokens")
                 with gr.Row():
                     chat = gr.Checkbox(label="Chat template (instruct models)", value=False)
                     seed = gr.Number(value=0, precision=0, label="Seed")
-                # a row of its own: squeezed between the two, its maximum was cut off
-                max_new = gr.Slider(1, GENERATION_MAX_NEW_TOKENS, value=48, step=1, precision=0, label="Max new tokens")
                 knobs = decoding_controls("generation")
         notice = gr.Markdown(label="Notice", elem_id="generation-notice")
         stats = gr.Markdown(label="Statistics", elem_id="generation-stats")
