@@ -204,7 +204,9 @@ def models_markdown(entry: DemoEntry) -> str:
         lines += [f"- {model_badge(source)}" for source in context.models[slot.name]]
         if slot.hub_example:
             key = entry.demo.slug if index == 0 else f"{entry.demo.slug}.{slot.name}"
-            lines.append(f"- Online, compare with a hub model: `txgallery serve --model {key}=embedded,{slot.hub_example}`")
+            lines.append(f"- Online, whoever runs the gallery can add a hub model to compare: "
+                         f"`--model {key}=embedded,{slot.hub_example}`, or `[demos.{key}]` in "
+                         f"`txgallery.toml` (README, \"Configuration\")")
     return "\n".join(lines)
 
 

@@ -394,7 +394,8 @@ def generate_tab() -> GenerateTab:
         gr.HTML(PROBABILITY_LEGEND, js_on_load=None, elem_id="generation-legend")
         step_info = gr.Markdown(STEP_HINT, elem_id="generation-step")
         with gr.Row():
-            step_plot = gr.Plot(label="Top candidates at this step")
+            step_plot = gr.Plot(label="Top candidates at this step",
+                                elem_classes=["tx-wide-figure"])  # legible on a phone, scrolled sideways
             step_rows = gr.Dataframe(headers=["token", "p (model)", "p (after filtering)"], label="Candidates",
                                      wrap=True)
         steps = gr.State([])

@@ -70,7 +70,7 @@ def test_model_provenance_is_in_a_closed_about_panel(page, gallery):
     models = about.locator(".block.tx-models")
     expect(models).to_be_visible()
     expect(models).to_contain_text("minilm-rt-sentiment")
-    expect(models).to_contain_text("txgallery serve --model sentiment=embedded,")
+    expect(models).to_contain_text("--model sentiment=embedded,distilbert/")
 
 
 def test_the_skip_link_is_the_first_tab_stop_and_moves_focus_into_the_demo(page, gallery):
