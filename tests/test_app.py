@@ -185,7 +185,7 @@ def test_efficiency_lab_measures_over_http(client):
     through the page in tests/e2e and tests/userpaths)."""
     table, chart, downloads = client.predict([], 0.5, False, api_name="/efficiency_measure")
     assert [row[0] for row in table["data"]] == ["fp32 (baseline)"]
-    column = table["headers"].index("agreement_with_fp32")
+    column = table["headers"].index("agrees with fp32")
     assert table["data"][0][column] == 1.0 and 0.7 < table["data"][0][table["headers"].index("accuracy")] <= 1.0
     assert len(downloads) == 1 and str(downloads[0]).endswith(".zip")
     # the table names the download beside it, never a directory on the server

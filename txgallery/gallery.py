@@ -76,6 +76,8 @@ div.slider_input_container > input[type=range] {min-width: 48px;}
 @media (max-width: 480px) {
   div.slider_input_container > .min_value, div.slider_input_container > .max_value {display: inline;}
 }
+/* a table whose headers are words: a narrow column wraps them at spaces, never mid-word ("accura cy") */
+.tx-whole-words th, .tx-whole-words th * {word-break: normal !important; overflow-wrap: normal !important;}
 /* the skip link sits above the page until it has keyboard focus; only pages with a demo (#tx-demo) offer it */
 .tx-skip {position: fixed; top: 8px; left: 8px; z-index: 10000; padding: 8px 16px; border-radius: 8px;
           background: #1f2937; color: #ffffff; font-weight: 600; text-decoration: underline;

@@ -84,11 +84,18 @@ def results_chart(frame: pd.DataFrame) -> Figure:
     return figure
 
 
-def downloads_named(frame: pd.DataFrame) -> pd.DataFrame:
-    """The results table with each variant's download (`int8.zip`) where the lab's server-side directory was: the
-    path means nothing on an attendee's laptop, the zip beside the table does."""
+# the results table's headers as the page shows them: words and units (a narrow column wraps at spaces, not mid-word)
+HEADERS = {"agreement_with_fp32": "agrees with fp32", "p50_batch1_ms": "p50 ms, batch 1",
+           "p95_batch1_ms": "p95 ms, batch 1", "p50_batch32_ms": "p50 ms, batch 32", "p95_batch32_ms": "p95 ms, batch 32",
+           "size_mb": "size MB", "parameters_m": "parameters M", "build_s": "build s",
+           "speed-up b1": "speed-up, batch 1", "speed-up b32": "speed-up, batch 32"}
+
+
+def results_for_page(frame: pd.DataFrame) -> pd.DataFrame:
+    """The results table with readable headers, and each variant's download (`int8.zip`) where the lab's server-side
+    directory was: the path means nothing on an attendee's laptop, the zip beside the table does."""
     download = frame["saved"].map(lambda saved: f"{Path(saved).name}.zip")
-    return frame.drop(columns="saved").assign(download=download)
+    return frame.drop(columns="saved").assign(download=download).rename(columns=HEADERS)
 
 
 def distillation_text(result: DistillationResult) -> str:
@@ -124,7 +131,8 @@ def measure_tab() -> MeasureTab:
         sparsity = gr.Slider(0, 0.95, value=0.5, step=0.05, label="Pruning sparsity (share of weights zeroed)")
         structured = gr.Checkbox(label="Structured pruning (whole rows)")
     return MeasureTab(techniques, sparsity, structured, run=gr.Button("Build and measure", variant="primary"),
-                      table=gr.Dataframe(label="Measured on this machine", wrap=True),
+                      table=gr.Dataframe(label="Measured on this machine", wrap=True,
+                                         elem_classes=["tx-whole-words"]),  # headers wrap at spaces (gallery CSS)
                       chart=gr.Plot(label="Latency and accuracy"),
                       downloads=gr.File(label="Download variants (zip)", file_count="multiple"))
 
@@ -246,7 +254,7 @@ class LabEvents:
                     progress(share, desc=what)
             frame, measurements = run.result()
             files = [offer_download(f"{Path(m.saved).name}.zip", lab.archive(m.saved)) for m in measurements]
-        return downloads_named(frame), results_chart(frame), files
+        return results_for_page(frame), results_chart(frame), files
 
     @user_errors
     def train_student(self, student_layers: int, steps: int, temperature: float, alpha: float):
