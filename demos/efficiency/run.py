@@ -26,7 +26,7 @@ from txgallery_demos.efficiency.variants import EVAL_SIZE, DistillationResult
 from txgallery.limits import MAX_DISTIL_STEPS, MAX_STUDENT_LAYERS, InputError
 from txgallery.models.hub import ModelLoadError, ModelSource
 from txgallery.plugin import Demo, ModelSlot, PageContext
-from txgallery.ui import deep_link, offer_download, user_errors
+from txgallery.ui import deep_link, model_badge, offer_download, user_errors
 
 SLUG = "efficiency"
 TASK = "text-classification"
@@ -293,7 +293,8 @@ def build(ctx: PageContext) -> gr.Blocks:
     """The lab page: build-and-measure, distillation, and the BERT shapes."""
     _, source, lab = ctx.services(EfficiencyLab)[0]
     events = LabEvents(lab, source)
-    with gr.Blocks(title="Efficiency lab") as page:  # the gallery's page header already names the model
+    with gr.Blocks(title="Efficiency lab") as page:
+        gr.Markdown(model_badge(source))  # which model every variant starts from, and why: on the page, not in a panel
         with gr.Tab("Quantize, export, prune"):
             measured = measure_tab()
         with gr.Tab("Distil"):

@@ -226,3 +226,15 @@ def test_latency_times_at_least_the_minimum_and_stops_at_its_budget(budget_s, ti
     tokenizer = lambda texts, **kwargs: {"input_ids": texts}  # noqa: E731
     latency_ms(model, tokenizer, ["a"], 1, warmup=2, budget_s=budget_s)
     assert len(calls) == 2 + {"all": LATENCY_RUNS, "minimum": LATENCY_MIN_RUNS}[timed]
+
+
+def test_the_page_says_which_model_it_starts_from_outside_any_panel():
+    """Every page names its model, its source and why on the page itself (not only in the closed About panel)."""
+    import gradio as gr
+    from txgallery_demos.efficiency.run import demo
+
+    from txgallery.plugin import page_context
+
+    page = demo.build(page_context(demo))
+    texts = [block.value for block in page.blocks.values() if isinstance(block, gr.Markdown)]
+    assert any("minilm-rt-sentiment" in text and "why:" in text for text in texts), texts
