@@ -127,9 +127,11 @@ def measure_tab() -> MeasureTab:
     techniques = gr.CheckboxGroup(TECHNIQUES, value=["int8", "onnx", "onnx-int8"],
                                   label="Techniques (each is measured beside the fp32 baseline; 'compile' is "
                                         "torch.compile, whose first compilation takes a minute or more)")
-    with gr.Row():
+    with gr.Row(visible=False) as pruning_settings:  # shown only while pruning is chosen
         sparsity = gr.Slider(0, 0.95, value=0.5, step=0.05, label="Pruning sparsity (share of weights zeroed)")
         structured = gr.Checkbox(label="Structured pruning (whole rows)")
+    techniques.change(lambda chosen: gr.update(visible="pruning" in (chosen or [])), techniques, pruning_settings,
+                      api_name=False, queue=False, show_progress="hidden")  # UI only: no public endpoint
     return MeasureTab(techniques, sparsity, structured, run=gr.Button("Build and measure", variant="primary"),
                       table=gr.Dataframe(label="Measured on this machine", wrap=True,
                                          elem_classes=["tx-whole-words"]),  # headers wrap at spaces (gallery CSS)

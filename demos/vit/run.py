@@ -98,7 +98,7 @@ def recipe_table(geometry: VitGeometry) -> pd.DataFrame:
     ours, seed = values(geometry), values(SEED_RECIPE)
     return pd.DataFrame({"step": [name for name, _ in rows],
                          "this model": [fmt.format(*ours) for _, fmt in rows],
-                         "ViT-B/16 (the seed's numbers)": [fmt.format(*seed) for _, fmt in rows]})
+                         "ViT-B/16 (the paper's base model)": [fmt.format(*seed) for _, fmt in rows]})
 
 
 def patch_grid_title(geometry: VitGeometry) -> str:

@@ -49,8 +49,8 @@ def test_recipe_table_has_this_models_and_the_seeds_numbers(vit):
     assert table.loc["patches (tokens)", "this model"] == "4×4 = 16"
     assert table.loc["numbers per patch", "this model"] == "7·7·1 = 49"
     assert table.loc["sequence length with [CLS]", "this model"] == "17"
-    assert table.loc["patches (tokens)", "ViT-B/16 (the seed's numbers)"] == "14×14 = 196"
-    assert table.loc["numbers per patch", "ViT-B/16 (the seed's numbers)"] == "16·16·3 = 768"
+    assert table.loc["patches (tokens)", "ViT-B/16 (the paper's base model)"] == "14×14 = 196"
+    assert table.loc["numbers per patch", "ViT-B/16 (the paper's base model)"] == "16·16·3 = 768"
     assert SEED_RECIPE.num_patches == 196
 
 

@@ -44,3 +44,13 @@ def test_efficiency_lab_builds_and_measures(page, gallery):
     assert page.get_by_text("ONNX fp32 (onnxruntime)").count() == 0
     page.wait_for_timeout(1000)  # let the chart draw
     page.screenshot(path=str(SCREENSHOT.with_name("efficiency.png")), full_page=True)
+
+
+def test_the_pruning_settings_show_only_while_pruning_is_chosen(page, gallery):
+    page.goto(gallery + "/efficiency", wait_until="load", timeout=120_000)
+    sparsity = page.get_by_label("Pruning sparsity (share of weights zeroed)", exact=False).first
+    expect(sparsity).to_be_hidden()
+    page.get_by_label("pruning", exact=True).check()
+    expect(sparsity).to_be_visible()
+    page.get_by_label("pruning", exact=True).uncheck()
+    expect(sparsity).to_be_hidden()
