@@ -64,8 +64,9 @@ LESSON = """
 - **IA3:** one learned scale per key, value and feed-forward channel: the fewest parameters of all.
 
 **Measured** (README, 400 steps × 16 sentences, 500 held-out): full 0.852, freeze-4 0.850, adapters 0.844, LoRA 0.830
-(at lr 2e-3; the page starts it at 5e-3, which moves within 40 steps), frozen 0.676. The page's default of 40 steps shows the start of that race: LoRA and adapters start as "no change"
-and need more steps than top-layer tuning before they move.
+(at lr 2e-3; the page starts it at 5e-3, which moves within 40 steps), frozen 0.676. The page's default of 40 steps
+shows the start of that race: LoRA and adapters start as "no change" and need more steps than top-layer tuning before
+they move.
 
 **Try:** the same steps with each method, then the *Compare* tab; LoRA's rank 1 vs 32; a learning rate of 1 (the
 run stops with a message when the loss becomes NaN); your own CSV (`text,label`); Shakespeare style tuning of the

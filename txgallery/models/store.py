@@ -250,7 +250,7 @@ def resolve_user_ref(ref: str, task: str, allowed: Callable[[str], bool] = lambd
     if not allowed(ref):
         raise ModelLoadError(f"Loading {ref!r} from the hub is not enabled on this gallery: the operator allows typed "
                              f"hub ids with `txgallery serve --allow-hub PATTERN` (e.g. --allow-hub 'gpt2'). "
-                             f"{default_hint(task)}", ref=ref)
+                             f"{default_hint(task, ref)}", ref=ref)
     if not hub.hub_reachable():
         raise hub.unreachable(ref, default_hint(task, ref), cached=False)
     return resolve(ref, task, reason="typed on the page (allowed by the operator)")
