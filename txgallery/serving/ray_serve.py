@@ -298,7 +298,9 @@ class ModelService:
             batcher.max_batch_size, batcher.wait_s = self.max_batch_size, self.batch_wait_timeout_s
 
     async def _run(self, method: str, args: tuple, kwargs: dict) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(None, self.local.call, self.key, method, args, kwargs)
+        # awaited on the service's own thread, with no pool thread waiting on it; shielded: a cancelled caller does
+        # not drop a call already queued for the model (a batch's other callers share it)
+        return await asyncio.shield(asyncio.wrap_future(self.local.submit(self.key, method, args, kwargs)))
 
     def _batcher(self, method: str) -> CallBatcher:
         if method not in self.batchers:
